@@ -1,0 +1,64 @@
+"""`clip-match` entry point.
+
+Each subcommand lives in its own module, imported only when that subcommand runs (so
+`clip-match query` never imports torch). A command module provides:
+
+    configure(parser: argparse.ArgumentParser)  adds its arguments
+    run(args: argparse.Namespace) -> int        does the work, returns the exit status
+
+User errors are raised as `ClipMatchError` and printed as one line, exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from .errors import ClipMatchError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("clip_match.data.prepare_cli", "images + labels -> {split}_imgs.tsv / {split}_texts.jsonl"),
+    "build-lmdb": ("clip_match.data.build_lmdb_cli", "TSV/JSONL -> verified LMDB (Chinese-CLIP layout)"),
+    "inspect": ("clip_match.data.inspect_cli", "counts, duplicates and samples of a TSV/JSONL or LMDB dataset"),
+    "export": ("clip_match.export.cli", "checkpoint -> ONNX model bundle (fp32/fp16/int8), verified"),
+    "train": ("clip_match.train.cli", "fine-tune or train a CN-CLIP model on LMDB data"),
+    "index": ("clip_match.index.cli", "build or extend a FAISS index of candidate texts"),
+    "query": ("clip_match.query_cli", "rank candidate texts for images, or images for a text"),
+    "grid": ("clip_match.grid.cli", "solve a 2x3 / 3x3 tile puzzle for a prompt"),
+    "eval-grid": ("clip_match.eval.grid_cli", "accuracy and latency on a puzzles.jsonl"),
+    "annotate": ("clip_match.annotate_cli", "label image-text pairs in the browser; export them"),
+}
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """Build the parser, configuring only the subcommand named in ``argv`` (fast start-up)."""
+    parser = argparse.ArgumentParser(prog="clip-match", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module_name, help_line) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_line, description=help_line)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.configure(command_parser)
+            command_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except ClipMatchError as error:
+        print(f"clip-match {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"clip-match {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Safe image decoding shared by the data pipeline, the runtime, training and annotation.
+
+Decoding is strict: bytes that are not an image, truncated files and decompression bombs
+(more pixels than Pillow's ``Image.MAX_IMAGE_PIXELS``) raise `ClipMatchError` naming the
+input. Two normalisations happen here, at decode time, so that training and inference see
+the same pixels and the model transform afterwards is exactly Chinese-CLIP's:
+
+- EXIF orientation is applied (phone photos arrive upright; cn_clip ignores the tag),
+- 16-bit and float images are scaled to 8 bits (a plain ``convert("RGB")`` would clip them
+  to white).
+
+Other modes (CMYK, P, LA, RGBA, ...) are kept: Chinese-CLIP resizes before converting to RGB,
+and preprocessing must do the same to match it.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import ClipMatchError
+
+ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+
+_HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def decode_image(data: bytes | bytearray | memoryview, source: str) -> Image.Image:
+    """Decode and fully load image bytes; ``source`` names them in errors."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(bytes(data)))
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ClipMatchError(f"{source}: image too large (decompression bomb guard): {error}") from None
+    except UnidentifiedImageError:
+        raise ClipMatchError(f"{source}: not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ClipMatchError(f"{source}: corrupt or truncated image: {error}") from None
+    return to_8bit(image)
+
+
+def open_image(item: ImageInput, name: str | None = None) -> Image.Image:
+    """Turn a path, bytes, PIL image or HxW[xC] uint8 array into a loaded PIL image."""
+    if isinstance(item, Image.Image):
+        return to_8bit(item)
+    if isinstance(item, np.ndarray):
+        if item.dtype != np.uint8 or item.ndim not in (2, 3) or (item.ndim == 3 and item.shape[2] not in (1, 3, 4)):
+            raise ClipMatchError(
+                f"{name or 'array input'}: expected a uint8 array of shape HxW, HxWx1, HxWx3 or HxWx4, "
+                f"got {item.dtype} {item.shape}"
+            )
+        return Image.fromarray(item[:, :, 0] if item.ndim == 3 and item.shape[2] == 1 else item)
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return decode_image(item, name or "image bytes")
+    if isinstance(item, (str, os.PathLike)):
+        path = Path(item)
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise ClipMatchError(f"{path}: cannot read: {error.strerror or error}") from None
+        return decode_image(data, name or str(path))
+    raise ClipMatchError(f"{name or 'input'}: unsupported image input type {type(item).__name__}")
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """Scale 16-bit / 32-bit / float images to 8-bit grayscale ("L"); other modes pass through."""
+    if image.mode not in _HIGH_DEPTH_MODES:
+        return image
+    array = np.asarray(image, dtype=np.float64)
+    peak = 65535.0 if image.mode.startswith("I;16") else max(float(array.max(initial=0.0)), 1.0)
+    if image.mode == "F" and peak <= 1.0:
+        peak = 1.0
+    return Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
