@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     """Build the parser, configuring only the subcommand named in ``argv`` (fast start-up)."""
-    parser = argparse.ArgumentParser(prog="clip-match", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="clip-match", description="Image-text matching with Chinese-CLIP.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_line) in COMMANDS.items():
