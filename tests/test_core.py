@@ -1,0 +1,110 @@
+"""The shared foundations: atomic writes, strict image decoding, the CLI dispatcher."""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clip_match import cli
+from clip_match.data.images import decode_image, open_image
+from clip_match.errors import ClipMatchError
+from clip_match.fsutil import atomic_dir, atomic_file
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_atomic_file_leaves_old_content_when_interrupted(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_file(target, "w") as handle:
+            handle.write("half")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_atomic_dir_refuses_then_replaces(tmp_path):
+    target = tmp_path / "bundle"
+    with atomic_dir(target) as tmp:
+        (tmp / "a").write_text("1")
+    with pytest.raises(ClipMatchError, match="already exists"):
+        with atomic_dir(target):
+            pass
+    with atomic_dir(target, overwrite=True) as tmp:
+        (tmp / "b").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_atomic_dir_failure_keeps_nothing(tmp_path):
+    with pytest.raises(ValueError):
+        with atomic_dir(tmp_path / "x") as tmp:
+            (tmp / "partial").write_text("...")
+            raise ValueError
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_decode_rejects_non_images_truncation_and_bombs(monkeypatch):
+    with pytest.raises(ClipMatchError, match="sample.bin: not an image"):
+        decode_image(b"hello", "sample.bin")
+    data = _png(Image.new("RGB", (64, 64), "red"))
+    with pytest.raises(ClipMatchError, match="truncated"):
+        decode_image(data[: len(data) // 2], "cut.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ClipMatchError, match="bomb"):
+        decode_image(data, "big.png")
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped():
+    ramp = (np.arange(256, dtype=np.uint16) * 257).reshape(16, 16)
+    image = decode_image(_png(Image.fromarray(ramp)), "ramp16.png")
+    assert image.mode == "L"
+    assert np.array_equal(np.asarray(image).ravel(), np.arange(256))
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (40, 20), "blue")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif)
+    assert decode_image(buffer.getvalue(), "phone.jpg").size == (20, 40)
+
+
+def test_open_image_accepts_arrays_and_names_bad_input(tmp_path):
+    assert open_image(np.zeros((4, 5, 3), np.uint8)).size == (5, 4)
+    with pytest.raises(ClipMatchError, match="float64"):
+        open_image(np.zeros((4, 5)), "frame")
+    with pytest.raises(ClipMatchError, match="missing.png: cannot read"):
+        open_image(tmp_path / "missing.png")
+
+
+def test_cli_lists_commands_without_importing_torch():
+    result = subprocess.run([sys.executable, "-m", "clip_match.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for name in cli.COMMANDS:
+        assert name in result.stdout
+    assert "torch" not in subprocess.run(
+        [sys.executable, "-c", "import sys, clip_match.cli; print(' '.join(sys.modules))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+
+
+def test_cli_prints_user_errors_as_one_line_and_exits_2(monkeypatch, capsys):
+    command = types.ModuleType("boom_command")
+    command.configure = lambda parser: parser.add_argument("path")
+    command.run = lambda args: (_ for _ in ()).throw(ClipMatchError(f"{args.path}:3: bad field 'text'"))
+    monkeypatch.setitem(sys.modules, "boom_command", command)
+    monkeypatch.setitem(cli.COMMANDS, "boom", ("boom_command", "raise a user error"))
+    assert cli.main(["boom", "data.jsonl"]) == 2
+    assert capsys.readouterr().err == "clip-match boom: error: data.jsonl:3: bad field 'text'\n"
