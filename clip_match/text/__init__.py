@@ -1,1 +1,1 @@
-"""clip_match.text"""
+"""Text handling without torch: the CN-CLIP WordPiece tokenizer and text normalisation."""
