@@ -1,0 +1,177 @@
+"""Chinese-CLIP's on-disk text formats: ``{split}_imgs.tsv`` and ``{split}_texts.jsonl``.
+
+TSV line: ``image_id<TAB>base64(image file bytes)``. JSONL line:
+``{"text_id": int, "text": str, "image_ids": [int, ...]}``. The readers validate every line
+and name ``file:line`` in errors; they accept CRLF line endings and a UTF-8 byte-order mark
+(both common in files edited on Windows) but reject invalid UTF-8. Ids are normalised to
+``int`` so that ``007`` and ``7`` cannot become two different LMDB keys.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ..errors import ClipMatchError, where
+from ..fsutil import atomic_file
+
+BOM = b"\xef\xbb\xbf"
+_INT = re.compile(rb"-?[0-9]+")
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class ImageLine:
+    """One TSV line; ``b64`` is the base64 text exactly as stored in the file."""
+
+    image_id: int
+    b64: bytes
+    line: int
+
+
+@dataclass(frozen=True)
+class TextLine:
+    """One JSONL line: a text and every image it describes."""
+
+    text_id: int
+    text: str
+    image_ids: tuple[int, ...]
+    line: int
+
+
+def imgs_path(data_dir: str | Path, split: str) -> Path:
+    return Path(data_dir) / f"{check_split_name(split)}_imgs.tsv"
+
+
+def texts_path(data_dir: str | Path, split: str) -> Path:
+    return Path(data_dir) / f"{check_split_name(split)}_texts.jsonl"
+
+
+def check_split_name(split: str) -> str:
+    """Split names become file and directory names: allow only plain names."""
+    if not _SPLIT_NAME.fullmatch(split):
+        raise ClipMatchError(f"invalid split name {split!r} (use letters, digits, '_', '-', '.')")
+    return split
+
+
+def encode_b64(image_bytes: bytes) -> str:
+    """Standard base64, as in Chinese-CLIP's README (its loader also accepts URL-safe)."""
+    return base64.b64encode(image_bytes).decode("ascii")
+
+
+def decode_b64(b64: bytes | str, source: str) -> bytes:
+    """Strictly decode standard or URL-safe base64 (what cn_clip's ``urlsafe_b64decode`` accepts)."""
+    try:
+        return base64.b64decode(b64, altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ClipMatchError(f"{source}: corrupt base64 image data: {error}") from None
+
+
+def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(line_number, content)`` for each non-blank line, without BOM or line ending."""
+    try:
+        handle = open(path, "rb")
+    except OSError as error:
+        raise ClipMatchError(f"{path}: cannot read: {error.strerror or error}") from None
+    with handle:
+        for number, raw in enumerate(handle, 1):
+            if number == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM):]
+            content = raw.rstrip(b"\r\n")
+            if content.strip():
+                yield number, content
+
+
+def parse_image_line(content: bytes, path: Path, number: int) -> ImageLine:
+    """Check one TSV line's structure (not its image: see ``lmdb_build`` for that)."""
+    fields = content.split(b"\t")
+    if len(fields) != 2:
+        raise ClipMatchError(f"{where(path, number)}: expected 2 tab-separated fields (image_id, base64), got {len(fields)}")
+    raw_id, b64 = fields[0].strip(), fields[1].strip()
+    if not _INT.fullmatch(raw_id):
+        shown = raw_id.decode("utf-8", "replace")[:40]
+        raise ClipMatchError(f"{where(path, number)}: image_id must be an integer, got {shown!r}")
+    if not b64:
+        raise ClipMatchError(f"{where(path, number)}: empty base64 image field")
+    if not b64.isascii():
+        raise ClipMatchError(f"{where(path, number)}: base64 field holds non-ASCII bytes (invalid UTF-8 or not base64)")
+    return ImageLine(int(raw_id), b64, number)
+
+
+def parse_text_line(content: bytes, path: Path, number: int) -> TextLine:
+    """Decode and validate one JSONL line."""
+    place = where(path, number)
+    try:
+        obj = json.loads(content.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ClipMatchError(f"{place}: invalid UTF-8 at byte {error.start}") from None
+    except json.JSONDecodeError as error:
+        raise ClipMatchError(f"{place}: malformed JSON: {error.msg} (column {error.colno})") from None
+    if not isinstance(obj, dict):
+        raise ClipMatchError(f"{place}: expected a JSON object, got {type(obj).__name__}")
+    for field in ("text_id", "text", "image_ids"):
+        if field not in obj:
+            raise ClipMatchError(f"{place}: missing field {field!r}")
+    text_id, text, image_ids = obj["text_id"], obj["text"], obj["image_ids"]
+    if not _is_int(text_id):
+        raise ClipMatchError(f"{place}: field 'text_id' must be an integer, got {text_id!r}")
+    if not isinstance(text, str):
+        raise ClipMatchError(f"{place}: field 'text' must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise ClipMatchError(f"{place}: field 'text' is empty or whitespace only")
+    if not isinstance(image_ids, list) or not image_ids:
+        raise ClipMatchError(f"{place}: field 'image_ids' must be a non-empty list of integers")
+    bad = next((i for i in image_ids if not _is_int(i)), None)
+    if bad is not None:
+        raise ClipMatchError(f"{place}: field 'image_ids' must hold integers, got {bad!r}")
+    if len(set(image_ids)) != len(image_ids):
+        raise ClipMatchError(f"{place}: field 'image_ids' lists an image twice")
+    return TextLine(text_id, text, tuple(image_ids), number)
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int  # bool is an int subclass but not an id
+
+
+def read_tsv(path: str | Path) -> Iterator[ImageLine]:
+    """Yield validated TSV lines; duplicate image ids are an error."""
+    path = Path(path)
+    seen: set[int] = set()
+    for number, content in iter_lines(path):
+        record = parse_image_line(content, path, number)
+        if record.image_id in seen:
+            raise ClipMatchError(f"{where(path, number)}: duplicate image_id {record.image_id}")
+        seen.add(record.image_id)
+        yield record
+
+
+def read_jsonl(path: str | Path) -> Iterator[TextLine]:
+    """Yield validated JSONL lines; duplicate text ids are an error."""
+    path = Path(path)
+    seen: set[int] = set()
+    for number, content in iter_lines(path):
+        record = parse_text_line(content, path, number)
+        if record.text_id in seen:
+            raise ClipMatchError(f"{where(path, number)}: duplicate text_id {record.text_id}")
+        seen.add(record.text_id)
+        yield record
+
+
+def write_split(
+    out_dir: str | Path,
+    split: str,
+    images: Iterable[tuple[int, bytes]],
+    texts: Iterable[tuple[int, str, list[int]]],
+) -> None:
+    """Write one split's TSV and JSONL, each atomically (temporary name, then rename)."""
+    with atomic_file(imgs_path(out_dir, split), "w", encoding="utf-8", newline="\n") as tsv:
+        for image_id, image_bytes in images:
+            tsv.write(f"{int(image_id)}\t{encode_b64(image_bytes)}\n")
+    with atomic_file(texts_path(out_dir, split), "w", encoding="utf-8", newline="\n") as jsonl:
+        for text_id, text, image_ids in texts:
+            record = {"text_id": int(text_id), "text": text, "image_ids": [int(i) for i in image_ids]}
+            jsonl.write(json.dumps(record, ensure_ascii=False) + "\n")

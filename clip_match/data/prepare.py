@@ -1,0 +1,149 @@
+"""Image-text records -> ``{split}_imgs.tsv`` + ``{split}_texts.jsonl`` (Chinese-CLIP's formats).
+
+Ids are stable: image ids number the sorted record keys, text ids the sorted distinct texts,
+so the same input always gives the same files. The split is a seeded shuffle of the images
+(so an image is never in two splits); each split's JSONL holds one line per distinct text
+with all of that split's images for it. Every image is decoded once to reject bad files
+before anything is written; all files are staged and renamed together at the end.
+"""
+from __future__ import annotations
+
+import io
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence, Union
+
+from PIL import Image
+from tqdm import tqdm
+
+from ..errors import ClipMatchError
+from .formats import imgs_path, texts_path, write_split
+from .images import decode_image
+
+SPLIT_NAMES = ("train", "valid", "test")
+ImageSource = Union[bytes, str, os.PathLike]
+Record = tuple[str, ImageSource, Sequence[str]]
+
+
+def write_dataset(
+    records: Iterable[Record],
+    out_dir: str | os.PathLike,
+    split: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    max_side: int | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Write train/valid/test files for ``(key, image bytes or path, texts)`` records; return counts."""
+    out_dir = Path(out_dir)
+    by_key = _collect(records)
+    fractions = _check_fractions(split)
+    if max_side is not None and max_side < 1:
+        raise ClipMatchError(f"max_side must be a positive number of pixels, got {max_side}")
+    targets = [p for s in SPLIT_NAMES for p in (imgs_path(out_dir, s), texts_path(out_dir, s))]
+    existing = [p for p in targets if p.exists()]
+    if existing and not overwrite:
+        raise ClipMatchError(f"{existing[0]}: already exists (pass --overwrite to replace it)")
+
+    keys = sorted(by_key)
+    image_ids = {key: index for index, key in enumerate(keys)}
+    text_ids = {text: index for index, text in enumerate(sorted({t for _, texts in by_key.values() for t in texts}))}
+    order = keys[:]
+    random.Random(seed).shuffle(order)
+    counts = _split_counts(len(order), fractions)
+    assignment, start = {}, 0
+    for name, count in zip(SPLIT_NAMES, counts):
+        assignment[name] = sorted(order[start:start + count], key=image_ids.__getitem__)
+        start += count
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".prepare.", suffix=".tmp", dir=out_dir))
+    summary: dict = {"out_dir": str(out_dir), "images": len(keys), "texts": len(text_ids), "splits": {}}
+    try:
+        with tqdm(total=len(keys), desc="images", unit="img", disable=None, leave=False) as bar:
+            for name in SPLIT_NAMES:
+                split_keys = assignment[name]
+                texts: dict[str, list[int]] = {}
+                for key in split_keys:
+                    for text in by_key[key][1]:
+                        texts.setdefault(text, []).append(image_ids[key])
+                images = ((image_ids[key], _progress(bar, _image_bytes(key, by_key[key][0], max_side))) for key in split_keys)
+                lines = sorted((text_ids[t], t, ids) for t, ids in texts.items())
+                write_split(stage, name, images, lines)
+                summary["splits"][name] = {"images": len(split_keys), "texts": len(lines),
+                                           "pairs": sum(len(ids) for ids in texts.values())}
+        for target in targets:
+            os.replace(stage / target.name, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return summary
+
+
+def _collect(records: Iterable[Record]) -> dict[str, tuple[ImageSource, list[str]]]:
+    """Index records by key; reject duplicate keys and empty texts."""
+    by_key: dict[str, tuple[ImageSource, list[str]]] = {}
+    for key, image, texts in records:
+        if key in by_key:
+            raise ClipMatchError(f"{key}: duplicate image key")
+        if isinstance(texts, str) or not texts:
+            raise ClipMatchError(f"{key}: expected a non-empty list of texts, got {texts!r}")
+        cleaned = [t.strip() if isinstance(t, str) else t for t in texts]
+        bad = next((t for t in cleaned if not isinstance(t, str) or not t), None)
+        if bad is not None:
+            raise ClipMatchError(f"{key}: empty or non-string text {bad!r}")
+        by_key[key] = (image, list(dict.fromkeys(cleaned)))
+    if not by_key:
+        raise ClipMatchError("no images to write")
+    return by_key
+
+
+def _check_fractions(split: Sequence[float]) -> tuple[float, float, float]:
+    if len(split) != 3 or any(f < 0 for f in split) or abs(sum(split) - 1.0) > 1e-6:
+        raise ClipMatchError(f"split must be three non-negative fractions summing to 1 (train, valid, test), got {tuple(split)}")
+    return tuple(float(f) for f in split)  # type: ignore[return-value]
+
+
+def _split_counts(n: int, fractions: Sequence[float]) -> list[int]:
+    """Exact counts summing to ``n`` (largest remainder), so 10 images at 0.8/0.1/0.1 give 8/1/1."""
+    raw = [n * f for f in fractions]
+    counts = [int(r) for r in raw]
+    by_remainder = sorted(range(len(raw)), key=lambda i: raw[i] - counts[i], reverse=True)
+    for i in by_remainder[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def _progress(bar: tqdm, value: bytes) -> bytes:
+    bar.update(1)
+    return value
+
+
+def _image_bytes(key: str, image: ImageSource, max_side: int | None) -> bytes:
+    """The original bytes (checked by decoding), or a re-encoded copy if larger than ``max_side``."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+    else:
+        try:
+            data = Path(image).read_bytes()
+        except OSError as error:
+            raise ClipMatchError(f"{key}: cannot read image {image}: {error.strerror or error}") from None
+    decoded = decode_image(data, key)
+    if max_side is None or max(decoded.size) <= max_side:
+        return data
+    return _shrink(decoded, max_side, lossless=data.startswith(b"\x89PNG"))
+
+
+def _shrink(image: Image.Image, max_side: int, lossless: bool) -> bytes:
+    """Resize so the longer side is ``max_side``; PNG stays PNG, everything else becomes JPEG."""
+    image = image.copy()
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    if lossless:
+        image.save(buffer, "PNG")
+    else:
+        if image.mode not in ("L", "RGB"):
+            image = image.convert("RGB")
+        image.save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
