@@ -1,0 +1,149 @@
+"""The model bundle: a directory that holds everything the runtime needs, checked on load.
+
+Layout (written by `clip_match.export`)::
+
+    clip_match.json          manifest: architecture, resolution, context length, mean/std,
+                             embedding dim, precisions -> file names, sha256 of every file,
+                             fingerprint, parity measured at export
+    image.<precision>.onnx   image tower: float32 "image" (N, 3, R, R) -> "features" (N, D)
+    text.<precision>.onnx    text tower: int64 "input_ids" (N, L <= context) -> "features" (N, D)
+    vocab.txt                the tokenizer vocabulary
+
+The ``fingerprint`` identifies the weights, not the precision: every precision of one model
+shares it, so an index built with one tower precision accepts another. Torch-free.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ClipMatchError
+
+MANIFEST_NAME = "clip_match.json"
+FORMAT = "clip_match.bundle"
+FORMAT_VERSION = 1
+PRECISIONS = ("fp32", "fp16", "int8")
+TOWERS = ("image", "text")
+IMAGE_INPUT, TEXT_INPUT, OUTPUT = "image", "input_ids", "features"
+VOCAB_NAME = "vocab.txt"
+
+
+def tower_file_name(tower: str, precision: str) -> str:
+    return f"{tower}.{precision}.onnx"
+
+
+def check_precision(precision: str) -> str:
+    """Return ``precision`` if valid, else raise an error listing the valid names."""
+    if precision not in PRECISIONS:
+        raise ClipMatchError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
+    return precision
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_bundle_path() -> Path:
+    """The demo model bundle shipped inside the package."""
+    path = Path(__file__).resolve().parent.parent / "assets" / "demo_bundle"
+    if not (path / MANIFEST_NAME).is_file():
+        raise ClipMatchError(
+            f"the demo model is not bundled yet ({path} has no {MANIFEST_NAME}); "
+            "export one with `clip-match export CHECKPOINT --arch NAME --out DIR` and pass that directory"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle directory with its manifest read and its files checked against their sha256."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> Bundle:
+        """Read ``path`` (default: the packaged demo bundle); every listed file must exist.
+
+        File contents are checked against their sha256 when first used (`tower_path`), so loading
+        one precision does not hash all the others.
+        """
+        path = Path(path) if path is not None else default_bundle_path()
+        manifest_path = path / MANIFEST_NAME
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ClipMatchError(f"{path}: not a model bundle (no {MANIFEST_NAME})") from None
+        except (OSError, ValueError) as error:
+            raise ClipMatchError(f"{manifest_path}: unreadable bundle manifest: {error}") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise ClipMatchError(f"{manifest_path}: not a clip_match bundle manifest")
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise ClipMatchError(
+                f"{manifest_path}: bundle format version {manifest.get('format_version')!r} is not supported "
+                f"(this clip_match reads version {FORMAT_VERSION}); re-export the model"
+            )
+        for field in ("fingerprint", "embed_dim", "context_length", "image_resolution", "mean", "std",
+                      "precisions", "files"):
+            if field not in manifest:
+                raise ClipMatchError(f"{manifest_path}: missing field {field!r}")
+        bundle = cls(path, manifest)
+        for name in manifest["files"]:
+            if not (path / name).is_file():
+                raise ClipMatchError(f"{path / name}: file listed in the bundle manifest is missing")
+        bundle.checked_file(manifest.get("vocab", VOCAB_NAME))
+        return bundle
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.manifest["embed_dim"])
+
+    @property
+    def context_length(self) -> int:
+        return int(self.manifest["context_length"])
+
+    @property
+    def resolution(self) -> int:
+        return int(self.manifest["image_resolution"])
+
+    @property
+    def precisions(self) -> list[str]:
+        return list(self.manifest["precisions"])
+
+    def tower_path(self, tower: str, precision: str) -> Path:
+        """The checked ONNX file of ``tower`` ("image"/"text") at ``precision``."""
+        check_precision(precision)
+        if precision not in self.manifest["precisions"]:
+            raise ClipMatchError(
+                f"{self.path}: bundle has no {precision} model; it has: {', '.join(self.precisions)}"
+            )
+        return self.checked_file(self.manifest["precisions"][precision][tower])
+
+    def checked_file(self, name: str) -> Path:
+        """``name`` inside the bundle, after comparing its sha256 with the manifest."""
+        path = self.path / name
+        expected = self.manifest["files"].get(name)
+        if expected is None:
+            raise ClipMatchError(f"{path}: not listed in the bundle manifest")
+        try:
+            actual = sha256_file(path)
+        except OSError as error:
+            raise ClipMatchError(f"{path}: cannot read bundle file: {error.strerror or error}") from None
+        if actual != expected:
+            raise ClipMatchError(
+                f"{path}: sha256 mismatch (manifest {expected[:12]}..., file {actual[:12]}...); "
+                "the bundle file was altered or damaged — re-export the model"
+            )
+        return path

@@ -1,0 +1,140 @@
+"""Torch-free encoder: a model bundle's two ONNX towers behind onnxruntime.
+
+Images go through `clip_match.data.images.open_image` (strict decoding, EXIF orientation) and
+`preprocess` (cn_clip's transform); texts through `normalize_text` and the bundle's WordPiece
+vocabulary. Texts are sorted by length and each batch is padded only to its longest text: the
+text tower's cost grows with sequence length and short labels need far fewer than 52 tokens.
+Outputs are L2-normalised float32, so a dot product is the cosine similarity.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from ..data.images import ImageInput, open_image
+from ..errors import ClipMatchError
+from ..text.tokenizer import Tokenizer, normalize_text
+from .bundle import IMAGE_INPUT, TEXT_INPUT, Bundle, check_precision
+from .preprocess import preprocess
+
+DEVICES = ("auto", "cpu", "cuda")
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+
+
+def _providers(device: str) -> list[str]:
+    """onnxruntime providers for ``device``: "auto" takes CUDA when this onnxruntime has it."""
+    if device not in DEVICES:
+        raise ClipMatchError(f"unknown device {device!r}; valid devices: {', '.join(DEVICES)}")
+    available = ort.get_available_providers()
+    if device == "cuda" and _CUDA not in available:
+        raise ClipMatchError(
+            "device 'cuda' requested but this onnxruntime has no CUDAExecutionProvider "
+            "(install onnxruntime-gpu, or use device='cpu')"
+        )
+    if device == "cpu" or _CUDA not in available:
+        return [_CPU]
+    return [_CUDA, _CPU]
+
+
+class Encoder:
+    """Image and text embeddings from a model bundle. Build with `Encoder.load`."""
+
+    def __init__(self, bundle: Bundle, image_session: ort.InferenceSession, text_session: ort.InferenceSession,
+                 precision: str):
+        self.bundle = bundle
+        self.precision = precision
+        self.embed_dim = bundle.embed_dim
+        self.fingerprint = bundle.fingerprint
+        self.context_length = bundle.context_length
+        self.resolution = bundle.resolution
+        self.device = "cuda" if _CUDA in image_session.get_providers() else "cpu"
+        self._image_session = image_session
+        self._text_session = text_session
+        self._tokenizer = Tokenizer(bundle.checked_file(bundle.manifest.get("vocab", "vocab.txt")))
+        self._mean = tuple(bundle.manifest["mean"])
+        self._std = tuple(bundle.manifest["std"])
+
+    @classmethod
+    def load(cls, bundle_dir: str | os.PathLike | None = None, device: str = "auto", precision: str | None = None,
+             threads: int | None = None) -> Encoder:
+        """Open a bundle (default: the packaged demo model) on ``device`` ("auto", "cpu", "cuda").
+
+        ``precision`` defaults to fp16 on CUDA and fp32 on CPU when the bundle has them;
+        ``threads`` sets onnxruntime's intra-op threads (default: onnxruntime's choice).
+        """
+        bundle = Bundle.load(bundle_dir)
+        providers = _providers(device)
+        on_cuda = providers[0] == _CUDA
+        if precision is None:
+            preferred = ("fp16", "fp32", "int8") if on_cuda else ("fp32", "int8", "fp16")
+            precision = next(p for p in preferred if p in bundle.precisions)
+        check_precision(precision)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        sessions = [
+            _session(bundle.tower_path(tower, precision), options, providers) for tower in ("image", "text")
+        ]
+        return cls(bundle, *sessions, precision=precision)
+
+    def encode_texts(self, texts: str | Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """(n, embed_dim) L2-normalised float32 embeddings; texts longer than the context are truncated."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, Sequence):
+            texts = list(texts)
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ClipMatchError(f"texts[{index}]: expected a str, got {type(text).__name__}")
+        ids = self._tokenizer([normalize_text(t) for t in texts], self.context_length)
+        lengths = (ids != 0).sum(axis=1)
+        order = np.argsort(lengths, kind="stable")
+        features = np.empty((len(texts), self.embed_dim), dtype=np.float32)
+        for start in range(0, len(order), _positive(batch_size)):
+            rows = order[start:start + batch_size]
+            batch = np.ascontiguousarray(ids[rows, :int(lengths[rows].max())])
+            features[rows] = self._text_session.run(None, {TEXT_INPUT: batch})[0]
+        return _l2_normalise(features)
+
+    def encode_images(self, items: ImageInput | Iterable[ImageInput], batch_size: int = 32) -> np.ndarray:
+        """(n, embed_dim) L2-normalised float32 embeddings of paths, bytes, PIL images or uint8 arrays.
+
+        An unreadable image raises `ClipMatchError` naming it (its path, or ``images[i]``).
+        """
+        items = [items] if _is_single_image(items) else list(items)
+        features = np.empty((len(items), self.embed_dim), dtype=np.float32)
+        for start in range(0, len(items), _positive(batch_size)):
+            chunk = items[start:start + batch_size]
+            pictures = [open_image(item, None if isinstance(item, (str, os.PathLike)) else f"images[{start + i}]")
+                        for i, item in enumerate(chunk)]
+            batch = preprocess(pictures, self.resolution, self._mean, self._std)
+            features[start:start + len(chunk)] = self._image_session.run(None, {IMAGE_INPUT: batch})[0]
+        return _l2_normalise(features)
+
+
+def _session(path: os.PathLike, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise ClipMatchError(f"{path}: onnxruntime cannot load this model: {str(error).splitlines()[0]}") from None
+
+
+def _is_single_image(items: object) -> bool:
+    return isinstance(items, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray)) or hasattr(items, "getpixel")
+
+
+def _positive(batch_size: int) -> int:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ClipMatchError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size
+
+
+def _l2_normalise(features: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.maximum(norms, 1e-12)

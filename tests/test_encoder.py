@@ -1,0 +1,154 @@
+"""The torch-free runtime encoder against the PyTorch model it was exported from."""
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clip_match import Encoder
+from clip_match.errors import ClipMatchError
+from clip_match.runtime.bundle import Bundle, default_bundle_path
+
+TEXTS = ["一只橘色的猫", "A Red Umbrella", "", "the dog’s “ball”", "很长的文本" * 20, "x"]
+
+
+def _pictures() -> list[Image.Image]:
+    rng = np.random.default_rng(3)
+    return [
+        Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)),
+        Image.new("RGBA", (40, 200), (200, 30, 30, 128)),
+        Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8), "L"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def torch_model(tiny_checkpoint):
+    from clip_match.model import load_checkpoint, load_config
+
+    return load_checkpoint(tiny_checkpoint, load_config("tiny"))
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_bundle):
+    return Encoder.load(tiny_bundle, device="cpu", threads=2)
+
+
+def _normalised(features):
+    features = features.detach().float().numpy()
+    return features / np.linalg.norm(features, axis=1, keepdims=True)
+
+
+def test_texts_match_pytorch(encoder, torch_model):
+    import torch
+    from cn_clip.clip import tokenize
+
+    from clip_match.text.tokenizer import normalize_text
+
+    expected = _normalised(torch_model.encode_text(tokenize([normalize_text(t) for t in TEXTS], 16)))
+    actual = encoder.encode_texts(TEXTS, batch_size=4)
+    assert actual.dtype == np.float32 and actual.shape == (len(TEXTS), 64)
+    np.testing.assert_allclose(np.linalg.norm(actual, axis=1), 1.0, rtol=1e-5)
+    assert (actual * expected).sum(axis=1).min() > 0.9999
+    np.testing.assert_allclose(encoder.encode_texts(TEXTS, batch_size=1), actual, atol=1e-5)
+    assert encoder.encode_texts([]).shape == (0, 64)
+    assert torch.is_grad_enabled()  # nothing global was changed
+
+
+def test_images_match_pytorch_for_every_input_kind(encoder, torch_model, tmp_path):
+    import torch
+    from cn_clip.clip.utils import image_transform
+
+    pictures = _pictures()
+    with torch.no_grad():
+        batch = torch.stack([image_transform(64)(p) for p in pictures])
+        expected = _normalised(torch_model.encode_image(batch))
+    actual = encoder.encode_images(pictures, batch_size=2)
+    assert actual.shape == (3, 64) and (actual * expected).sum(axis=1).min() > 0.9999
+
+    path = tmp_path / "picture.png"
+    pictures[0].save(path)
+    buffer = io.BytesIO()
+    pictures[0].save(buffer, format="PNG")
+    kinds = encoder.encode_images([path, str(path), buffer.getvalue(), np.asarray(pictures[0]), pictures[0]])
+    np.testing.assert_allclose(kinds, np.repeat(actual[:1], 5, axis=0), atol=1e-5)
+    np.testing.assert_allclose(encoder.encode_images(path), actual[:1], atol=1e-5)
+
+
+def test_attributes_and_int8(tiny_bundle, encoder):
+    assert (encoder.embed_dim, encoder.context_length, encoder.resolution) == (64, 16, 64)
+    assert encoder.precision == "fp32" and encoder.device == "cpu"
+    int8 = Encoder.load(tiny_bundle, device="cpu", precision="int8", threads=2)
+    assert int8.fingerprint == encoder.fingerprint == Bundle.load(tiny_bundle).fingerprint
+    cosine = (int8.encode_texts(TEXTS) * encoder.encode_texts(TEXTS)).sum(axis=1)
+    assert cosine.min() > 0.99
+
+
+def test_bad_images_are_named(encoder, tmp_path):
+    with pytest.raises(ClipMatchError, match=r"images\[1\]: not an image"):
+        encoder.encode_images([_pictures()[0], b"definitely not a png"])
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    with pytest.raises(ClipMatchError, match=str(broken)):
+        encoder.encode_images([broken])
+    with pytest.raises(ClipMatchError, match="missing.png: cannot read"):
+        encoder.encode_images([tmp_path / "missing.png"])
+    with pytest.raises(ClipMatchError, match=r"texts\[1\]: expected a str"):
+        encoder.encode_texts(["ok", None])
+
+
+def test_damaged_bundles_are_named(tiny_bundle, tmp_path):
+    copy = shutil.copytree(tiny_bundle, tmp_path / "bundle")
+    with open(copy / "text.int8.onnx", "r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\x00\x01\x02")
+    Encoder.load(copy, device="cpu", precision="fp32")  # only the files used are hashed
+    with pytest.raises(ClipMatchError, match=r"text.int8.onnx: sha256 mismatch"):
+        Encoder.load(copy, device="cpu", precision="int8")
+    (copy / "image.fp32.onnx").unlink()
+    with pytest.raises(ClipMatchError, match=r"image.fp32.onnx: file listed in the bundle manifest is missing"):
+        Encoder.load(copy)
+    (copy / "clip_match.json").unlink()
+    with pytest.raises(ClipMatchError, match="not a model bundle"):
+        Encoder.load(copy)
+
+
+def test_bad_options(tiny_bundle):
+    with pytest.raises(ClipMatchError, match="unknown precision 'int4'; valid precisions: fp32, fp16, int8"):
+        Encoder.load(tiny_bundle, precision="int4")
+    with pytest.raises(ClipMatchError, match="bundle has no fp16 model; it has: fp32, int8"):
+        Encoder.load(tiny_bundle, precision="fp16")
+    with pytest.raises(ClipMatchError, match="unknown device 'tpu'"):
+        Encoder.load(tiny_bundle, device="tpu")
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(ClipMatchError, match="no CUDAExecutionProvider"):
+            Encoder.load(tiny_bundle, device="cuda")
+
+
+def test_default_bundle_path():
+    try:
+        path = default_bundle_path()
+    except ClipMatchError as error:
+        assert "demo model is not bundled yet" in str(error)
+    else:
+        assert Bundle.load(path).embed_dim > 0
+
+
+def test_runtime_never_imports_torch(tiny_bundle, tmp_path):
+    Image.new("RGB", (30, 20), "blue").save(tmp_path / "blue.png")
+    script = (
+        "import sys\n"
+        "from clip_match import Encoder\n"
+        f"encoder = Encoder.load({str(tiny_bundle)!r}, precision='int8', threads=1)\n"
+        "assert encoder.encode_texts(['猫']).shape == (1, 64)\n"
+        f"assert encoder.encode_images([{str(tmp_path / 'blue.png')!r}]).shape == (1, 64)\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'cn_clip'))\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
