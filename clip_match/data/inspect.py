@@ -101,11 +101,11 @@ class _Stats:
     def summary(self, source: str) -> dict:
         texts_per_image = collections.Counter({image_id: 0 for image_id in self.image_ids})
         images_per_text: collections.Counter = collections.Counter()
-        text_of: dict[int, str] = {}
+        texts: set[tuple[int, str]] = set()
         dangling: list[int] = []
         for image_id, text_id, text in self.pairs:
             images_per_text[text_id] += 1
-            text_of[text_id] = text
+            texts.add((text_id, text))
             if image_id in self.image_ids:
                 texts_per_image[image_id] += 1
             else:
@@ -120,7 +120,7 @@ class _Stats:
             "duplicate_image_ids": self.duplicate_image_ids,
             "duplicate_text_ids": self.duplicate_text_ids,
             "duplicate_image_content": sum(c - 1 for c in self.content_hashes.values()),
-            "duplicate_texts": _repeated(text_of.values()),
+            "duplicate_texts": _repeated(text for _, text in texts),  # one string under several text ids
             "dangling_image_ids": {"count": len(dangling), "examples": sorted(set(dangling))[:5]},
             "samples": [self._sample(pair, source) for pair in self.samples],
         }

@@ -86,7 +86,7 @@ def _read_text(path: Path) -> str:
 
 
 def _table_rows(text: str, path: Path, delimiter: str) -> Iterator[tuple[int, str, list[str]]]:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     first = True
     try:
         for row in reader:

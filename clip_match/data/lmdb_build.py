@@ -177,6 +177,7 @@ def _build_split(
         images.put(str(record.image_id).encode(), record.b64)
         written.add(record.image_id)
     images.finish(NUM_IMAGES_KEY, len(written))
+    problems.skipped[skipped_before:] = sorted(problems.skipped[skipped_before:], key=lambda s: s["line"])
     skipped_images = len(problems.skipped) - skipped_before
 
     pairs = _Writer(out / "pairs", map_size or max(MIN_MAP_SIZE, 4 * jsonl.stat().st_size))
