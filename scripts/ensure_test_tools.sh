@@ -3,6 +3,8 @@
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# a CJK font, so Chinese labels render (not as boxes) in the annotation test's screenshot
+fc-list :lang=zh 2>/dev/null | grep -q . || need+=(fonts-wqy-microhei)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} (Debian) for the browser tests" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

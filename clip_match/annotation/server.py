@@ -1,0 +1,240 @@
+"""The local HTTP app behind `clip-match annotate` (stdlib only).
+
+Safety rules, enforced on every request:
+
+- Only the page's own origin may talk to it: the ``Host`` must be the address it serves on
+  (defeats DNS rebinding), an ``Origin`` or ``Sec-Fetch-Site`` from elsewhere is refused, and
+  writes must carry the ``X-Clip-Match-Client`` header, which no cross-site form can send and
+  which cross-site scripts cannot send without a CORS preflight this server never grants.
+- Images are served by database id only. The stored relative path is resolved (symlinks
+  included) and must still lie inside IMAGE_DIR; the page's own files come from a fixed table.
+"""
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+import re
+import shutil
+import sys
+import traceback
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from ..errors import ClipMatchError
+from .scan import resolve_inside
+from .store import Conflict, LabelStore
+from .thumbs import BROWSER_FORMATS, needs_thumbnail, thumbnail
+
+CLIENT_HEADER = "X-Clip-Match-Client"
+MAX_BODY = 64 * 1024
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+STATIC_DIR = Path(__file__).with_name("static")
+STATIC_FILES = {"/": "index.html", "/static/app.js": "app.js", "/static/style.css": "style.css"}
+PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+               "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_IMAGE_ROUTE = re.compile(r"/api/images/(\d{1,18})/(view|labels|skip)")
+
+
+class AnnotationServer(ThreadingHTTPServer):
+    """Serves one IMAGE_DIR and its LabelStore; each request thread has its own database connection."""
+
+    daemon_threads = True
+
+    def __init__(self, image_dir: Path, store: LabelStore, host: str = "127.0.0.1", port: int = 8765):
+        self.image_dir = Path(os.path.realpath(image_dir))
+        self.store = store
+        self.thumbs_dir = store.dataset_dir / "thumbs"
+        self.static = {route: _load_static(name) for route, name in STATIC_FILES.items()}
+        super().__init__((host, port), AnnotationHandler)
+        bound_port = self.server_address[1]
+        names = set(LOOPBACK_NAMES) if host in ("127.0.0.1", "localhost", "::1") else set()
+        names.add(f"[{host}]" if ":" in host else host)
+        self.allowed_hosts = {f"{name}:{bound_port}" for name in names}
+        self.allowed_origins = {f"http://{h}" for h in self.allowed_hosts}
+        self.url = f"http://{'[' + host + ']' if ':' in host else host}:{bound_port}/"
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.store.close_thread_connection()
+
+
+class HTTPError(Exception):
+    def __init__(self, status: HTTPStatus, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class AnnotationHandler(BaseHTTPRequestHandler):
+    server: AnnotationServer
+    protocol_version = "HTTP/1.1"
+    server_version = "clip-match-annotate"
+    sys_version = ""
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._handle(write=False)
+
+    def do_POST(self) -> None:
+        self._handle(write=True)
+
+    def do_OPTIONS(self) -> None:  # no CORS preflight is ever granted
+        self._send_json({"error": "cross-origin requests are not allowed"}, HTTPStatus.FORBIDDEN)
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS
+
+    def _handle(self, write: bool) -> None:
+        try:
+            self._check_origin(write)
+            url = urlsplit(self.path)
+            if write:
+                self._post(url.path, self._read_json())
+            else:
+                self._get(url.path, parse_qs(url.query))
+        except HTTPError as error:
+            self.close_connection = write  # an unread request body must not be taken for the next request
+            self._send_json({"error": str(error)}, error.status)
+        except Conflict as error:
+            self._send_json({"error": str(error)}, HTTPStatus.CONFLICT)
+        except ClipMatchError as error:
+            self._send_json({"error": str(error)}, HTTPStatus.BAD_REQUEST)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception:  # a bug: keep serving, say so on stderr
+            traceback.print_exc(file=sys.stderr)
+            self._send_json({"error": "internal error (see the server's terminal)"}, HTTPStatus.INTERNAL_SERVER_ERROR)
+
+    def _get(self, path: str, query: dict[str, list[str]]) -> None:
+        if path in self.server.static:
+            body, content_type = self.server.static[path]
+            self._send(body, content_type, cache="no-cache")
+        elif path == "/api/state":
+            since = query.get("since", ["0"])[0]
+            if not since.isdigit():
+                raise HTTPError(HTTPStatus.BAD_REQUEST, "since must be a non-negative integer")
+            self._send_json(self.server.store.state(int(since)))
+        elif path == "/api/rejects":
+            self._send_json({"rejects": self.server.store.rejects()})
+        elif (match := _IMAGE_ROUTE.fullmatch(path)) and match[2] == "view":
+            self._send_image(int(match[1]))
+        else:
+            raise HTTPError(HTTPStatus.NOT_FOUND, "not found")
+
+    def _post(self, path: str, body: dict) -> None:
+        store, client = self.server.store, self.headers[CLIENT_HEADER]
+        match = _IMAGE_ROUTE.fullmatch(path)
+        if match and match[2] == "labels":
+            row = store.change_labels(client, int(match[1]), _names(body, "add"), _names(body, "remove"))
+            self._send_json({"image": row})
+        elif match and match[2] == "skip":
+            row = store.set_skipped(client, int(match[1]), bool(body.get("skipped", True)))
+            self._send_json({"image": row})
+        elif path == "/api/undo":
+            self._send_json({"undone": store.undo(client)})
+        elif path == "/api/labels/rename":
+            self._send_json(store.rename_label(client, body.get("from"), body.get("to")))
+        else:
+            raise HTTPError(HTTPStatus.NOT_FOUND, "not found")
+
+    # -- request checks -----------------------------------------------------------------------
+
+    def _check_origin(self, write: bool) -> None:
+        if self.headers.get("Host") not in self.server.allowed_hosts:
+            raise HTTPError(HTTPStatus.FORBIDDEN, "unexpected Host header: this server answers only its own address")
+        origin = self.headers.get("Origin")
+        if origin is not None and origin not in self.server.allowed_origins:
+            raise HTTPError(HTTPStatus.FORBIDDEN, f"requests from origin {origin} are not allowed")
+        if self.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+            raise HTTPError(HTTPStatus.FORBIDDEN, "cross-site requests are not allowed")
+        if write and not _CLIENT_ID.fullmatch(self.headers.get(CLIENT_HEADER, "")):
+            raise HTTPError(HTTPStatus.FORBIDDEN, f"writes need the {CLIENT_HEADER} header")
+
+    def _read_json(self) -> dict:
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, "bad Content-Length") from None
+        if not 0 <= length <= MAX_BODY:
+            self.close_connection = True
+            raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body over {MAX_BODY} bytes")
+        raw = self.rfile.read(length) if length else b"{}"
+        if not self.headers.get("Content-Type", "").startswith("application/json"):
+            raise HTTPError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "writes must be application/json")
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"request body is not JSON: {error}") from None
+        if not isinstance(body, dict):
+            raise HTTPError(HTTPStatus.BAD_REQUEST, "request body must be a JSON object")
+        return body
+
+    # -- responses ----------------------------------------------------------------------------
+
+    def _send_image(self, image_id: int) -> None:
+        image = self.server.store.image(image_id)
+        if image is None:
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"no image with id {image_id}")
+        try:
+            source = resolve_inside(self.server.image_dir, image.path)
+        except ClipMatchError as error:
+            raise HTTPError(HTTPStatus.FORBIDDEN, str(error)) from None
+        if needs_thumbnail(image):
+            try:
+                source = thumbnail(source, image_id, image, self.server.thumbs_dir)
+            except ClipMatchError as error:
+                raise HTTPError(HTTPStatus.UNPROCESSABLE_ENTITY, str(error)) from None
+            content_type = "image/webp"
+        else:
+            content_type = BROWSER_FORMATS[image.format]
+        try:  # O_NOFOLLOW: the checked real path must not have become a symlink since
+            fd = os.open(source, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as error:
+            raise HTTPError(HTTPStatus.NOT_FOUND, f"{image.path}: cannot read: {error.strerror}") from None
+        with os.fdopen(fd, "rb") as handle:
+            self._start(HTTPStatus.OK, content_type, os.fstat(fd).st_size, cache="private, max-age=86400")
+            shutil.copyfileobj(handle, self.wfile)
+
+    def _send_json(self, payload: object, status: HTTPStatus = HTTPStatus.OK) -> None:
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        self._send(body, "application/json; charset=utf-8", status=status)
+
+    def _send(self, body: bytes, content_type: str, status: HTTPStatus = HTTPStatus.OK, cache: str = "no-store") -> None:
+        self._start(status, content_type, len(body), cache)
+        self.wfile.write(body)
+
+    def _start(self, status: HTTPStatus, content_type: str, length: int, cache: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(length))
+        self.send_header("Cache-Control", cache)
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("X-Frame-Options", "DENY")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Cross-Origin-Resource-Policy", "same-origin")
+        if content_type.startswith("text/html"):
+            self.send_header("Content-Security-Policy", PAGE_POLICY)
+        self.end_headers()
+
+    def log_message(self, format: str, *args) -> None:  # quiet: the terminal shows only errors
+        pass
+
+
+def _names(body: dict, key: str) -> list:
+    value = body.get(key, [])
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise ClipMatchError(f"{key} must be a label or a list of labels")
+    return value
+
+
+def _load_static(name: str) -> tuple[bytes, str]:
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return (STATIC_DIR / name).read_bytes(), f"{content_type}; charset=utf-8"

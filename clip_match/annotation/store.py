@@ -1,0 +1,400 @@
+"""Annotation state in SQLite inside DATASET_DIR: images, labels, skips and an undo log.
+
+Every thread gets its own connection (SQLite connections must not cross threads) and every
+change is one short ``BEGIN IMMEDIATE`` transaction, so two browser tabs or many request
+threads never interleave half-made changes. WAL mode lets readers run while a writer commits;
+``synchronous=FULL`` makes each answered request durable, so a crash or a closed browser loses
+nothing that was acknowledged.
+
+Each write bumps a global ``version``; images remember the version that last changed them, so
+a tab can ask for just what changed since it last looked. Undo is per client (per tab): a tab's
+Ctrl+Z reverts that tab's last action, never another tab's.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+from ..errors import ClipMatchError
+from .scan import ScannedImage, natural_key
+
+DB_NAME = "annotations.sqlite"
+SCHEMA_VERSION = 1
+MAX_LABEL_CHARS = 200
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    present INTEGER NOT NULL DEFAULT 1,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    format TEXT NOT NULL,
+    skipped INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS images_version ON images (version);
+CREATE TABLE IF NOT EXISTS labels (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    last_used INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS image_labels (
+    image_id INTEGER NOT NULL REFERENCES images (id),
+    label_id INTEGER NOT NULL REFERENCES labels (id),
+    PRIMARY KEY (image_id, label_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS image_labels_label ON image_labels (label_id);
+CREATE TABLE IF NOT EXISTS actions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    client TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    image_id INTEGER,
+    data TEXT NOT NULL,
+    undone INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS actions_client ON actions (client, undone, seq);
+CREATE TABLE IF NOT EXISTS rejects (path TEXT PRIMARY KEY, reason TEXT NOT NULL);
+"""
+
+
+class Conflict(ClipMatchError):
+    """The change cannot be made in the current state (e.g. undoing a rename whose old name is taken)."""
+
+
+def clean_label(name: object) -> str:
+    """Trim and collapse whitespace; refuse empty, over-long or control-character labels."""
+    if not isinstance(name, str):
+        raise ClipMatchError(f"label must be a string, got {type(name).__name__}")
+    text = " ".join(name.split())
+    if not text:
+        raise ClipMatchError("label is empty")
+    if len(text) > MAX_LABEL_CHARS:
+        raise ClipMatchError(f"label is longer than {MAX_LABEL_CHARS} characters: {text[:40]}...")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise ClipMatchError(f"label contains control characters: {text!r}")
+    return text
+
+
+class LabelStore:
+    """The annotation database of one DATASET_DIR, shared by all threads of the server."""
+
+    def __init__(self, dataset_dir: str | Path):
+        self.dataset_dir = Path(dataset_dir)
+        self.dataset_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dataset_dir / DB_NAME
+        self._local = threading.local()
+        conn = self.connection()
+        conn.executescript(_SCHEMA)
+        found = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if found is None:
+            with self._transaction() as conn:
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?), ('version', 0)", (SCHEMA_VERSION,))
+        elif found[0] != SCHEMA_VERSION:
+            raise ClipMatchError(f"{self.path}: annotation schema {found[0]}, this clip-match reads {SCHEMA_VERSION}")
+
+    # -- connections and transactions ------------------------------------------------------
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
+            except sqlite3.DatabaseError as error:
+                raise ClipMatchError(f"{self.path}: cannot open annotation database: {error}") from None
+            self._local.conn = conn
+        return conn
+
+    def close_thread_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _change(self) -> Iterator[tuple[sqlite3.Connection, int]]:
+        """A write transaction with a fresh version number; orphan labels are dropped at the end."""
+        with self._transaction() as conn:
+            version = conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'version' RETURNING value").fetchone()[0]
+            yield conn, version
+            conn.execute("DELETE FROM labels WHERE id NOT IN (SELECT label_id FROM image_labels)")
+
+    # -- scanning ---------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> object:
+        row = self.connection().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: object) -> None:
+        with self._transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def known_images(self) -> dict[str, ScannedImage]:
+        rows = self.connection().execute("SELECT path, size, mtime_ns, width, height, format FROM images")
+        return {row[0]: ScannedImage(*row) for row in rows}
+
+    def sync_scan(self, images: Iterable[ScannedImage], rejects: Iterable[tuple[str, str]]) -> None:
+        """Record a scan: new files are added, changed ones updated, vanished ones hidden (labels kept)."""
+        with self._change() as (conn, version):
+            conn.execute("UPDATE images SET present = 0")
+            conn.executemany(
+                "INSERT INTO images (path, size, mtime_ns, width, height, format, version) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (path) DO UPDATE SET present = 1, size = excluded.size, mtime_ns = excluded.mtime_ns, "
+                "width = excluded.width, height = excluded.height, format = excluded.format, version = excluded.version",
+                [(i.path, i.size, i.mtime_ns, i.width, i.height, i.format, version) for i in images],
+            )
+            conn.execute("DELETE FROM rejects")
+            conn.executemany("INSERT OR REPLACE INTO rejects VALUES (?, ?)", list(rejects))
+
+    def rejects(self) -> list[dict]:
+        rows = self.connection().execute("SELECT path, reason FROM rejects").fetchall()
+        return [{"path": path, "reason": reason} for path, reason in sorted(rows, key=lambda r: natural_key(r[0]))]
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def image(self, image_id: int) -> ScannedImage | None:
+        """The file record of a present image, or None."""
+        row = self.connection().execute(
+            "SELECT path, size, mtime_ns, width, height, format FROM images WHERE id = ? AND present = 1", (image_id,)
+        ).fetchone()
+        return None if row is None else ScannedImage(*row)
+
+    def state(self, since: int = 0) -> dict:
+        """Present images changed after version ``since`` (all when 0, in natural path order) and all labels."""
+        conn = self.connection()
+        conn.execute("BEGIN")  # one consistent snapshot for the three reads
+        try:
+            version = conn.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0]
+            rows = conn.execute(
+                "SELECT id, path, mtime_ns, skipped FROM images WHERE present = 1 AND version > ?", (since,)
+            ).fetchall()
+            labels_of = self._labels_of(conn, since)
+            labels = conn.execute(
+                "SELECT l.name, l.last_used, COUNT(*) FROM labels l JOIN image_labels il ON il.label_id = l.id "
+                "JOIN images i ON i.id = il.image_id AND i.present = 1 GROUP BY l.id"
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        rows.sort(key=lambda row: natural_key(row[1]))
+        return {
+            "version": version,
+            "images": [
+                {"id": i, "path": p, "v": f"{m:x}", "skipped": bool(s), "labels": labels_of.get(i, [])} for i, p, m, s in rows
+            ],
+            "labels": [{"name": n, "last_used": u, "count": c} for n, u, c in labels],
+        }
+
+    @staticmethod
+    def _labels_of(conn: sqlite3.Connection, since: int) -> dict[int, list[str]]:
+        result: dict[int, list[str]] = {}
+        for image_id, name in conn.execute(
+            "SELECT il.image_id, l.name FROM image_labels il JOIN labels l ON l.id = il.label_id "
+            "JOIN images i ON i.id = il.image_id WHERE i.present = 1 AND i.version > ? ORDER BY l.name",
+            (since,),
+        ):
+            result.setdefault(image_id, []).append(name)
+        return result
+
+    def labelled_images(self) -> list[tuple[str, list[str]]]:
+        """(relative path, label names) of every present image with at least one label, in path order."""
+        conn = self.connection()
+        rows = conn.execute(
+            "SELECT i.path, l.name FROM images i JOIN image_labels il ON il.image_id = i.id "
+            "JOIN labels l ON l.id = il.label_id WHERE i.present = 1 ORDER BY l.name"
+        ).fetchall()
+        grouped: dict[str, list[str]] = {}
+        for path, name in rows:
+            grouped.setdefault(path, []).append(name)
+        return sorted(grouped.items(), key=lambda item: natural_key(item[0]))
+
+    def missing_labelled(self) -> list[str]:
+        """Labelled images whose files are gone from IMAGE_DIR."""
+        rows = self.connection().execute(
+            "SELECT DISTINCT i.path FROM images i JOIN image_labels il ON il.image_id = i.id WHERE i.present = 0"
+        ).fetchall()
+        return sorted((row[0] for row in rows), key=natural_key)
+
+    # -- changes ----------------------------------------------------------------------------
+
+    def change_labels(self, client: str, image_id: int, add: Iterable[str] = (), remove: Iterable[str] = ()) -> dict:
+        """Add and remove labels of one image as one undoable action; returns the image's new row."""
+        add = list(dict.fromkeys(clean_label(name) for name in add))
+        remove = [name for name in dict.fromkeys(clean_label(name) for name in remove) if name not in add]
+        with self._change() as (conn, version):
+            self._require_image(conn, image_id)
+            added = [name for name in add if self._attach(conn, image_id, name, version)]
+            removed = [name for name in remove if self._detach(conn, image_id, name)]
+            if added or removed:
+                self._touch(conn, [image_id], version)
+                self._log(conn, client, "labels", image_id, {"added": added, "removed": removed})
+        return self.image_row(image_id)
+
+    def set_skipped(self, client: str, image_id: int, skipped: bool) -> dict:
+        with self._change() as (conn, version):
+            before = self._require_image(conn, image_id)
+            if before != skipped:
+                conn.execute("UPDATE images SET skipped = ? WHERE id = ?", (int(skipped), image_id))
+                self._touch(conn, [image_id], version)
+                self._log(conn, client, "skip", image_id, {"skipped": skipped})
+        return self.image_row(image_id)
+
+    def rename_label(self, client: str, old: str, new: str) -> dict:
+        """Rename ``old`` everywhere; if ``new`` already exists, merge ``old`` into it."""
+        old, new = clean_label(old), clean_label(new)
+        with self._change() as (conn, version):
+            old_id = self._label_id(conn, old)
+            if old_id is None:
+                raise ClipMatchError(f"no label named {old!r}")
+            if old == new:
+                return {"kind": "rename", "images": 0}
+            images = [row[0] for row in conn.execute("SELECT image_id FROM image_labels WHERE label_id = ?", (old_id,))]
+            new_id = self._label_id(conn, new)
+            if new_id is None:
+                conn.execute("UPDATE labels SET name = ? WHERE id = ?", (new, old_id))
+                self._log(conn, client, "rename", None, {"from": old, "to": new})
+                kind = "rename"
+            else:
+                had_new = {
+                    row[0] for row in conn.execute("SELECT image_id FROM image_labels WHERE label_id = ?", (new_id,))
+                }
+                conn.execute("INSERT OR IGNORE INTO image_labels SELECT image_id, ? FROM image_labels WHERE label_id = ?",
+                             (new_id, old_id))
+                conn.execute("DELETE FROM image_labels WHERE label_id = ?", (old_id,))
+                moved = [image for image in images if image not in had_new]
+                self._log(conn, client, "merge", None, {"from": old, "to": new, "images": images, "moved": moved})
+                kind = "merge"
+            self._touch(conn, images, version)
+        return {"kind": kind, "images": len(images)}
+
+    def undo(self, client: str) -> dict | None:
+        """Revert ``client``'s last action not yet undone; returns what was undone, or None."""
+        conflict = None
+        with self._change() as (conn, version):
+            row = conn.execute(
+                "SELECT seq, kind, image_id, data FROM actions WHERE client = ? AND undone = 0 ORDER BY seq DESC LIMIT 1",
+                (client,),
+            ).fetchone()
+            if row is None:
+                return None
+            seq, kind, image_id, data = row
+            data = json.loads(data)
+            try:
+                touched = self._revert(conn, kind, image_id, data, version)
+            except Conflict as error:  # cannot be reverted any more: drop it so the next Ctrl+Z goes on
+                conflict, touched = error, []
+            conn.execute("UPDATE actions SET undone = 1 WHERE seq = ?", (seq,))
+            self._touch(conn, touched, version)
+        if conflict is not None:
+            raise conflict
+        return {"kind": kind, "image_id": image_id, **data}
+
+    def import_labels(self, labels_by_path: Mapping[str, Iterable[str]]) -> int:
+        """Attach labels to images by relative path (not undoable); returns how many images got labels."""
+        with self._change() as (conn, version):
+            ids = dict(conn.execute("SELECT path, id FROM images WHERE present = 1"))
+            count = 0
+            for path, names in labels_by_path.items():
+                if path not in ids:
+                    raise ClipMatchError(f"{path}: not an image of this dataset")
+                for name in names:
+                    self._attach(conn, ids[path], clean_label(name), version)
+                count += 1
+            self._touch(conn, [ids[path] for path in labels_by_path], version)
+        return count
+
+    def image_row(self, image_id: int) -> dict:
+        conn = self.connection()
+        row = conn.execute("SELECT id, path, mtime_ns, skipped FROM images WHERE id = ?", (image_id,)).fetchone()
+        if row is None:
+            raise ClipMatchError(f"no image with id {image_id}")
+        names = [r[0] for r in conn.execute(
+            "SELECT l.name FROM image_labels il JOIN labels l ON l.id = il.label_id WHERE il.image_id = ? ORDER BY l.name",
+            (image_id,),
+        )]
+        return {"id": row[0], "path": row[1], "v": f"{row[2]:x}", "skipped": bool(row[3]), "labels": names}
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _revert(self, conn: sqlite3.Connection, kind: str, image_id: int | None, data: dict, version: int) -> list[int]:
+        """Apply the inverse of one logged action; returns the images it touched."""
+        if kind == "labels":
+            for name in data["added"]:
+                self._detach(conn, image_id, name)
+            for name in data["removed"]:
+                self._attach(conn, image_id, name, version)
+            return [image_id]
+        if kind == "skip":
+            conn.execute("UPDATE images SET skipped = ? WHERE id = ?", (int(not data["skipped"]), image_id))
+            return [image_id]
+        if kind == "rename":
+            if self._label_id(conn, data["from"]) is not None:
+                raise Conflict(f"cannot undo the rename: a label named {data['from']!r} exists again")
+            label_id = self._label_id(conn, data["to"])
+            if label_id is None:
+                return []
+            conn.execute("UPDATE labels SET name = ? WHERE id = ?", (data["from"], label_id))
+            return [row[0] for row in conn.execute("SELECT image_id FROM image_labels WHERE label_id = ?", (label_id,))]
+        if kind == "merge":
+            for image in data["images"]:
+                self._attach(conn, image, data["from"], version)
+            for image in data["moved"]:
+                self._detach(conn, image, data["to"])
+            return data["images"]
+        raise ClipMatchError(f"unknown action kind {kind!r} in {self.path}")
+
+    @staticmethod
+    def _require_image(conn: sqlite3.Connection, image_id: int) -> bool:
+        row = conn.execute("SELECT skipped FROM images WHERE id = ? AND present = 1", (image_id,)).fetchone()
+        if row is None:
+            raise ClipMatchError(f"no image with id {image_id}")
+        return bool(row[0])
+
+    @staticmethod
+    def _label_id(conn: sqlite3.Connection, name: str) -> int | None:
+        row = conn.execute("SELECT id FROM labels WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    def _attach(self, conn: sqlite3.Connection, image_id: int, name: str, version: int) -> bool:
+        conn.execute("INSERT INTO labels (name, last_used) VALUES (?, ?) "
+                     "ON CONFLICT (name) DO UPDATE SET last_used = excluded.last_used", (name, version))
+        label_id = self._label_id(conn, name)
+        return conn.execute("INSERT OR IGNORE INTO image_labels VALUES (?, ?)", (image_id, label_id)).rowcount == 1
+
+    def _detach(self, conn: sqlite3.Connection, image_id: int, name: str) -> bool:
+        label_id = self._label_id(conn, name)
+        if label_id is None:
+            return False
+        return conn.execute(
+            "DELETE FROM image_labels WHERE image_id = ? AND label_id = ?", (image_id, label_id)
+        ).rowcount == 1
+
+    @staticmethod
+    def _touch(conn: sqlite3.Connection, image_ids: Iterable[int], version: int) -> None:
+        conn.executemany("UPDATE images SET version = ? WHERE id = ?", [(version, i) for i in image_ids])
+
+    @staticmethod
+    def _log(conn: sqlite3.Connection, client: str, kind: str, image_id: int | None, data: dict) -> None:
+        conn.execute("INSERT INTO actions (client, kind, image_id, data) VALUES (?, ?, ?, ?)",
+                     (client, kind, image_id, json.dumps(data, ensure_ascii=False)))
