@@ -1,0 +1,79 @@
+"""Candidate texts: reading candidate files and the key under which duplicates collapse."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import ClipMatchError, where
+from ..text.latex import normalize_latex
+from ..text.tokenizer import normalize_text
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate: a stable ``id``, the ``text`` as given, and any extra JSONL fields."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def candidate_key(text: str, latex: bool) -> str:
+    """The text that is embedded and compared for duplicates.
+
+    LaTeX: `normalize_latex`. Plain text: what the model sees anyway (`normalize_text`, i.e.
+    lower-case and straight quotes) with runs of whitespace collapsed.
+    """
+    return normalize_latex(text) if latex else " ".join(normalize_text(text).split())
+
+
+def read_candidates(path: str | os.PathLike) -> list[Candidate]:
+    """Read a candidate file: JSONL (``.jsonl``; ``id``, ``text``, other fields kept as metadata)
+    or plain text (one candidate per line; the id is the stripped line). Blank lines are skipped."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ClipMatchError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:
+        raise ClipMatchError(f"{path}: cannot read candidates: {error.strerror or error}") from None
+    parse = _parse_jsonl_line if path.suffix.lower() == ".jsonl" else _parse_text_line
+    candidates = [parse(line, where(path, number)) for number, line in enumerate(lines, 1) if line.strip()]
+    if not candidates:
+        raise ClipMatchError(f"{path}: no candidates (the file is empty)")
+    check_unique_ids(candidates, str(path))
+    return candidates
+
+
+def check_unique_ids(candidates: Iterable[Candidate], source: str) -> None:
+    seen: set[str] = set()
+    for candidate in candidates:
+        if candidate.id in seen:
+            raise ClipMatchError(f"{source}: candidate id {candidate.id!r} occurs more than once")
+        seen.add(candidate.id)
+
+
+def _parse_text_line(line: str, location: str) -> Candidate:
+    text = line.strip()
+    return Candidate(id=text, text=text)
+
+
+def _parse_jsonl_line(line: str, location: str) -> Candidate:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ClipMatchError(f"{location}: invalid JSON: {error.msg}") from None
+    if not isinstance(record, dict):
+        raise ClipMatchError(f"{location}: expected a JSON object with 'id' and 'text'")
+    for name in ("id", "text"):
+        if name not in record:
+            raise ClipMatchError(f"{location}: missing field {name!r}")
+    if not isinstance(record["text"], str) or not record["text"].strip():
+        raise ClipMatchError(f"{location}: field 'text' must be a non-empty string")
+    if not isinstance(record["id"], (str, int)) or isinstance(record["id"], bool):
+        raise ClipMatchError(f"{location}: field 'id' must be a string or an integer")
+    metadata = {key: value for key, value in record.items() if key not in ("id", "text")}
+    return Candidate(id=str(record["id"]), text=record["text"], metadata=metadata)

@@ -1,0 +1,49 @@
+"""`clip-match index build|add`: embed candidate texts with a bundle into a FAISS index directory."""
+from __future__ import annotations
+
+import argparse
+import warnings
+
+from ..runtime.encoder import Encoder
+from .label_index import LabelIndex
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    build = actions.add_parser("build", help="embed a candidate file into a new index directory")
+    build.add_argument("--candidates", required=True, help="text file (one per line) or .jsonl with id, text")
+    build.add_argument("--out", required=True, help="index directory to write")
+    build.add_argument("--latex", action="store_true", help="normalise candidates as LaTeX (im2markup tokens)")
+    build.add_argument("--factory", help="FAISS factory string (default: chosen by size: Flat, then IVF)")
+    build.add_argument("--search-params", default=None, help='FAISS search parameters, e.g. "nprobe=32"')
+    build.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    add = actions.add_parser("add", help="add new candidates to an existing index directory")
+    add.add_argument("--index", required=True, help="index directory to extend (rewritten atomically)")
+    add.add_argument("--candidates", required=True, help="text file (one per line) or .jsonl with id, text")
+    for sub in (build, add):
+        sub.add_argument("--bundle", help="model bundle directory (default: the packaged demo model)")
+        sub.add_argument("--batch-size", type=int, default=256, help="texts per text-tower call")
+        sub.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+        sub.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="tower precision (default: best)")
+
+
+def run(args: argparse.Namespace) -> int:
+    one_line_warnings("index")
+    encoder = Encoder.load(args.bundle, args.device, args.precision)
+    if args.action == "build":
+        index = LabelIndex.build(encoder, args.candidates, latex=args.latex, factory=args.factory,
+                                 search_parameters=args.search_params, batch_size=args.batch_size)
+        index.save(args.out, overwrite=args.overwrite)
+        print(f"{args.out}: {len(index)} candidates, dim {index.dim}, FAISS {index.factory}"
+              f"{' (' + index.search_parameters + ')' if index.search_parameters else ''}")
+    else:
+        index = LabelIndex.load(args.index, fingerprint=encoder.fingerprint)
+        added = index.add(encoder, args.candidates, batch_size=args.batch_size)
+        index.save(args.index, overwrite=True)
+        print(f"{args.index}: added {added}, now {len(index)} candidates")
+    return 0
+
+
+def one_line_warnings(command: str) -> None:
+    """Show warnings as ``clip-match COMMAND: warning: ...`` on stderr (no source lines)."""
+    warnings.formatwarning = lambda message, *_args, **_kwargs: f"clip-match {command}: warning: {message}\n"

@@ -1,0 +1,331 @@
+"""`LabelIndex`: candidate texts embedded once by the bundle's text tower, kept in FAISS on disk.
+
+Vectors are L2-normalised, so inner product is cosine. Probabilities are a softmax over
+100 x cosine (CLIP's logit scale), computed over every candidate when the index is exact and
+holds at most ``EXACT_LIMIT`` candidates (scope "all"), else over the top ``SOFTMAX_POOL``
+retrieved ones (scope "top"); each `Ranking` says which.
+
+A saved index is a directory::
+
+    manifest.json      format, bundle fingerprint, dim, normalisation, factory, search
+                       parameters, count, sha256 of the two files below
+    index.faiss        the FAISS index (row i = line i of candidates.jsonl)
+    candidates.jsonl   {"id", "text", "key", "metadata"} per candidate; key = what was embedded
+
+Loading checks the hashes, the counts and (when given) the bundle fingerprint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Protocol, Sequence
+
+import faiss
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import ClipMatchError
+from ..fsutil import atomic_dir
+from ..runtime.bundle import sha256_file
+from ..text.tokenizer import default_tokenizer, normalize_text
+from .candidates import Candidate, candidate_key, check_unique_ids, read_candidates
+from .faiss_index import (EXACT_LIMIT, choose_factory, is_exact, l2_normalised, new_index,
+                          set_search_parameters, to_search_device, train_if_needed)
+
+FORMAT = "clip_match.label_index"
+FORMAT_VERSION = 1
+MANIFEST_NAME, INDEX_NAME, CANDIDATES_NAME = "manifest.json", "index.faiss", "candidates.jsonl"
+LOGIT_SCALE = 100.0
+SOFTMAX_POOL = 100
+
+
+class TextEncoder(Protocol):
+    """What LabelIndex needs from `clip_match.Encoder`."""
+
+    fingerprint: str
+    embed_dim: int
+    context_length: int
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = ...) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int
+    id: str
+    text: str
+    score: float
+    probability: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Hits for one query; probabilities are a softmax over ``softmax_over`` candidates (``softmax_scope``)."""
+
+    hits: list[Hit]
+    softmax_scope: str
+    softmax_over: int
+
+
+@dataclass(frozen=True)
+class _Entry:
+    candidate: Candidate
+    key: str
+
+
+class LabelIndex:
+    """Candidates of one model bundle in a FAISS inner-product index."""
+
+    def __init__(self, index: faiss.Index, entries: list[_Entry], fingerprint: str, latex: bool,
+                 factory: str, search_parameters: str):
+        self._index = index
+        self._entries = entries
+        self._keys = {entry.key for entry in entries}
+        self._ids = {entry.candidate.id for entry in entries}
+        self.fingerprint = fingerprint
+        self.latex = latex
+        self.factory = factory
+        self.search_parameters = search_parameters
+        self._choose_factory_on_first_add = not factory
+        self._search_index: faiss.Index | None = None
+
+    # ---- building -------------------------------------------------------------------------
+    @classmethod
+    def build(cls, encoder: TextEncoder, candidates: str | os.PathLike | Iterable[Candidate | str],
+              latex: bool = False, factory: str | None = None, search_parameters: str | None = None,
+              batch_size: int = 256, progress: bool = True) -> LabelIndex:
+        """Embed ``candidates`` (a candidate file, `Candidate`s or plain strings) with ``encoder``."""
+        index = cls.empty(encoder.fingerprint, encoder.embed_dim, latex, factory or "", search_parameters or "")
+        index.add(encoder, candidates, batch_size=batch_size, progress=progress)
+        return index
+
+    @classmethod
+    def empty(cls, fingerprint: str, dim: int, latex: bool = False, factory: str = "",
+              search_parameters: str = "") -> LabelIndex:
+        """An index without candidates; with an empty ``factory`` the first `add` chooses one by size."""
+        placeholder = new_index(dim, factory) if factory else faiss.IndexFlatIP(dim)
+        return cls(placeholder, [], fingerprint, latex, factory, search_parameters)
+
+    def add(self, encoder: TextEncoder, candidates: str | os.PathLike | Iterable[Candidate | str],
+            batch_size: int = 256, progress: bool = True) -> int:
+        """Embed and add candidates whose normalised text is new; returns how many were added."""
+        if encoder.fingerprint != self.fingerprint:
+            raise ClipMatchError(_mismatch("this index", self.fingerprint, encoder.fingerprint))
+        entries = [entry for _, entry in self._new_entries(candidates)]
+        _warn_truncated([entry.key for entry in entries], encoder.context_length)
+        vectors = np.empty((len(entries), self.dim), dtype=np.float32)
+        steps = range(0, len(entries), batch_size)
+        for start in tqdm(steps, desc="embedding candidates", unit="batch", disable=not progress or len(steps) < 2):
+            batch = [entry.key for entry in entries[start:start + batch_size]]
+            vectors[start:start + len(batch)] = encoder.encode_texts(batch, batch_size=batch_size)
+        self._add_entries(vectors, entries)
+        return len(entries)
+
+    def add_vectors(self, vectors: np.ndarray, candidates: Iterable[Candidate | str]) -> int:
+        """Add precomputed embeddings (row i belongs to candidate i); duplicates are skipped."""
+        candidates = list(_as_candidates(candidates))
+        vectors = l2_normalised(vectors)
+        if len(vectors) != len(candidates):
+            raise ClipMatchError(f"{len(vectors)} vectors for {len(candidates)} candidates")
+        new = self._new_entries(candidates)
+        self._add_entries(vectors[[row for row, _ in new]], [entry for _, entry in new])
+        return len(new)
+
+    @classmethod
+    def from_vectors(cls, vectors: np.ndarray, candidates: Iterable[Candidate | str], fingerprint: str,
+                     latex: bool = False, factory: str | None = None,
+                     search_parameters: str | None = None) -> LabelIndex:
+        """Build from precomputed embeddings (tests, benchmarks, embeddings made elsewhere)."""
+        index = cls.empty(fingerprint, np.shape(vectors)[1], latex, factory or "", search_parameters or "")
+        index.add_vectors(vectors, candidates)
+        return index
+
+    def _new_entries(self, candidates: str | os.PathLike | Iterable[Candidate | str]) -> list[tuple[int, _Entry]]:
+        """(position, entry) of candidates whose key is not in the index yet, first occurrence kept."""
+        if isinstance(candidates, (str, os.PathLike)):
+            candidates = read_candidates(candidates)
+        candidates = list(_as_candidates(candidates))
+        check_unique_ids(candidates, "candidates")
+        new, keys, duplicates = [], set(self._keys), 0
+        for position, candidate in enumerate(candidates):
+            entry = _Entry(candidate, candidate_key(candidate.text, self.latex))
+            if not entry.key:
+                raise ClipMatchError(f"candidate {entry.candidate.id!r}: text is empty after normalisation")
+            if entry.key in keys:
+                duplicates += 1
+                continue
+            if entry.candidate.id in self._ids:
+                raise ClipMatchError(f"candidate id {entry.candidate.id!r} is already in the index with another text")
+            keys.add(entry.key)
+            new.append((position, entry))
+        if duplicates:
+            warnings.warn(f"{duplicates} duplicate candidate(s) (same text after normalisation) stored once",
+                          stacklevel=3)
+        return new
+
+    def _add_entries(self, vectors: np.ndarray, entries: list[_Entry]) -> None:
+        if not entries:
+            return
+        if self._choose_factory_on_first_add:
+            self.factory, chosen_parameters = choose_factory(len(entries))
+            self.search_parameters = self.search_parameters or chosen_parameters
+            self._index = new_index(self.dim, self.factory)
+            self._choose_factory_on_first_add = False
+        train_if_needed(self._index, vectors)
+        self._index.add(vectors)
+        self._entries.extend(entries)
+        self._keys.update(entry.key for entry in entries)
+        self._ids.update(entry.candidate.id for entry in entries)
+        self._search_index = None
+
+    # ---- searching ------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self._index.d
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def candidates(self) -> list[Candidate]:
+        return [entry.candidate for entry in self._entries]
+
+    @property
+    def exact(self) -> bool:
+        return is_exact(self._index)
+
+    def search(self, queries: np.ndarray, top_k: int = 5) -> list[Ranking]:
+        """Top ``top_k`` candidates (clipped to the count) for each query vector, best first."""
+        if not self._entries:
+            raise ClipMatchError("the index holds no candidates")
+        queries = l2_normalised(np.atleast_2d(queries))
+        if queries.shape[1] != self.dim:
+            raise ClipMatchError(f"query vectors have {queries.shape[1]} dims, the index {self.dim}")
+        top_k = max(1, min(top_k, len(self)))
+        everything = self.exact and len(self) <= EXACT_LIMIT
+        pool = len(self) if everything else min(len(self), max(top_k, SOFTMAX_POOL))
+        scores, rows = self._searcher().search(queries, pool)
+        logits = np.where(rows >= 0, LOGIT_SCALE * scores, -np.inf)
+        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        scope = "all" if everything else "top"
+        return [
+            Ranking(
+                hits=[self._hit(rank, int(row), float(score), float(probability))
+                      for rank, (row, score, probability) in enumerate(zip(r[:top_k], s[:top_k], p[:top_k]), 1)
+                      if row >= 0],
+                softmax_scope=scope,
+                softmax_over=int((r >= 0).sum()),
+            )
+            for r, s, p in zip(rows, scores, probabilities)
+        ]
+
+    def _hit(self, rank: int, row: int, score: float, probability: float) -> Hit:
+        candidate = self._entries[row].candidate
+        return Hit(rank, candidate.id, candidate.text, score, probability, dict(candidate.metadata))
+
+    def _searcher(self) -> faiss.Index:
+        if self._search_index is None:
+            set_search_parameters(self._index, self.search_parameters)
+            self._search_index = to_search_device(self._index, self.search_parameters)
+        return self._search_index
+
+    # ---- persistence ----------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the index directory atomically (see the module docstring)."""
+        path = Path(path)
+        with atomic_dir(path, overwrite=overwrite) as tmp:
+            faiss.write_index(self._index, str(tmp / INDEX_NAME))
+            with open(tmp / CANDIDATES_NAME, "w", encoding="utf-8") as handle:
+                for entry in self._entries:
+                    record = {"id": entry.candidate.id, "text": entry.candidate.text, "key": entry.key,
+                              "metadata": entry.candidate.metadata}
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            manifest = {
+                "format": FORMAT, "format_version": FORMAT_VERSION, "bundle_fingerprint": self.fingerprint,
+                "dim": self.dim, "metric": "inner_product", "normalization": "latex" if self.latex else "text",
+                "factory": self.factory, "search_parameters": self.search_parameters, "count": len(self),
+                "files": {name: sha256_file(tmp / name) for name in (INDEX_NAME, CANDIDATES_NAME)},
+            }
+            (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, fingerprint: str | None = None) -> LabelIndex:
+        """Read a saved index; refuse a corrupted directory or (given ``fingerprint``) another bundle's."""
+        path = Path(path)
+        manifest = _read_manifest(path)
+        if fingerprint is not None and manifest["bundle_fingerprint"] != fingerprint:
+            raise ClipMatchError(_mismatch(str(path), manifest["bundle_fingerprint"], fingerprint))
+        for name in (INDEX_NAME, CANDIDATES_NAME):
+            file = path / name
+            if not file.is_file():
+                raise ClipMatchError(f"{file}: missing; the index directory is incomplete")
+            if sha256_file(file) != manifest["files"].get(name):
+                raise ClipMatchError(f"{file}: sha256 does not match {MANIFEST_NAME}; the index is corrupted, rebuild it")
+        try:
+            index = faiss.read_index(str(path / INDEX_NAME))
+        except RuntimeError as error:
+            raise ClipMatchError(f"{path / INDEX_NAME}: unreadable FAISS index: {str(error).splitlines()[0]}") from None
+        entries = _read_entries(path / CANDIDATES_NAME)
+        if not (len(entries) == index.ntotal == manifest["count"]) or index.d != manifest["dim"]:
+            raise ClipMatchError(f"{path}: index holds {index.ntotal} vectors of dim {index.d}, candidates.jsonl "
+                                 f"{len(entries)}, manifest {manifest['count']} of dim {manifest['dim']}; rebuild it")
+        return cls(index, entries, manifest["bundle_fingerprint"], manifest["normalization"] == "latex",
+                   manifest["factory"], manifest["search_parameters"])
+
+
+def _as_candidates(items: Iterable[Candidate | str]) -> Iterable[Candidate]:
+    for item in items:
+        yield item if isinstance(item, Candidate) else Candidate(id=item.strip(), text=item)
+
+
+def _warn_truncated(keys: list[str], context_length: int) -> None:
+    tokenizer = default_tokenizer()
+    long = sum(len(tokenizer.encode(normalize_text(key))) > context_length - 2 for key in keys)
+    if long:
+        warnings.warn(f"{long} candidate(s) exceed the context length of {context_length} tokens and were truncated",
+                      stacklevel=3)
+
+
+def _mismatch(what: str, built_with: str, given: str) -> str:
+    return (f"{what} was built with model bundle {built_with}, not with the given bundle {given}; "
+            "rebuild it with `clip-match index build` and this bundle")
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    manifest_path = path / MANIFEST_NAME
+    if not path.is_dir():
+        raise ClipMatchError(f"{path}: no such index directory")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ClipMatchError(f"{path}: not a clip_match index (no {MANIFEST_NAME})") from None
+    except (OSError, ValueError) as error:
+        raise ClipMatchError(f"{manifest_path}: unreadable index manifest: {error}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ClipMatchError(f"{manifest_path}: not a clip_match index manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ClipMatchError(f"{manifest_path}: index format version {manifest.get('format_version')!r} "
+                             f"is not supported (expected {FORMAT_VERSION}); rebuild the index")
+    for name in ("bundle_fingerprint", "dim", "normalization", "factory", "search_parameters", "count", "files"):
+        if name not in manifest:
+            raise ClipMatchError(f"{manifest_path}: missing field {name!r}")
+    return manifest
+
+
+def _read_entries(path: Path) -> list[_Entry]:
+    entries = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                record = json.loads(line)
+                candidate = Candidate(str(record["id"]), record["text"], dict(record.get("metadata") or {}))
+                entries.append(_Entry(candidate, record["key"]))
+            except (ValueError, KeyError, TypeError) as error:
+                raise ClipMatchError(f"{path}:{number}: bad candidate record: {error}") from None
+    return entries

@@ -1,0 +1,110 @@
+"""`Matcher`: rank candidate texts for images, or images for a text, with one bundle and one index.
+
+Probabilities are a softmax over 100 x cosine; `Ranking.softmax_scope` says over which set
+("all" candidates / images, or the "top" retrieved ones of a large or approximate index).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from .data.images import ImageInput, open_image
+from .errors import ClipMatchError
+from .index.candidates import candidate_key
+from .index.label_index import LOGIT_SCALE, Hit, LabelIndex, Ranking
+from .runtime.encoder import Encoder
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class Matcher:
+    """``Matcher(bundle, index).rank(images, top_k)``; ``bundle`` is a path, an `Encoder` or None
+    (the packaged demo model), ``index`` a path or a `LabelIndex` built with the same bundle."""
+
+    def __init__(self, bundle: str | os.PathLike | Encoder | None = None,
+                 index: str | os.PathLike | LabelIndex | None = None, device: str = "auto",
+                 precision: str | None = None):
+        self.encoder = bundle if isinstance(bundle, Encoder) else Encoder.load(bundle, device, precision)
+        if index is None or isinstance(index, LabelIndex):
+            self.index = index
+        else:
+            self.index = LabelIndex.load(index, fingerprint=self.encoder.fingerprint)
+        if self.index is not None and self.index.fingerprint != self.encoder.fingerprint:
+            raise ClipMatchError(f"the index was built with model bundle {self.index.fingerprint}, "
+                                 f"not with {self.encoder.fingerprint}; rebuild it with this bundle")
+
+    def rank(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5, batch_size: int = 16) -> list[Ranking]:
+        """Top ``top_k`` candidates for each image; an unreadable image raises `ClipMatchError`."""
+        return self._require_index().search(self.encoder.encode_images(images, batch_size=batch_size), top_k)
+
+    def iter_rank(self, images: Iterable[str | os.PathLike], top_k: int = 5,
+                  batch_size: int = 16) -> Iterator[tuple[str, Ranking | ClipMatchError]]:
+        """Stream ``(name, ranking)`` per image, batch by batch; an unreadable image yields its error
+        instead and the others are still answered."""
+        index = self._require_index()
+        batch: list[tuple[str, object]] = []
+        for image in images:
+            name = str(image)
+            try:
+                batch.append((name, open_image(image, name)))
+            except ClipMatchError as error:
+                yield from self._answer(batch, index, top_k)
+                batch = []
+                yield name, error
+                continue
+            if len(batch) == batch_size:
+                yield from self._answer(batch, index, top_k)
+                batch = []
+        yield from self._answer(batch, index, top_k)
+
+    def rank_images(self, text: str, images: Sequence[ImageInput], top_k: int = 5, latex: bool | None = None,
+                    batch_size: int = 16, names: Sequence[str] | None = None) -> Ranking:
+        """Rank ``images`` for ``text``; probabilities are a softmax over all of them. Hit ids are
+        ``names``, else the image paths (``images[i]`` for other inputs). ``latex`` (default: the
+        index's mode) normalises the text as LaTeX."""
+        if not images:
+            raise ClipMatchError("no images to rank")
+        latex = self.index.latex if latex is None and self.index is not None else bool(latex)
+        query = self.encoder.encode_texts([candidate_key(text, latex)])[0]
+        vectors = self.encoder.encode_images(list(images), batch_size=batch_size)
+        names = list(names) if names is not None else [_name(image, i) for i, image in enumerate(images)]
+        return rank_vectors(query, vectors, names, top_k)
+
+    def _require_index(self) -> LabelIndex:
+        if self.index is None:
+            raise ClipMatchError("no candidate index given; build one with `clip-match index build`")
+        return self.index
+
+    def _answer(self, batch: list[tuple[str, object]], index: LabelIndex,
+                top_k: int) -> Iterator[tuple[str, Ranking]]:
+        if batch:
+            vectors = self.encoder.encode_images([image for _, image in batch], batch_size=len(batch))
+            yield from zip([name for name, _ in batch], index.search(vectors, top_k))
+
+
+def rank_vectors(query: np.ndarray, vectors: np.ndarray, names: list[str], top_k: int) -> Ranking:
+    """Exact ranking of ``vectors`` (unit rows) for one unit ``query``; softmax over all of them."""
+    scores = vectors @ query
+    order = np.argsort(-scores, kind="stable")[: max(1, min(top_k, len(names)))]
+    logits = LOGIT_SCALE * scores
+    probabilities = np.exp(logits - logits.max())
+    probabilities /= probabilities.sum()
+    hits = [Hit(rank, names[row], names[row], float(scores[row]), float(probabilities[row]))
+            for rank, row in enumerate(order, 1)]
+    return Ranking(hits, softmax_scope="all", softmax_over=len(names))
+
+
+def expand_images(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
+    """Files as given; folders expand to their image files (by suffix), sorted, not recursive."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            yield from sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        else:
+            yield path
+
+
+def _name(image: ImageInput, position: int) -> str:
+    return str(image) if isinstance(image, (str, os.PathLike)) else f"images[{position}]"
