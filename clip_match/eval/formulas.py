@@ -1,0 +1,163 @@
+"""The two formula-retrieval protocols, and the checks that keep their numbers honest.
+
+Both protocols query with *real* IM2LaTeX images and rank LaTeX candidates; training only ever
+sees *renders* of formulas:
+
+- ``open``: the IM2LaTeX validation formulas are split in two halves by formula (seeded). Train
+  on renders of the first half (+ CROHME captions that are not second-half formulas); query
+  with the real images of the second half against all second-half formulas.
+- ``bank``: a seeded sample of ``bank_size`` formulas is the candidate bank. Train (fine-tune) on
+  renders of the bank itself; query with the real images of the bank.
+
+A formula's identity is its `normalize_latex` text (what the index stores and `clip-match
+query --latex` prints), so two IM2LaTeX lines that normalise alike are one formula, on one side
+of the split. `check_no_query_images` re-reads the written training splits and fails if any
+image there is a real image of a query formula, by id or by content.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ..data.formats import decode_b64, read_jsonl, read_tsv
+from ..errors import ClipMatchError
+from ..text.latex import normalize_latex
+
+# Render image ids start here, above any real-image id, so the two can never be confused.
+RENDER_ID_OFFSET = 10_000_000
+TRAINING_SPLITS = ("train", "valid")
+QUERY_SPLIT = "test"
+
+
+class QueryLeakError(ClipMatchError):
+    """A real image of a query formula (or, for ``open``, a query formula itself) reached training."""
+
+
+@dataclass(frozen=True)
+class Formula:
+    """A formula: stable id, LaTeX, and the real image files that show it (IM2LaTeX only)."""
+
+    fid: int
+    latex: str
+    images: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Which formulas are rendered for training and which real images query which candidates."""
+
+    name: str
+    seed: int
+    train: tuple[Formula, ...]    # rendered for training; their real images are never used
+    queries: tuple[Formula, ...]  # the candidates; their real images are the queries
+    notes: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        missing = [f.fid for f in self.queries if not f.images]
+        if missing:
+            raise ClipMatchError(f"{self.name}: query formulas without real images: {missing[:5]}")
+        if self.name == "open":
+            overlap = {f.latex for f in self.train} & {f.latex for f in self.queries}
+            if overlap:
+                raise QueryLeakError(f"open: {len(overlap)} query formulas are also training formulas, "
+                                     f"e.g. {sorted(overlap)[0]!r}")
+
+    def query_images(self) -> list[tuple[int, Path, int]]:
+        """``(image_id, path, fid)`` for every real query image, ids 0.. in formula order."""
+        pairs = [(path, formula.fid) for formula in self.queries for path in formula.images]
+        return [(image_id, path, fid) for image_id, (path, fid) in enumerate(pairs)]
+
+
+def unique_formulas(formulas: Iterable[Formula]) -> list[Formula]:
+    """Normalise each formula's LaTeX and merge formulas that become equal (first id, all images)."""
+    merged: dict[str, Formula] = {}
+    for formula in formulas:
+        text = normalize_latex(formula.latex)
+        if not text:
+            continue
+        seen = merged.get(text)
+        merged[text] = (Formula(formula.fid, text, formula.images) if seen is None
+                        else Formula(seen.fid, text, seen.images + formula.images))
+    return list(merged.values())
+
+
+def split_by_formula(formulas: Sequence[Formula], seed: int, fraction: float = 0.5) -> tuple[list[Formula], list[Formula]]:
+    """Seeded split of distinct formulas into (first, second); every formula lands on one side."""
+    order = sorted(formulas, key=lambda f: f.fid)
+    random.Random(seed).shuffle(order)
+    cut = round(len(order) * fraction)
+    return sorted(order[:cut], key=lambda f: f.fid), sorted(order[cut:], key=lambda f: f.fid)
+
+
+def open_protocol(im2latex: Iterable[Formula], extra: Iterable[Formula] = (), seed: int = 0) -> Protocol:
+    """Train on renders of one half (+ ``extra`` text-only formulas); query the other half."""
+    first, second = split_by_formula(unique_formulas(im2latex), seed)
+    query_texts = {f.latex for f in second}
+    first_texts = {f.latex for f in first}
+    extra = unique_formulas(extra)
+    kept_extra = [f for f in extra if f.latex not in query_texts and f.latex not in first_texts]
+    notes = {"extra_formulas": len(extra),
+             "extra_dropped_equal_to_a_query": sum(f.latex in query_texts for f in extra),
+             "extra_dropped_equal_to_a_training_formula": sum(f.latex in first_texts for f in extra)}
+    train = [Formula(f.fid, f.latex) for f in first] + kept_extra  # the first half's real images are dropped too
+    return Protocol("open", seed, tuple(train), tuple(second), notes)
+
+
+def bank_protocol(im2latex: Iterable[Formula], bank_size: int = 4000, seed: int = 0) -> Protocol:
+    """A seeded bank of ``bank_size`` formulas; train on their renders, query with their real images."""
+    formulas = unique_formulas(im2latex)
+    if bank_size > len(formulas):
+        raise ClipMatchError(f"bank size {bank_size} is larger than the {len(formulas)} distinct formulas available")
+    bank, _ = split_by_formula(formulas, seed, fraction=bank_size / len(formulas))
+    return Protocol("bank", seed, tuple(Formula(f.fid, f.latex) for f in bank), tuple(bank))
+
+
+def query_split(protocol: Protocol) -> tuple[list[tuple[int, bytes]], list[tuple[int, str, list[int]]]]:
+    """The ``test`` split: real query images and every candidate formula with its images' ids."""
+    images = []
+    ids_of: dict[int, list[int]] = {}
+    for image_id, path, fid in protocol.query_images():
+        try:
+            images.append((image_id, path.read_bytes()))
+        except OSError as error:
+            raise ClipMatchError(f"{path}: cannot read query image: {error.strerror or error}") from None
+        ids_of.setdefault(fid, []).append(image_id)
+    texts = [(f.fid, f.latex, ids_of[f.fid]) for f in protocol.queries]
+    return images, texts
+
+
+def check_no_query_images(data_dir: str | Path, protocol: Protocol) -> dict[str, int]:
+    """Fail unless the written training splits are free of query leaks; returns images checked per split.
+
+    Checked by formula id (no training text may link to a real image id) and by content (no
+    training image may be byte-identical to a real query image file), plus for ``open``: no
+    training text may be a query formula.
+    """
+    data_dir = Path(data_dir)
+    query_hashes = {hashlib.sha256(path.read_bytes()).hexdigest(): path for _, path, _ in protocol.query_images()}
+    query_texts = {f.latex for f in protocol.queries}
+    query_fids = {f.fid for f in protocol.queries}
+    checked = {}
+    for split in TRAINING_SPLITS:
+        tsv, jsonl = data_dir / f"{split}_imgs.tsv", data_dir / f"{split}_texts.jsonl"
+        if not tsv.exists():
+            continue
+        count = 0
+        for line in read_tsv(tsv):
+            if line.image_id < RENDER_ID_OFFSET:
+                raise QueryLeakError(f"{tsv}:{line.line}: image_id {line.image_id} is not a render id "
+                                     f"(renders are >= {RENDER_ID_OFFSET}); real images may not be used for training")
+            digest = hashlib.sha256(decode_b64(line.b64, f"{tsv}:{line.line}")).hexdigest()
+            if digest in query_hashes:
+                raise QueryLeakError(f"{tsv}:{line.line}: image {line.image_id} is the real query image "
+                                     f"{query_hashes[digest]}")
+            count += 1
+        for text in read_jsonl(jsonl):
+            if protocol.name == "open" and (text.text_id in query_fids or text.text in query_texts):
+                raise QueryLeakError(f"{jsonl}:{text.line}: open protocol trains on query formula "
+                                     f"{text.text_id} {text.text!r}")
+        checked[split] = count
+    return checked

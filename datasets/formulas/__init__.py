@@ -1,0 +1,4 @@
+"""Formula datasets: LaTeX rendered offline (TeX Live or matplotlib), augmented, written as TSV/JSONL.
+
+Entry point: ``python -m datasets.formulas.build --help``.
+"""

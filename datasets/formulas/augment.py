@@ -1,0 +1,69 @@
+"""Make clean renders look like screenshots and scans of formulas, reproducibly.
+
+Each augmented image is a pure function of (clean render, config, seed, formula id, copy
+number), so a dataset rebuilds byte for byte and the order of work does not matter.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Ranges sampled uniformly per image. Scale is relative to the 240-dpi clean render
+    (the real IM2LaTeX images correspond to about 0.37)."""
+
+    bold_probability: float = 0.4                 # thicken strokes, as heavier fonts and scans do
+    scale: tuple[float, float] = (0.28, 0.55)
+    pad: tuple[int, int] = (2, 20)               # white margin per side, pixels after scaling
+    extra_width: float = 0.4                      # up to this fraction of the width added on the right
+    rotate_degrees: float = 1.5                   # either way
+    blur_radius: tuple[float, float] = (0.0, 0.9)
+    noise_std: tuple[float, float] = (0.0, 10.0)  # Gaussian pixel noise, 0-255 scale
+    tint: float = 0.12                            # how far background and ink may drift from white/black
+    jpeg_probability: float = 0.6
+    jpeg_quality: tuple[int, int] = (40, 95)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def augment(render: Image.Image, config: AugmentConfig, seed: int, fid: int, copy: int) -> bytes:
+    """One augmented RGB image of a clean grayscale render, encoded as JPEG or PNG bytes."""
+    rng = np.random.default_rng([seed, fid, copy])
+    if rng.uniform() < config.bold_probability:
+        render = render.filter(ImageFilter.MinFilter(3))
+    scale = rng.uniform(*config.scale)
+    size = (max(1, round(render.width * scale)), max(1, round(render.height * scale)))
+    image = render.resize(size, Image.LANCZOS)
+
+    left, top, right, bottom = (int(v) for v in rng.integers(config.pad[0], config.pad[1] + 1, size=4))
+    right += int(rng.uniform(0, config.extra_width) * size[0])
+    canvas = Image.new("L", (size[0] + left + right, size[1] + top + bottom), 255)
+    canvas.paste(image, (left, top))
+
+    background = 255 * (1 - rng.uniform(0, config.tint, size=3))
+    ink = 255 * rng.uniform(0, config.tint, size=3)
+    coverage = np.asarray(canvas, dtype=np.float32)[..., None] / 255.0  # 1 = paper, 0 = ink
+    rgb = Image.fromarray(np.clip(ink + (background - ink) * coverage, 0, 255).astype(np.uint8), "RGB")
+
+    angle = rng.uniform(-config.rotate_degrees, config.rotate_degrees)
+    rgb = rgb.rotate(angle, resample=Image.BICUBIC, expand=True, fillcolor=tuple(int(c) for c in background))
+    radius = rng.uniform(*config.blur_radius)
+    if radius > 0.05:
+        rgb = rgb.filter(ImageFilter.GaussianBlur(radius))
+    noise = rng.uniform(*config.noise_std)
+    if noise > 0.5:
+        pixels = np.asarray(rgb, dtype=np.float32) + rng.normal(0, noise, size=(rgb.height, rgb.width, 1))
+        rgb = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+    out = io.BytesIO()
+    if rng.uniform() < config.jpeg_probability:
+        rgb.save(out, "JPEG", quality=int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1)))
+    else:
+        rgb.save(out, "PNG", optimize=False)
+    return out.getvalue()

@@ -1,0 +1,206 @@
+"""Build formula image-text datasets (Chinese-CLIP TSV/JSONL) from LaTeX, offline.
+
+    python -m datasets.formulas.build open OUT_DIR     # open protocol: train half / query half
+    python -m datasets.formulas.build bank OUT_DIR     # bank protocol: ~4,000-formula bank
+    python -m datasets.formulas.build render FORMULAS.txt OUT_DIR   # your own formula list
+
+Every command writes ``train`` (augmented renders, several per formula) and ``valid`` (one
+fresh render of a sample of training formulas) splits; ``open`` and ``bank`` also write the
+``test`` split: the real IM2LaTeX query images, each linked to its formula among all the
+candidates. ``formulas.json`` records the settings, counts and every formula that failed to
+render. The output directory appears only when complete, after the query-leak check passed.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+import sys
+from dataclasses import replace
+from functools import partial
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Sequence
+
+from PIL import Image
+from tqdm import tqdm
+
+from clip_match.data.formats import write_split
+from clip_match.errors import ClipMatchError
+from clip_match.eval.formulas import (
+    RENDER_ID_OFFSET, Formula, Protocol, bank_protocol, check_no_query_images, open_protocol, query_split,
+    unique_formulas,
+)
+from clip_match.fsutil import atomic_dir, atomic_file
+
+from .augment import AugmentConfig, augment
+from .render import get_renderer, render_all
+from .sources import load_crohme, load_im2latex, read_formula_file, shared_data_dir
+
+
+def render_clean(formulas: Sequence[Formula], renderer_name: str, dpi: int, batch_size: int,
+                 progress: bool) -> tuple[list[tuple[Formula, bytes]], list[dict]]:
+    """Clean renders as PNG bytes (compact in memory) and the failures ``{fid, latex, error}``."""
+    results = render_all([f.latex for f in formulas], get_renderer(renderer_name, dpi), batch_size, progress)
+    rendered, failures = [], []
+    for formula, result in zip(formulas, results):
+        if result.image is None:
+            failures.append({"fid": formula.fid, "latex": formula.latex, "error": result.error})
+        else:
+            buffer = io.BytesIO()
+            result.image.save(buffer, "PNG", compress_level=1)
+            rendered.append((formula, buffer.getvalue()))
+    return rendered, failures
+
+
+def _augment_job(job: tuple[bytes, int, int], config: AugmentConfig, seed: int) -> bytes:
+    png, fid, copy = job
+    with Image.open(io.BytesIO(png)) as render:
+        return augment(render.convert("L"), config, seed, fid, copy)
+
+
+def write_rendered_split(out_dir: Path, split: str, rendered: Sequence[tuple[Formula, bytes]], copies: range,
+                         config: AugmentConfig, seed: int, workers: int, progress: bool) -> int:
+    """Write ``len(copies)`` augmented images of every rendered formula as one split; returns the image count."""
+    jobs = [(png, formula.fid, copy) for formula, png in rendered for copy in copies]
+    image_ids = [RENDER_ID_OFFSET + i for i in range(len(jobs))]
+    work = partial(_augment_job, config=config, seed=seed)
+    with Pool(workers) as pool:
+        encoded = tqdm(pool.imap(work, jobs, chunksize=16), total=len(jobs), desc=f"augment ({split})",
+                       unit="image", disable=not progress, leave=False)
+        write_split(out_dir, split, zip(image_ids, encoded),
+                    ((formula.fid, formula.latex, image_ids[i * len(copies):(i + 1) * len(copies)])
+                     for i, (formula, _) in enumerate(rendered)))
+    return len(jobs)
+
+
+def build(out_dir: Path, train: Sequence[Formula], args: argparse.Namespace, protocol: Protocol | None = None,
+          notes: dict | None = None) -> dict:
+    """Render, augment and write the splits (and the query split of ``protocol``) into ``out_dir``."""
+    config = replace(AugmentConfig(), jpeg_probability=args.jpeg_probability)
+    progress = not args.no_progress
+    with atomic_dir(out_dir, overwrite=args.overwrite) as tmp:
+        rendered, failures = render_clean(train, args.renderer, args.dpi, args.batch_size, progress)
+        if not rendered:
+            raise ClipMatchError(f"none of the {len(train)} formulas rendered; first error: "
+                                 f"{failures[0]['error'] if failures else 'no formulas'}")
+        counts = {"formulas": len(train), "rendered": len(rendered), "render_failures": len(failures)}
+        counts["train_images"] = write_rendered_split(tmp, "train", rendered, range(args.renders), config,
+                                                      args.seed, args.workers, progress)
+        valid = random.Random(args.seed).sample(rendered, min(args.valid_size, len(rendered)))
+        valid.sort(key=lambda item: item[0].fid)
+        counts["valid_images"] = write_rendered_split(tmp, "valid", valid, range(args.renders, args.renders + 1),
+                                                      config, args.seed, args.workers, progress)
+        manifest = {
+            "command": args.command, "seed": args.seed, "renderer": args.renderer, "dpi": args.dpi,
+            "renders_per_formula": args.renders, "augment": config.to_json(), "counts": counts,
+            "notes": notes or {}, "render_failures": failures,
+        }
+        if protocol is not None:
+            images, texts = query_split(protocol)
+            write_split(tmp, "test", images, texts)
+            counts.update(query_images=len(images), candidates=len(texts))
+            manifest["leak_check"] = check_no_query_images(tmp, protocol)
+            manifest["protocol"] = {"name": protocol.name, "seed": protocol.seed, **protocol.notes,
+                                    "train_fids": [f.fid for f in protocol.train],
+                                    "query_fids": [f.fid for f in protocol.queries]}
+        with atomic_file(tmp / "formulas.json", "w", encoding="utf-8") as handle:
+            json.dump(manifest, handle, indent=1)
+    return manifest
+
+
+def _im2latex(args: argparse.Namespace) -> list[Formula]:
+    formulas = load_im2latex(args.data_dir)
+    return formulas[:args.limit] if args.limit else formulas
+
+
+def run_open(args: argparse.Namespace) -> dict:
+    extra = load_crohme(args.data_dir) if args.crohme else []
+    protocol = open_protocol(_im2latex(args), extra, seed=args.seed)
+    return build(args.out_dir, protocol.train, args, protocol)
+
+
+def run_bank(args: argparse.Namespace) -> dict:
+    protocol = bank_protocol(_im2latex(args), bank_size=args.bank_size, seed=args.seed)
+    return build(args.out_dir, protocol.train, args, protocol)
+
+
+def run_render(args: argparse.Namespace) -> dict:
+    return build(args.out_dir, unique_formulas(read_formula_file(args.formulas)), args)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m datasets.formulas.build",
+        description="Render LaTeX formulas to augmented images in Chinese-CLIP's TSV/JSONL format "
+                    "(train/valid splits; the open and bank protocols add the real-image test split).",
+        epilog=f"Formula data: ${'{'}CLIP_MATCH_SHARED_DATA{'}'} or {shared_data_dir()} "
+               "(im2latex/ and formulas/). TeX: datasets/formulas/install_tex.sh.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = {
+        "open": (run_open, "open protocol: train on renders of one seeded half of IM2LaTeX val (+ CROHME), "
+                           "query with the real images of the other half"),
+        "bank": (run_bank, "bank protocol: train on renders of a seeded formula bank, query with its real images"),
+        "render": (run_render, "render your own formulas (one per line) into train/valid splits"),
+    }
+    for name, (function, help_line) in commands.items():
+        command = sub.add_parser(name, help=help_line, description=help_line)
+        if name == "render":
+            command.add_argument("formulas", type=Path, help="UTF-8 text file, one LaTeX formula per line")
+        command.add_argument("out_dir", type=Path, help="output directory (created complete, or not at all)")
+        if name != "render":
+            command.add_argument("--data-dir", type=Path, default=None,
+                                 help="folder holding im2latex/ and formulas/ (default: $CLIP_MATCH_SHARED_DATA "
+                                      "or ../shared/data)")
+            command.add_argument("--limit", type=int, default=0,
+                                 help="use only the first N IM2LaTeX formulas (quick trial runs)")
+        if name == "open":
+            command.add_argument("--no-crohme", dest="crohme", action="store_false",
+                                 help="train on the IM2LaTeX half only, without the CROHME captions")
+        if name == "bank":
+            command.add_argument("--bank-size", type=int, default=4000, help="formulas in the bank (default 4000)")
+        command.add_argument("--seed", type=int, default=0, help="split and augmentation seed (default 0)")
+        command.add_argument("--renderer", choices=("tex", "mathtext"), default="tex",
+                             help="tex: TeX Live + dvipng (default); mathtext: matplotlib only, fewer formulas")
+        command.add_argument("--dpi", type=int, default=240, help="clean render resolution (default 240)")
+        command.add_argument("--renders", type=int, default=4, help="augmented images per formula in train (default 4)")
+        command.add_argument("--valid-size", type=int, default=500,
+                             help="training formulas given one fresh render in the valid split (default 500)")
+        command.add_argument("--jpeg-probability", type=float, default=AugmentConfig.jpeg_probability,
+                             help="share of images saved as JPEG at a random quality (default %(default)s)")
+        command.add_argument("--batch-size", type=int, default=200, help="formulas per LaTeX document (default 200)")
+        command.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                             help="augmentation processes (default: up to 4)")
+        command.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+        command.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+        command.add_argument("--json", action="store_true", help="print the counts as JSON on stdout")
+        command.set_defaults(run=function)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    for name in ("renders", "batch_size", "workers", "dpi"):
+        if getattr(args, name) < 1:
+            print(f"build {args.command}: error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
+            return 2
+    try:
+        manifest = args.run(args)
+    except ClipMatchError as error:
+        print(f"build {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    summary = {"out_dir": str(args.out_dir), **manifest["counts"]}
+    if "leak_check" in manifest:
+        summary["leak_check_images"] = sum(manifest["leak_check"].values())
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"build {args.command}: wrote {args.out_dir}: " + ", ".join(f"{k} {v}" for k, v in summary.items()
+                                                                       if k != "out_dir"), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
