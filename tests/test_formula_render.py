@@ -1,0 +1,98 @@
+"""Formula renderers (TeX Live batches, mathtext fallback) and the scan-like augmentation."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from datasets.formulas.augment import AugmentConfig, augment
+from datasets.formulas.render import get_renderer, render_all, unsafe_reason
+from datasets.formulas.render_mathtext import MathtextRenderer, to_mathtext
+from datasets.formulas.render_tex import tex_available
+
+needs_tex = pytest.mark.skipif(not tex_available(), reason="latex/dvipng not installed "
+                               "(run datasets/formulas/install_tex.sh)")
+
+
+def test_to_mathtext_removes_spaces_that_break_scripts():
+    assert to_mathtext(r"x ^ { i } + y _ { j }") == "x^{i}+y_{j}"
+    assert to_mathtext(r"\frac { 1 } { 2 } \alpha x") == r"\frac{1}{2}\alpha x"  # control word + letter keeps it
+    assert to_mathtext(r"a \ b") == r"a\ b"  # control space survives
+    assert to_mathtext(r"\mbox { a b } ^ { 2 }") == r"\mbox{ a b }^{2}"  # text mode keeps its spaces
+    assert to_mathtext(r"\{ a \} _ { 1 }") == r"\{a\}_{1}"  # escaped braces are not groups
+    assert to_mathtext(r"\Big ( x \Big ) \le 1") == r"(x)\leq1"  # commands mathtext lacks
+
+
+def test_mathtext_draws_spaced_superscripts_as_superscripts():
+    spaced, plain, compact = MathtextRenderer(dpi=100)(["x ^ { i }", "x i", "x^{i}"])
+    assert np.array_equal(np.asarray(spaced.image), np.asarray(compact.image))
+    assert spaced.image.size != plain.image.size  # unfixed, mathtext draws "x ^ { i }" exactly like "x i"
+
+
+def test_mathtext_reports_what_it_cannot_draw():
+    ok, array = MathtextRenderer(dpi=100)([r"\frac { a } { b }", r"\begin{array}{cc} a & b \\ \end{array}"])
+    assert ok.image is not None and ok.image.mode == "L" and ok.error is None
+    assert array.image is None and array.error.startswith("mathtext:")
+
+
+def test_unsafe_commands_are_refused():
+    assert unsafe_reason(r"\input { /etc/passwd }") == r"refused command \input"
+    assert unsafe_reason(r"\def \x { y }") == r"refused command \def"
+    assert unsafe_reason(r"\inputnorm x") is None and unsafe_reason(r"\frac { a } { b }") is None
+
+
+@needs_tex
+def test_tex_batch_survives_bad_formulas_and_keeps_pages_aligned():
+    formulas = [r"x ^ { 2 }", r"\undefinedcommand y", r"\frac { a } { b }", r"{ x", r"\input { /etc/passwd }",
+                r"\sum _ { i = 1 } ^ { n } i"]
+    renderer = get_renderer("tex", dpi=100)
+    batch = render_all(formulas, renderer, batch_size=len(formulas), progress=False)
+    assert [r.image is not None for r in batch] == [True, False, True, False, False, True]
+    assert "Undefined control sequence" in batch[1].error
+    assert batch[4].error == r"refused command \input"
+    for formula, result in zip(formulas, batch):
+        if result.image is not None:  # each page belongs to its own formula
+            alone = renderer([formula])[0].image
+            assert np.array_equal(np.asarray(alone), np.asarray(result.image)), formula
+
+
+@needs_tex
+def test_tex_renders_grayscale_black_on_white_tight():
+    (result,) = get_renderer("tex", dpi=100)([r"E = m c ^ { 2 }"])
+    pixels = np.asarray(result.image)
+    assert result.image.mode == "L" and pixels.min() < 50 and pixels.max() == 255
+    assert pixels[:, 0].min() < 255 and pixels[:, -1].min() < 255  # ink touches the left and right edges
+
+
+def _render() -> Image.Image:
+    image = Image.new("L", (300, 60), 255)
+    image.paste(0, (20, 10, 280, 50))
+    return image
+
+
+def test_augment_is_seeded_and_varied():
+    config = AugmentConfig()
+    render = _render()
+    first = augment(render, config, seed=0, fid=7, copy=0)
+    assert first == augment(render, config, seed=0, fid=7, copy=0)
+    others = {augment(render, config, seed=s, fid=f, copy=c) for s, f, c in [(1, 7, 0), (0, 8, 0), (0, 7, 1)]}
+    assert first not in others and len(others) == 3
+    image = Image.open(io.BytesIO(first))
+    assert image.mode == "RGB" and image.format in ("PNG", "JPEG")
+
+
+def test_augment_applies_its_ranges():
+    render = _render()
+    plain = AugmentConfig(bold_probability=0, scale=(0.5, 0.5), pad=(10, 10), extra_width=0, rotate_degrees=0,
+                          blur_radius=(0, 0), noise_std=(0, 0), tint=0, jpeg_probability=0)
+    image = Image.open(io.BytesIO(augment(render, plain, 0, 0, 0)))
+    assert image.format == "PNG" and image.size == (150 + 20, 30 + 20)
+    pixels = np.asarray(image)
+    assert (pixels[:10] == 255).all() and (pixels[20:30, 30:130] == 0).all()
+    jpeg = AugmentConfig(jpeg_probability=1.0, jpeg_quality=(50, 50))
+    assert Image.open(io.BytesIO(augment(render, jpeg, 0, 0, 0))).format == "JPEG"
+    tinted = Image.open(io.BytesIO(augment(render, AugmentConfig(tint=0.5, rotate_degrees=0, noise_std=(0, 0),
+                                                                   jpeg_probability=0), 0, 0, 0)))
+    assert np.asarray(tinted)[0, 0].min() < 255  # background no longer pure white
