@@ -18,6 +18,7 @@ IM2LATEX = Path(os.environ.get("CLIP_MATCH_IM2LATEX_FORMULAS", "/work/shared/dat
         ("$x_i^{2}$", "x _ { i } ^ { 2 }"),
         ("x_{12}", "x _ { 1 2 }"),
         (r"\frac{a}{b}", r"\frac { a } { b }"),
+        (r"\frac12 + \sqrt2", r"\frac { 1 } { 2 } + \sqrt { 2 }"),
         (r"{a\over b}", r"{ \frac { a } { b } }"),
         (r"n \choose k", r"\binom { n } { k }"),
         (r"\left( a \right)", "( a )"),
@@ -50,6 +51,7 @@ def test_cases(raw: str, normalised: str) -> None:
 
 def test_trivially_different_strings_collapse() -> None:
     variants = [r"\left(x^2\right)", r"( x ^ { 2 } )", r"\bigl(x^{2}\bigr)", r"(x^2)\,", r"$(x ^2 )$"]
+    assert normalize_latex(r"\frac 1 2") == normalize_latex(r"\frac{1}{2}") == normalize_latex(r"{1 \over 2}")[2:-2]
     assert len({normalize_latex(v) for v in variants}) == 1
 
 
@@ -78,7 +80,8 @@ def test_im2latex_normalised_lines_are_nearly_fixed_points() -> None:
     assert all(normalize_latex(n) == n for n in normalised)  # idempotent on all 8,475 formulas
     untouched = [(line, n) for line, n in zip(lines, normalised) if _untouched(line)]
     unchanged = sum(line == n for line, n in untouched)
-    # Measured: 4,537 of 4,579 lines without rewritten tokens are unchanged (99.1%); the rest differ
-    # only where im2markup's KaTeX left `\widetilde x` unbraced or wrote `^` before `_`.
+    # Measured: 4,418 of 4,579 lines without rewritten tokens are unchanged (96.5%). The others
+    # hold bare command arguments that im2markup keeps and we brace (`\frac 1 2`, `\sqrt 2`,
+    # `\mathcal L`, `\widetilde x`) or `^` written before `_`.
     assert len(untouched) > 4000
-    assert unchanged / len(untouched) >= 0.985
+    assert unchanged / len(untouched) >= 0.96

@@ -11,7 +11,9 @@ in order:
    otherwise single characters (``12`` -> ``1 2``, ``sin`` -> ``s i n``).
 3. Structure, as KaTeX-based im2markup renders it: a script argument that is not a group is
    wrapped (``x^2`` -> ``x ^ { 2 }``), ``_`` comes before ``^`` (``x^2_i`` -> ``x _ { i } ^ { 2 }``),
-   accents and ``\\overline`` / ``\\underline`` get a braced argument (``\\hat x`` -> ``\\hat { x }``),
+   accents and ``\\overline`` / ``\\underline`` get a braced argument (``\\hat x`` -> ``\\hat { x }``)
+   and so, beyond im2markup, do ``\\frac``, ``\\sqrt``, ``\\mathrm`` and the other commands in
+   ``_ONE_ARGUMENT`` / ``_TWO_ARGUMENTS`` (``\\frac12`` -> ``\\frac { 1 } { 2 }``),
    ``{a \\over b}`` -> ``{ \\frac { a } { b } }`` (``\\choose`` -> ``\\binom``), each array/matrix cell
    is braced and each row ends in ``\\\\``, and ``\\\\`` outside an environment is dropped.
 4. Rewrites beyond im2markup, so that strings that render (almost) alike collapse: ``\\left(`` ->
@@ -23,8 +25,9 @@ in order:
    synonyms in ``SYNONYMS`` (``\\to`` -> ``\\rightarrow``, ``\\le`` -> ``\\leq`` ...).
 
 Unbalanced braces or environments skip step 3 (tokens and step 4 only), so every input gets an
-answer. ``normalize_latex`` is idempotent; on ``val.formulas.norm.txt`` it changes only lines that
-contain a token in ``REWRITTEN`` (tested). Unlike im2markup, non-ASCII tokens are kept.
+answer. ``normalize_latex`` is idempotent on all 8,475 ``val.formulas.norm.txt`` lines; it leaves
+96.5% of the lines that hold no token in ``REWRITTEN`` unchanged (the rest have bare command
+arguments it braces). Unlike im2markup, non-ASCII tokens are kept.
 """
 from __future__ import annotations
 
@@ -268,18 +271,38 @@ def _apply_infix(nodes: list[Node]) -> list[Node]:
 
 
 def _brace_arguments(nodes: list[Node]) -> list[Node]:
-    """Wrap script and accent arguments in braces and put ``_`` before ``^``."""
+    """Brace every argument of scripts and of known commands (``\\frac12`` -> ``\\frac { 1 } { 2 }``)
+    and put ``_`` before ``^``."""
     out: list[Node] = []
     index = 0
     while index < len(nodes):
         node = nodes[index]
         index += 1
-        if isinstance(node, str) and (node in ("^", "_") or node in ACCENTS) and index < len(nodes):
+        out.append(node)
+        if node == r"\sqrt" and index < len(nodes) and nodes[index] == "[":
+            end = _optional_end(nodes, index)
+            out += nodes[index:end]
+            index = end
+        for _ in range(_braced_arguments(node)):
+            if index >= len(nodes):
+                break
             argument, index = _atom(nodes, index)
-            out += [node, argument[0] if len(argument) == 1 and isinstance(argument[0], Group) else Group(argument)]
-        else:
-            out.append(node)
+            single_group = len(argument) == 1 and isinstance(argument[0], Group)
+            out.append(argument[0] if single_group else Group(_brace_arguments(argument)))
     return _subscript_first(out)
+
+
+def _braced_arguments(node: Node) -> int:
+    if not isinstance(node, str):
+        return 0
+    if node in _TWO_ARGUMENTS:
+        return 2
+    return int(node in ("^", "_") or (node in _ONE_ARGUMENT and node != r"\not"))
+
+
+def _optional_end(nodes: list[Node], index: int) -> int:
+    """Index after the ``]`` closing the optional argument that starts at ``index``."""
+    return next((i + 1 for i in range(index, len(nodes)) if nodes[i] == "]"), len(nodes))
 
 
 def _atom(nodes: list[Node], index: int) -> tuple[list[Node], int]:
@@ -289,7 +312,7 @@ def _atom(nodes: list[Node], index: int) -> tuple[list[Node], int]:
     wanted = 2 if head in _TWO_ARGUMENTS else 1 if head in _ONE_ARGUMENT else 0
     atom = [head]
     if head == r"\sqrt" and index < len(nodes) and nodes[index] == "[":
-        end = nodes.index("]", index) + 1 if "]" in nodes[index:] else len(nodes)
+        end = _optional_end(nodes, index)
         atom += nodes[index:end]
         index = end
     for _ in range(wanted):
