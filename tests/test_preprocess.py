@@ -1,0 +1,144 @@
+"""Torch-free preprocessing equals cn_clip's image_transform on the same decoded image."""
+from __future__ import annotations
+
+import io
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clip_match.data.images import decode_image, open_image
+from clip_match.errors import ClipMatchError
+from clip_match.runtime.preprocess import MEAN, STD, preprocess
+
+NUM_IMAGES = 200
+RESOLUTIONS = (224, 96, 33)
+
+# Modes to build and the file formats that can store each (None = an in-memory PIL image).
+FORMATS = {
+    "RGB": (None, "PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"),
+    "RGBA": (None, "PNG", "WEBP", "TIFF"),
+    "LA": (None, "PNG"),
+    "P": (None, "PNG", "GIF", "BMP", "TIFF"),
+    "P+transparency": ("PNG", "GIF"),
+    "L": (None, "PNG", "JPEG", "BMP", "TIFF", "WEBP"),
+    "CMYK": (None, "JPEG", "TIFF"),
+    "I;16": (None, "PNG", "TIFF"),
+    "1": (None, "PNG", "BMP", "TIFF"),
+}
+SPECIAL_SIZES = ((4000, 3000), (1, 1), (2, 3), (3, 2), (1, 40), (3000, 7), (9, 2500), (224, 224), (225, 223))
+
+
+def _pixels(rng: np.random.Generator, width: int, height: int, channels: int) -> np.ndarray:
+    """A gradient with noise and a hard edge: content that bicubic resizing really changes."""
+    ramp = np.add.outer(np.linspace(0, 100, height), np.linspace(0, 60, width)).astype(np.uint8)
+    pixels = rng.integers(0, 96, size=(height, width, channels), dtype=np.uint8)
+    pixels += ramp[:, :, None]
+    pixels[: height // 2, : width // 3] //= 4
+    return pixels
+
+
+def _make_image(rng: np.random.Generator, mode: str, width: int, height: int) -> Image.Image:
+    if mode in ("RGB", "RGBA", "CMYK"):
+        channels = len(mode)
+        return Image.frombytes(mode, (width, height), _pixels(rng, width, height, channels).tobytes())
+    if mode == "LA":
+        return Image.frombytes("LA", (width, height), _pixels(rng, width, height, 2).tobytes())
+    if mode in ("L", "1"):
+        return Image.fromarray(_pixels(rng, width, height, 1)[:, :, 0]).convert(mode)
+    if mode == "I;16":
+        wide = _pixels(rng, width, height, 1)[:, :, 0].astype("<u2") * 257
+        return Image.frombytes("I;16", (width, height), wide.tobytes())
+    colors = int(rng.integers(2, 257))
+    indices = _pixels(rng, width, height, 1) % colors
+    palette = Image.frombytes("P", (width, height), indices.tobytes())
+    palette.putpalette(rng.integers(0, 256, size=3 * colors, dtype=np.uint8).tobytes())
+    if mode == "P+transparency":
+        palette.info["transparency"] = 0
+    return palette
+
+
+def _case(index: int, rng: np.random.Generator, pick: random.Random) -> tuple[str, Image.Image, int]:
+    mode = list(FORMATS)[index % len(FORMATS)]
+    if index < len(SPECIAL_SIZES):
+        width, height = SPECIAL_SIZES[index]
+    else:
+        width, height = pick.randint(1, 640), pick.randint(1, 640)
+    image = _make_image(rng, mode, width, height)
+    fmt = pick.choice(FORMATS[mode])
+    name = f"case{index}-{mode}-{width}x{height}-{fmt or 'memory'}"
+    if fmt is None:
+        decoded = open_image(image, name)
+    else:
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt)
+        decoded = decode_image(buffer.getvalue(), name)
+    return name, decoded, RESOLUTIONS[index % len(RESOLUTIONS)]
+
+
+@pytest.fixture(scope="module")
+def cases() -> list[tuple[str, Image.Image, int]]:
+    rng = np.random.default_rng(7)
+    pick = random.Random(7)
+    return [_case(index, rng, pick) for index in range(NUM_IMAGES)]
+
+
+def test_preprocess_matches_cn_clip_image_transform(cases):
+    image_transform = pytest.importorskip("cn_clip.clip").image_transform
+    transforms = {resolution: image_transform(resolution) for resolution in RESOLUTIONS}
+    worst = 0.0
+    for name, image, resolution in cases:
+        ours = preprocess([image], resolution)
+        expected = transforms[resolution](image).numpy()[None]
+        assert ours.dtype == np.float32 and ours.shape == expected.shape == (1, 3, resolution, resolution), name
+        difference = float(np.abs(ours - expected).max())
+        assert difference <= 1e-5, f"{name}: max abs difference {difference}"
+        worst = max(worst, difference)
+    modes = {image.mode for _, image, _ in cases}
+    assert {"RGB", "RGBA", "LA", "P", "L", "CMYK", "1"} <= modes, modes
+    assert any(image.size == (4000, 3000) for _, image, _ in cases)
+
+
+def test_batch_equals_images_one_by_one(cases):
+    images = [image for _, image, resolution in cases[:30] if resolution == 96]
+    batch = preprocess(images, 96)
+    assert batch.shape == (len(images), 3, 96, 96)
+    for row, image in zip(batch, images):
+        np.testing.assert_array_equal(row, preprocess(image, 96)[0])
+    assert preprocess([], 96).shape == (0, 3, 96, 96)
+
+
+def test_exif_rotated_jpeg_comes_out_upright():
+    upright = Image.new("RGB", (40, 80), (230, 20, 20))
+    upright.paste((20, 20, 230), (0, 40, 40, 80))  # red top half, blue bottom half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    buffer = io.BytesIO()
+    upright.transpose(Image.Transpose.ROTATE_90).save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
+    stored = Image.open(io.BytesIO(buffer.getvalue()))
+    assert stored.size == (80, 40)  # what cn_clip's loader sees: the image lies on its side
+
+    decoded = decode_image(buffer.getvalue(), "rotated.jpg")
+    assert decoded.size == (40, 80)
+    pixels = preprocess([decoded], 32)[0]
+    red, blue = pixels[0], pixels[2]
+    assert red[:12].mean() > 1.0 > blue[:12].mean()  # top: red
+    assert blue[-12:].mean() > 1.0 > red[-12:].mean()  # bottom: blue
+
+
+def test_custom_mean_and_std():
+    image = Image.new("RGB", (3, 3), (255, 0, 128))
+    plain = preprocess([image], 4, mean=(0, 0, 0), std=(1, 1, 1))
+    np.testing.assert_allclose(plain[0, :, 0, 0], [1.0, 0.0, 128 / 255], rtol=1e-6)
+    clip = preprocess([image], 4)
+    np.testing.assert_allclose(clip[0, :, 0, 0], (plain[0, :, 0, 0] - np.float32(MEAN)) / np.float32(STD), rtol=1e-6)
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ClipMatchError, match=r"images\[1\]: expected a PIL image, got ndarray"):
+        preprocess([Image.new("RGB", (2, 2)), np.zeros((2, 2, 3), np.uint8)], 32)
+    with pytest.raises(ClipMatchError, match="resolution"):
+        preprocess([Image.new("RGB", (2, 2))], 0)
+    with pytest.raises(ClipMatchError, match="mean and std need 3 values"):
+        preprocess([Image.new("RGB", (2, 2))], 8, mean=(0.5, 0.5))
