@@ -9,6 +9,10 @@ sees *renders* of formulas:
 - ``bank``: a seeded sample of ``bank_size`` formulas is the candidate bank. Train (fine-tune) on
   renders of the bank itself; query with the real images of the bank.
 
+`evaluate_split` answers the protocols' question with a model bundle: for each real query image,
+where does its formula rank among all candidates (image->text R@1/5/10), plus the text->image
+direction for completeness.
+
 A formula's identity is its `normalize_latex` text (what the index stores and `clip-match
 query --latex` prints), so two IM2LaTeX lines that normalise alike are one formula, on one side
 of the split. `check_no_query_images` re-reads the written training splits and fails if any
@@ -20,11 +24,16 @@ import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-from ..data.formats import decode_b64, read_jsonl, read_tsv
-from ..errors import ClipMatchError
+from ..data.formats import decode_b64, imgs_path, read_jsonl, read_tsv, texts_path
+from ..errors import ClipMatchError, where
 from ..text.latex import normalize_latex
+from ..text.tokenizer import tokenize
+from .retrieval import retrieval_metrics
+
+if TYPE_CHECKING:
+    from ..runtime.encoder import Encoder
 
 # Render image ids start here, above any real-image id, so the two can never be confused.
 RENDER_ID_OFFSET = 10_000_000
@@ -161,3 +170,33 @@ def check_no_query_images(data_dir: str | Path, protocol: Protocol) -> dict[str,
                                      f"{text.text_id} {text.text!r}")
         checked[split] = count
     return checked
+
+
+def evaluate_split(encoder: Encoder, data_dir: str | Path, split: str = QUERY_SPLIT, batch_size: int = 32) -> dict:
+    """Retrieval metrics of ``encoder`` on one written split (by default the real-image query split).
+
+    ``i2t_r1/5/10`` and ``i2t_mean_recall`` are the protocols' numbers (query image -> formula
+    among all candidates); ``t2i_*`` rank the images for each formula. Also counts the queries,
+    candidates and candidates longer than the model's text context (they are truncated).
+    """
+    tsv, jsonl = imgs_path(data_dir, split), texts_path(data_dir, split)
+    for path in (tsv, jsonl):
+        if not path.exists():
+            raise ClipMatchError(f"{path}: no such file (build the split with python -m datasets.formulas.build)")
+    images = list(read_tsv(tsv))
+    texts = list(read_jsonl(jsonl))
+    row_of = {line.image_id: row for row, line in enumerate(images)}
+    pairs = []
+    for text_row, text in enumerate(texts):
+        for image_id in text.image_ids:
+            if image_id not in row_of:
+                raise ClipMatchError(f"{where(jsonl, text.line)}: image_id {image_id} is not in {tsv}")
+            pairs.append((row_of[image_id], text_row))
+    image_features = encoder.encode_images([decode_b64(line.b64, where(tsv, line.line)) for line in images],
+                                           batch_size=batch_size)
+    text_features = encoder.encode_texts([text.text for text in texts])
+    metrics = retrieval_metrics(image_features, text_features, pairs)
+    lengths = (tokenize([text.text for text in texts], context_length=512) != 0).sum(axis=1)
+    return {"split": split, "queries": len(images), "candidates": len(texts),
+            "context_length": encoder.context_length,
+            "candidates_truncated": int((lengths > encoder.context_length).sum()), **metrics}
