@@ -70,49 +70,63 @@ def test_label_undo_crash_resume_export_build_inspect(browser, tmp_path):
     make_images(image_dir, 8)
     (image_dir / "notes.txt").write_text("not an image")
     server = ServerProcess(image_dir, dataset_dir, tmp_path / "server1.log")
-    page = open_page(browser, server.url)
-    path = page.locator("#path")
-    keys = page.keyboard
-    expect(path).to_have_text("img0.jpg")
-    expect(page.locator("#reject-count")).to_have_text("1")
+    try:
+        page = open_page(browser, server.url)
+        path = page.locator("#path")
+        keys = page.keyboard
+        expect(path).to_have_text("img0.jpg")
+        expect(page.locator("#reject-count")).to_have_text("1")
 
-    keys.type("猫")                                  # img0: a typed Chinese label
-    keys.press("Enter")
-    expect(path).to_have_text("img1.jpg")
-    keys.type("dog")                                 # img1: a typed English label
-    keys.press("Enter")
-    keys.type("o")                                   # img2: "dog" remembered, picked from autocomplete
-    page.wait_for_selector("#suggestions li")
-    expect(page.locator("#suggestions li").first).to_have_text("dog")
-    keys.press("ArrowDown")
-    keys.press("Enter")
-    expect(path).to_have_text("img3.jpg")
-    expect(page.locator("#hotkeys li").first).to_have_text("dog (2)")
-    keys.press("1")                                  # img3: hotkey 1 = the most used label
-    page.wait_for_selector("#current-labels .chip")
-    expect(page.locator("#current-labels .chip")).to_have_text(["dog ×"])
-    keys.press("Enter")
-    keys.type("bird")                                # img4: two labels
-    keys.press("Shift+Enter")
-    keys.type("猫")
-    keys.press("Enter")
-    expect(path).to_have_text("img5.jpg")
+        keys.type("猫")                                  # img0: a typed Chinese label
+        keys.press("Enter")
+        expect(path).to_have_text("img1.jpg")
+        keys.type("dog")                                 # img1: a typed English label
+        keys.press("Enter")
+        keys.type("o")                                   # img2: "dog" remembered, picked from autocomplete
+        expect(page.locator("#suggestions li")).to_have_text(["dog"])
+        keys.press("ArrowDown")
+        keys.press("Enter")
+        expect(path).to_have_text("img3.jpg")
+        expect(page.locator("#hotkeys li").first).to_have_text("dog (2)")
+        keys.press("1")                                  # img3: hotkey 1 = the most used label
+        expect(page.locator("#current-labels .chip")).to_have_text(["dog ×"])
+        keys.press("Enter")
+        keys.type("bird")                                # img4: two labels
+        keys.press("Shift+Enter")
+        keys.type("猫")
+        keys.press("Enter")
+        expect(path).to_have_text("img5.jpg")
 
-    keys.press("Control+z")                          # undo the last action: "猫" on img4
-    expect(path).to_have_text("img4.jpg")
-    expect(page.locator("#status")).to_contain_text("undid +猫")
-    expected = {"img0.jpg": ["猫"], "img1.jpg": ["dog"], "img2.jpg": ["dog"], "img3.jpg": ["dog"], "img4.jpg": ["bird"]}
-    assert {k: v for k, v in labels_on_server(server.url).items() if v} == expected
-    expect(page.locator("#progress-text")).to_contain_text("5 / 8 done")
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "annotate.png"))
-    page.close()
+        keys.press("Control+z")                          # undo the last action: "猫" on img4
+        expect(path).to_have_text("img4.jpg")
+        expect(page.locator("#status")).to_contain_text("undid +猫")
+        expect(page.locator("#current-labels .chip")).to_have_text(["bird ×"])
 
-    server.kill()                                    # a crash, not a clean stop
+        page.once("dialog", lambda dialog: dialog.accept("鸟"))  # rename a label everywhere
+        page.locator("#label-list li", has_text="bird").locator("button.edit").click()
+        expect(page.locator("#current-labels .chip")).to_have_text(["鸟 ×"])
+        expect(page.locator("#progress-text")).to_contain_text("5 / 8 done")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "annotate.png"))
+
+        page.select_option("#filter", "todo")            # only unlabelled images: img4 -> img5
+        expect(path).to_have_text("img5.jpg")
+        keys.press("Escape")                             # leave the field; S skips img5
+        keys.press("s")
+        expect(path).to_have_text("img6.jpg")
+        expected = {"img0.jpg": ["猫"], "img1.jpg": ["dog"], "img2.jpg": ["dog"], "img3.jpg": ["dog"],
+                    "img4.jpg": ["鸟"]}
+        wait_until(lambda: call_json(server.url, "GET", "/api/state")["images"][5]["skipped"])
+        assert {k: v for k, v in labels_on_server(server.url).items() if v} == expected
+        page.close()
+    finally:
+        server.kill()                                    # a crash, not a clean stop
+
     server = ServerProcess(image_dir, dataset_dir, tmp_path / "server2.log")
     try:
         page = open_page(browser, server.url)
-        expect(page.locator("#path")).to_have_text("img5.jpg")  # the first unlabelled image
+        expect(page.locator("#path")).to_have_text("img6.jpg")  # the first image neither labelled nor skipped
+        expect(page.locator("#progress-text")).to_contain_text("6 / 8 done · 5 labelled · 1 skipped")
         assert {k: v for k, v in labels_on_server(server.url).items() if v} == expected
         page.close()
     finally:
@@ -129,14 +143,37 @@ def test_label_undo_crash_resume_export_build_inspect(browser, tmp_path):
         assert len({line["text"] for line in lines}) == len(lines)  # one line per label, with all its images
         for line in lines:
             per_label[line["text"]] = per_label.get(line["text"], 0) + len(line["image_ids"])
-    assert per_label == {"dog": 3, "猫": 1, "bird": 1}
+    assert per_label == {"dog": 3, "猫": 1, "鸟": 1}
 
     build = clip_match("build-lmdb", str(data_dir))
     assert build.returncode == 0, build.stderr
     inspect = clip_match("inspect", str(data_dir / "lmdb"), "--samples", "10")
     assert inspect.returncode == 0, inspect.stderr
-    for label in ("dog", "猫", "bird"):
+    for label in ("dog", "猫", "鸟"):
         assert label in inspect.stdout
+
+
+def test_two_tabs_share_state_and_undo_only_their_own(browser, tmp_path):
+    make_images(tmp_path / "images", 3)
+    server = ServerProcess(tmp_path / "images", tmp_path / "labels", tmp_path / "server.log")
+    try:
+        first, second = open_page(browser, server.url), open_page(browser, server.url)
+        first.keyboard.type("sky")
+        first.keyboard.press("Enter")
+        second.keyboard.type("sea")
+        second.keyboard.press("Shift+Enter")              # same image, at the same time
+        expect(second.locator("#current-labels .chip")).to_have_text(["sea ×", "sky ×"])  # the other tab's poll
+        first.keyboard.press("ArrowLeft")
+        expect(first.locator("#current-labels .chip")).to_have_text(["sea ×", "sky ×"])
+        second.keyboard.press("Control+z")                 # undoes "sea" (its own), not "sky"
+        expect(second.locator("#current-labels .chip")).to_have_text(["sky ×"])
+        second.keyboard.press("Control+z")
+        expect(second.locator("#status")).to_have_text("nothing to undo in this tab")
+        assert labels_on_server(server.url) == {"img0.jpg": ["sky"], "img1.jpg": [], "img2.jpg": []}
+        first.close()
+        second.close()
+    finally:
+        server.kill()
 
 
 @pytest.mark.slow

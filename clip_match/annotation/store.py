@@ -13,6 +13,7 @@ Ctrl+Z reverts that tab's last action, never another tab's.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 import threading
@@ -135,11 +136,14 @@ class LabelStore:
 
     @contextlib.contextmanager
     def _change(self) -> Iterator[tuple[sqlite3.Connection, int]]:
-        """A write transaction with a fresh version number; orphan labels are dropped at the end."""
+        """A write transaction with a fresh version number.
+
+        Labels no image uses any more keep their row (undo refers to labels by id) but are not
+        shown, suggested or exported.
+        """
         with self._transaction() as conn:
             version = conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'version' RETURNING value").fetchone()[0]
             yield conn, version
-            conn.execute("DELETE FROM labels WHERE id NOT IN (SELECT label_id FROM image_labels)")
 
     # -- scanning ---------------------------------------------------------------------------
 
@@ -244,8 +248,10 @@ class LabelStore:
         remove = [name for name in dict.fromkeys(clean_label(name) for name in remove) if name not in add]
         with self._change() as (conn, version):
             self._require_image(conn, image_id)
-            added = [name for name in add if self._attach(conn, image_id, name, version)]
-            removed = [name for name in remove if self._detach(conn, image_id, name)]
+            added = [label for label in (self._label(conn, name, version) for name in add)
+                     if self._attach(conn, image_id, label)]
+            removed = [label for label in (self._label_id(conn, name) for name in remove)
+                       if label is not None and self._detach(conn, image_id, label)]
             if added or removed:
                 self._touch(conn, [image_id], version)
                 self._log(conn, client, "labels", image_id, {"added": added, "removed": removed})
@@ -261,35 +267,34 @@ class LabelStore:
         return self.image_row(image_id)
 
     def rename_label(self, client: str, old: str, new: str) -> dict:
-        """Rename ``old`` everywhere; if ``new`` already exists, merge ``old`` into it."""
+        """Rename ``old`` everywhere; if ``new`` is already in use, merge ``old`` into it."""
         old, new = clean_label(old), clean_label(new)
         with self._change() as (conn, version):
             old_id = self._label_id(conn, old)
-            if old_id is None:
+            images = [] if old_id is None else self._images_with(conn, old_id)
+            if not images:
                 raise ClipMatchError(f"no label named {old!r}")
             if old == new:
-                return {"kind": "rename", "images": 0}
-            images = [row[0] for row in conn.execute("SELECT image_id FROM image_labels WHERE label_id = ?", (old_id,))]
+                return {"kind": "rename", "images": len(images)}
             new_id = self._label_id(conn, new)
             if new_id is None:
                 conn.execute("UPDATE labels SET name = ? WHERE id = ?", (new, old_id))
-                self._log(conn, client, "rename", None, {"from": old, "to": new})
+                self._log(conn, client, "rename", None, {"label": old_id, "from": old, "to": new})
                 kind = "rename"
             else:
-                had_new = {
-                    row[0] for row in conn.execute("SELECT image_id FROM image_labels WHERE label_id = ?", (new_id,))
-                }
+                had_new = set(self._images_with(conn, new_id))
                 conn.execute("INSERT OR IGNORE INTO image_labels SELECT image_id, ? FROM image_labels WHERE label_id = ?",
                              (new_id, old_id))
                 conn.execute("DELETE FROM image_labels WHERE label_id = ?", (old_id,))
                 moved = [image for image in images if image not in had_new]
-                self._log(conn, client, "merge", None, {"from": old, "to": new, "images": images, "moved": moved})
-                kind = "merge"
+                self._log(conn, client, "merge", None, {"source": old_id, "target": new_id, "images": images,
+                                                        "moved": moved})
+                kind = "merge" if had_new else "rename"
             self._touch(conn, images, version)
         return {"kind": kind, "images": len(images)}
 
     def undo(self, client: str) -> dict | None:
-        """Revert ``client``'s last action not yet undone; returns what was undone, or None."""
+        """Revert ``client``'s last action not yet undone; returns what was undone (with label names), or None."""
         conflict = None
         with self._change() as (conn, version):
             row = conn.execute(
@@ -301,28 +306,27 @@ class LabelStore:
             seq, kind, image_id, data = row
             data = json.loads(data)
             try:
-                touched = self._revert(conn, kind, image_id, data, version)
+                touched = self._revert(conn, kind, image_id, data)
             except Conflict as error:  # cannot be reverted any more: drop it so the next Ctrl+Z goes on
                 conflict, touched = error, []
             conn.execute("UPDATE actions SET undone = 1 WHERE seq = ?", (seq,))
             self._touch(conn, touched, version)
+            described = self._describe(conn, kind, image_id, data)
         if conflict is not None:
             raise conflict
-        return {"kind": kind, "image_id": image_id, **data}
+        return described
 
     def import_labels(self, labels_by_path: Mapping[str, Iterable[str]]) -> int:
         """Attach labels to images by relative path (not undoable); returns how many images got labels."""
         with self._change() as (conn, version):
             ids = dict(conn.execute("SELECT path, id FROM images WHERE present = 1"))
-            count = 0
             for path, names in labels_by_path.items():
                 if path not in ids:
                     raise ClipMatchError(f"{path}: not an image of this dataset")
                 for name in names:
-                    self._attach(conn, ids[path], clean_label(name), version)
-                count += 1
+                    self._attach(conn, ids[path], self._label(conn, clean_label(name), version))
             self._touch(conn, [ids[path] for path in labels_by_path], version)
-        return count
+        return len(labels_by_path)
 
     def image_row(self, image_id: int) -> dict:
         conn = self.connection()
@@ -337,32 +341,42 @@ class LabelStore:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _revert(self, conn: sqlite3.Connection, kind: str, image_id: int | None, data: dict, version: int) -> list[int]:
-        """Apply the inverse of one logged action; returns the images it touched."""
+    def _revert(self, conn: sqlite3.Connection, kind: str, image_id: int | None, data: dict) -> list[int]:
+        """Apply the inverse of one logged action (labels by id, so renames since do not matter)."""
         if kind == "labels":
-            for name in data["added"]:
-                self._detach(conn, image_id, name)
-            for name in data["removed"]:
-                self._attach(conn, image_id, name, version)
+            for label in data["added"]:
+                self._detach(conn, image_id, label)
+            for label in data["removed"]:
+                self._attach(conn, image_id, label)
             return [image_id]
         if kind == "skip":
             conn.execute("UPDATE images SET skipped = ? WHERE id = ?", (int(not data["skipped"]), image_id))
             return [image_id]
         if kind == "rename":
-            if self._label_id(conn, data["from"]) is not None:
+            holder = self._label_id(conn, data["from"])
+            if holder is not None and holder != data["label"]:
                 raise Conflict(f"cannot undo the rename: a label named {data['from']!r} exists again")
-            label_id = self._label_id(conn, data["to"])
-            if label_id is None:
-                return []
-            conn.execute("UPDATE labels SET name = ? WHERE id = ?", (data["from"], label_id))
-            return [row[0] for row in conn.execute("SELECT image_id FROM image_labels WHERE label_id = ?", (label_id,))]
+            conn.execute("UPDATE labels SET name = ? WHERE id = ?", (data["from"], data["label"]))
+            return self._images_with(conn, data["label"])
         if kind == "merge":
             for image in data["images"]:
-                self._attach(conn, image, data["from"], version)
+                self._attach(conn, image, data["source"])
             for image in data["moved"]:
-                self._detach(conn, image, data["to"])
+                self._detach(conn, image, data["target"])
             return data["images"]
         raise ClipMatchError(f"unknown action kind {kind!r} in {self.path}")
+
+    def _describe(self, conn: sqlite3.Connection, kind: str, image_id: int | None, data: dict) -> dict:
+        """An undone action in label names, for the page to show."""
+        name = functools.partial(self._name, conn)
+        if kind == "labels":
+            return {"kind": kind, "image_id": image_id, "added": [name(l) for l in data["added"]],
+                    "removed": [name(l) for l in data["removed"]]}
+        if kind == "skip":
+            return {"kind": kind, "image_id": image_id, "skipped": data["skipped"]}
+        if kind == "rename":
+            return {"kind": kind, "image_id": None, "from": data["from"], "to": data["to"]}
+        return {"kind": kind, "image_id": None, "from": name(data["source"]), "to": name(data["target"])}
 
     @staticmethod
     def _require_image(conn: sqlite3.Connection, image_id: int) -> bool:
@@ -376,16 +390,26 @@ class LabelStore:
         row = conn.execute("SELECT id FROM labels WHERE name = ?", (name,)).fetchone()
         return None if row is None else row[0]
 
-    def _attach(self, conn: sqlite3.Connection, image_id: int, name: str, version: int) -> bool:
-        conn.execute("INSERT INTO labels (name, last_used) VALUES (?, ?) "
-                     "ON CONFLICT (name) DO UPDATE SET last_used = excluded.last_used", (name, version))
-        label_id = self._label_id(conn, name)
+    @staticmethod
+    def _name(conn: sqlite3.Connection, label_id: int) -> str:
+        return conn.execute("SELECT name FROM labels WHERE id = ?", (label_id,)).fetchone()[0]
+
+    @staticmethod
+    def _label(conn: sqlite3.Connection, name: str, version: int) -> int:
+        """The id of label ``name`` (created if new), marked as used now."""
+        return conn.execute("INSERT INTO labels (name, last_used) VALUES (?, ?) ON CONFLICT (name) "
+                            "DO UPDATE SET last_used = excluded.last_used RETURNING id", (name, version)).fetchone()[0]
+
+    @staticmethod
+    def _images_with(conn: sqlite3.Connection, label_id: int) -> list[int]:
+        return [row[0] for row in conn.execute("SELECT image_id FROM image_labels WHERE label_id = ?", (label_id,))]
+
+    @staticmethod
+    def _attach(conn: sqlite3.Connection, image_id: int, label_id: int) -> bool:
         return conn.execute("INSERT OR IGNORE INTO image_labels VALUES (?, ?)", (image_id, label_id)).rowcount == 1
 
-    def _detach(self, conn: sqlite3.Connection, image_id: int, name: str) -> bool:
-        label_id = self._label_id(conn, name)
-        if label_id is None:
-            return False
+    @staticmethod
+    def _detach(conn: sqlite3.Connection, image_id: int, label_id: int) -> bool:
         return conn.execute(
             "DELETE FROM image_labels WHERE image_id = ? AND label_id = ?", (image_id, label_id)
         ).rowcount == 1

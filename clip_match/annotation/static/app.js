@@ -227,6 +227,7 @@
       flash(`${result.kind === "merge" ? "merged" : "renamed"} ${name} → ${clean(target)} on ${result.images} image(s)`);
       scheduleSidebar();
     } catch (error) { /* banner already shown */ }
+    ui.input.focus();
   }
 
   // ---- navigation and display ---------------------------------------------------------------
