@@ -107,6 +107,7 @@ def test_batch_equals_images_one_by_one(cases):
     for row, image in zip(batch, images):
         np.testing.assert_array_equal(row, preprocess(image, 96)[0])
     assert preprocess([], 96).shape == (0, 3, 96, 96)
+    np.testing.assert_array_equal(preprocess(images[:1], np.int64(96)), batch[:1])
 
 
 def test_exif_rotated_jpeg_comes_out_upright():

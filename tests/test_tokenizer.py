@@ -131,6 +131,7 @@ def test_single_string_empty_list_and_minimal_context():
     assert tokenize([], 52, pad_to_longest=True).shape == (0, 2)
     tokenizer = Tokenizer()
     assert tokenize("一只猫", 2).tolist() == [[tokenizer.cls_id, tokenizer.sep_id]]
+    np.testing.assert_array_equal(tokenize("一只猫", np.int64(8)), tokenize("一只猫", 8))
 
 
 def test_known_pieces_and_long_word_is_one_unk():

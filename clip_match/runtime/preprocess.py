@@ -39,6 +39,7 @@ def preprocess(
         images = [images]
     if not isinstance(resolution, (int, np.integer)) or resolution < 1:
         raise ClipMatchError(f"resolution must be a positive integer, got {resolution!r}")
+    resolution = int(resolution)
     table = _normalisation_table(tuple(map(float, mean)), tuple(map(float, std)))
     batch = np.empty((len(images), 3, resolution, resolution), dtype=np.float32)
     for index, image in enumerate(images):

@@ -79,8 +79,9 @@ class Tokenizer:
         """
         if isinstance(texts, str):
             texts = [texts]
-        if not isinstance(context_length, int) or context_length < 2:
+        if not isinstance(context_length, (int, np.integer)) or context_length < 2:
             raise ClipMatchError(f"context_length must be an integer >= 2, got {context_length!r}")
+        context_length = int(context_length)
         rows = [self.encode(text, name=f"texts[{index}]")[: context_length - 2] for index, text in enumerate(texts)]
         lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
         width = int(lengths.max(initial=0)) + 2 if pad_to_longest else context_length
