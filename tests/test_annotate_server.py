@@ -1,6 +1,7 @@
 """The annotation server's API: only IMAGE_DIR's files, only its own origin, safe under concurrent writes."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -9,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from test_annotate_helpers import call, call_json, make_images, thread_server
 
@@ -24,6 +26,7 @@ def served(tmp_path):
     os.symlink(tmp_path / "secret.png", image_dir / "link_out.jpg")
     os.symlink(image_dir / "img1.jpg", image_dir / "link_in.jpg")
     (image_dir / "readme.txt").write_text("notes")
+    Image.new("RGB", (2400, 300), "green").save(image_dir / "wide.png")
     with thread_server(image_dir, tmp_path / "labels") as server:
         yield server, tmp_path
 
@@ -44,6 +47,9 @@ def test_files_outside_image_dir_are_never_served(served):
     status, headers, body = call(url, "GET", f"/api/images/{ids['img2.jpg']}/view")
     assert status == 200 and headers["Content-Type"] == "image/jpeg"
     assert body == (tmp_path / "images" / "img2.jpg").read_bytes()
+    status, headers, body = call(url, "GET", f"/api/images/{ids['wide.png']}/view")  # large: a cached thumbnail
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(body)).size == (1600, 200)
 
     for path in ["/api/images/../../secret.txt", "/api/images/1/../../../secret.txt", "/static/../../secret.txt",
                  "/static/..%2f..%2fsecret.txt", "/%2e%2e/secret.txt", "/api/images/-1/view", "/api/images/1e3/view",

@@ -115,13 +115,16 @@ def test_large_images_get_a_cached_thumbnail(tmp_path):
     image_dir = tmp_path / "images"
     image_dir.mkdir()
     Image.new("RGB", (4000, 1000), "red").save(image_dir / "wide.png")
-    Image.new("RGB", (30, 20), "blue").save(image_dir / "scan.tiff")
+    Image.new("RGBA", (30, 20), (0, 0, 255, 128)).save(image_dir / "scan.tiff")
+    Image.new("RGB", (30, 20), "blue").save(image_dir / "small.png")
     result = scan_images(image_dir)
-    for image in result.images:
-        assert needs_thumbnail(image)
+    assert [needs_thumbnail(image) for image in result.images] == [True, False, True]
+    for image, kind in zip(result.images, ["PNG", None, "JPEG"]):  # transparency stays (PNG)
+        if kind is None:
+            continue
         path = thumbnail(image_dir / image.path, 1, image, tmp_path / "thumbs")
         with Image.open(path) as small:
-            assert small.format == "WEBP" and max(small.size) <= MAX_SIDE
+            assert small.format == kind and max(small.size) <= MAX_SIDE
         assert thumbnail(image_dir / image.path, 1, image, tmp_path / "thumbs") == path  # cached
     (image_dir / "wide.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # now corrupt
     changed = scan_images(image_dir).rejects

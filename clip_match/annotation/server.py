@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 from ..errors import ClipMatchError
 from .scan import resolve_inside
 from .store import Conflict, LabelStore
-from .thumbs import BROWSER_FORMATS, needs_thumbnail, thumbnail
+from .thumbs import BROWSER_FORMATS, THUMBNAIL_TYPES, needs_thumbnail, thumbnail
 
 CLIENT_HEADER = "X-Clip-Match-Client"
 MAX_BODY = 64 * 1024
@@ -190,7 +190,7 @@ class AnnotationHandler(BaseHTTPRequestHandler):
                 source = thumbnail(source, image_id, image, self.server.thumbs_dir)
             except ClipMatchError as error:
                 raise HTTPError(HTTPStatus.UNPROCESSABLE_ENTITY, str(error)) from None
-            content_type = "image/webp"
+            content_type = THUMBNAIL_TYPES[source.suffix]
         else:
             content_type = BROWSER_FORMATS[image.format]
         try:  # O_NOFOLLOW: the checked real path must not have become a symlink since

@@ -1,6 +1,6 @@
 """Display copies of images too large (or in formats) a browser should not get as they are.
 
-A 6000x4000 photo or a 40 MB TIFF would stall the page; the server sends a WebP of at most
+A 6000x4000 photo or a 40 MB TIFF would stall the page; the server sends a copy of at most
 ``MAX_SIDE`` pixels instead, made once and cached in DATASET_DIR/thumbs under a name that
 changes when the file does.
 """
@@ -21,15 +21,25 @@ def needs_thumbnail(image: ScannedImage) -> bool:
     return image.format not in BROWSER_FORMATS or max(image.width, image.height) > MAX_SIDE or image.size > MAX_BYTES
 
 
+THUMBNAIL_TYPES = {".jpg": "image/jpeg", ".png": "image/png"}
+
+
 def thumbnail(source: Path, image_id: int, image: ScannedImage, cache_dir: Path) -> Path:
-    """The cached display copy of ``source`` (made now if missing); ClipMatchError if it does not decode."""
-    target = cache_dir / f"{image_id}-{image.mtime_ns}-{image.size}.webp"
-    if target.exists():
-        return target
+    """The cached display copy of ``source`` (made now if missing); ClipMatchError if it does not decode.
+
+    JPEG (fast to encode) unless the image has transparency, which only PNG keeps.
+    """
+    stem = f"{image_id}-{image.mtime_ns}-{image.size}"
+    for suffix in THUMBNAIL_TYPES:
+        if (cache_dir / (stem + suffix)).exists():
+            return cache_dir / (stem + suffix)
     picture = open_image(source, name=image.path)
     picture.thumbnail((MAX_SIDE, MAX_SIDE))
-    has_alpha = picture.mode in ("RGBA", "LA", "PA") or (picture.mode == "P" and "transparency" in picture.info)
-    picture = picture.convert("RGBA" if has_alpha else "RGB")
+    has_alpha = picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info
+    target = cache_dir / (stem + (".png" if has_alpha else ".jpg"))
     with atomic_file(target, "wb") as handle:
-        picture.save(handle, format="WEBP", quality=85, method=0)
+        if has_alpha:
+            picture.convert("RGBA").save(handle, format="PNG", compress_level=1)
+        else:
+            picture.convert("RGB").save(handle, format="JPEG", quality=85)
     return target
