@@ -210,8 +210,9 @@ class LabelIndex:
         pool = len(self) if everything else min(len(self), max(top_k, SOFTMAX_POOL))
         scores, rows = self._searcher().search(queries, pool)
         logits = np.where(rows >= 0, LOGIT_SCALE * scores, -np.inf)
-        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        peak = np.maximum(logits.max(axis=1, keepdims=True), -1e30)  # a row with no hit stays all zero
+        probabilities = np.exp(logits - peak)
+        probabilities /= np.maximum(probabilities.sum(axis=1, keepdims=True), 1e-30)
         scope = "all" if everything else "top"
         return [
             Ranking(
