@@ -1,0 +1,128 @@
+"""Grid-puzzle accuracy of a model: every tile right, tile precision/recall, latency.
+
+Each puzzle is solved once from its image file (decode, split, encode, score); the same scores
+are judged twice: with k known (top-k) and with k unknown (the solver's calibrated rule, or
+largest gap). Latency is the whole solve, median and 95th percentile.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import ClipMatchError, where
+from ..grid.layout import LAYOUTS
+from ..grid.select import Calibration, SelectionRule, calibrate, top_k
+from ..grid.solver import GridSolver
+
+FIELDS = {"image": str, "prompt": str, "layout": str, "k": int, "answer": list}
+
+
+@dataclass(frozen=True)
+class PuzzleLine:
+    image: Path
+    prompt: str
+    layout: str
+    k: int
+    answer: np.ndarray  # boolean mask of the matching tiles, row-major
+
+
+def read_puzzles(path: str | os.PathLike) -> Iterator[PuzzleLine]:
+    """Validate and yield the lines of a puzzles.jsonl (images relative to its folder)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ClipMatchError(f"{path}: cannot read: {error}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ClipMatchError(f"{where(path, number)}: not JSON: {error.msg}") from None
+        if not isinstance(record, dict):
+            raise ClipMatchError(f"{where(path, number)}: expected a JSON object")
+        for field, kind in FIELDS.items():
+            if not isinstance(record.get(field), kind) or isinstance(record.get(field), bool):
+                raise ClipMatchError(f"{where(path, number)}: field {field!r} must be a {kind.__name__}")
+        if record["layout"] not in LAYOUTS:
+            raise ClipMatchError(f"{where(path, number)}: field 'layout' must be one of {', '.join(LAYOUTS)}")
+        rows, cols = LAYOUTS[record["layout"]]
+        answer = np.zeros(rows * cols, bool)
+        for cell in record["answer"]:
+            if not (isinstance(cell, list) and len(cell) == 2 and all(isinstance(v, int) for v in cell)
+                    and 1 <= cell[0] <= rows and 1 <= cell[1] <= cols):
+                raise ClipMatchError(f"{where(path, number)}: field 'answer' needs 1-based [row, col] pairs "
+                                     f"inside {record['layout']}, got {cell!r}")
+            answer[(cell[0] - 1) * cols + cell[1] - 1] = True
+        if answer.sum() != record["k"]:
+            raise ClipMatchError(f"{where(path, number)}: k={record['k']} but 'answer' has {answer.sum()} tiles")
+        yield PuzzleLine(path.parent / record["image"], record["prompt"], record["layout"], record["k"], answer)
+
+
+@dataclass
+class Scored:
+    """Scores of every tile of every puzzle, and solve latencies."""
+
+    scores: list[np.ndarray]
+    answers: list[np.ndarray]
+    ks: list[int]
+    layouts: list[str]
+    seconds: list[float]
+
+
+def score_puzzles(solver: GridSolver, path: str | os.PathLike, layout: str = "auto") -> Scored:
+    """Solve each puzzle of ``path`` from its image file and keep the tile scores."""
+    scored = Scored([], [], [], [], [])
+    for puzzle in tqdm(list(read_puzzles(path)), desc="puzzles", unit="puzzle", disable=None, leave=False):
+        start = time.perf_counter()
+        result = solver.solve(puzzle.image, puzzle.prompt, layout=layout, k=puzzle.k)
+        scored.seconds.append(time.perf_counter() - start)
+        if result.layout != puzzle.layout:
+            raise ClipMatchError(f"{puzzle.image}: detected layout {result.layout}, puzzles.jsonl says {puzzle.layout}")
+        scored.scores.append(np.array(result.scores))
+        scored.answers.append(puzzle.answer)
+        scored.ks.append(puzzle.k)
+        scored.layouts.append(puzzle.layout)
+    if not scored.scores:
+        raise ClipMatchError(f"{path}: no puzzles")
+    return scored
+
+
+def metrics(chosen: list[np.ndarray], answers: list[np.ndarray]) -> dict[str, float]:
+    """Puzzle accuracy (every tile right), tile precision and recall."""
+    hits = sum(int((c & a).sum()) for c, a in zip(chosen, answers))
+    return {
+        "puzzle_accuracy": float(np.mean([np.array_equal(c, a) for c, a in zip(chosen, answers)])),
+        "tile_precision": hits / max(1, sum(int(c.sum()) for c in chosen)),
+        "tile_recall": hits / max(1, sum(int(a.sum()) for a in answers)),
+    }
+
+
+def report(scored: Scored, rule: SelectionRule, rule_name: str) -> dict:
+    """Metrics with k known and k unknown (``rule``), overall and per layout, plus latency."""
+    known = [top_k(s, k) for s, k in zip(scored.scores, scored.ks)]
+    unknown = [rule.select(s) for s in scored.scores]
+    out: dict = {"puzzles": len(scored.scores), "k_unknown_rule": rule_name}
+    for layout in sorted(set(scored.layouts)) + ["all"]:
+        keep = [i for i, name in enumerate(scored.layouts) if layout in ("all", name)]
+        answers = [scored.answers[i] for i in keep]
+        out[layout] = {"puzzles": len(keep),
+                       "k_known": metrics([known[i] for i in keep], answers),
+                       "k_unknown": metrics([unknown[i] for i in keep], answers)}
+    ms = np.array(scored.seconds) * 1000
+    out["latency_ms"] = {"median": float(np.median(ms)), "p95": float(np.percentile(ms, 95))}
+    return out
+
+
+def fit_calibration(solver: GridSolver, scored: Scored, source: str) -> Calibration:
+    """Fit the k-unknown rule on these (validation, never reported) puzzles."""
+    rule, accuracy = calibrate(scored.scores, scored.answers)
+    return Calibration(rule, solver.encoder.fingerprint, accuracy, len(scored.scores), source)

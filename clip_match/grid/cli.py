@@ -1,0 +1,47 @@
+"""`clip-match grid IMAGE --text 雨伞 [--layout 3x3] [--k 2] [--json]`: solve one tile puzzle.
+
+Prints the chosen tiles as 1-based ``[row, col]`` (row-major; ``--zero-based`` for 0-based) and
+each tile's score; ``--json`` prints the full result as one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .layout import LAYOUTS
+from .solver import GridSolver
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", nargs="+", metavar="IMAGE",
+                        help="the puzzle image, or its 6 or 9 tile images in row-major order")
+    prompt = parser.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--text", help="the prompt, e.g. 雨伞")
+    prompt.add_argument("--example", metavar="PATH", help="an example image to match instead of a text")
+    parser.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS), help="rows x columns (default: detect)")
+    parser.add_argument("--k", type=int, help="number of matching tiles, when known")
+    parser.add_argument("--threshold", type=float, help="choose tiles scoring at least this cosine (k unknown)")
+    parser.add_argument("--zero-based", action="store_true", help="0-based [row, col] instead of 1-based")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument("--bundle", help="model bundle directory (default: the packaged demo model)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="tower precision (default: best)")
+
+
+def run(args: argparse.Namespace) -> int:
+    solver = GridSolver(args.bundle, device=args.device, precision=args.precision)
+    puzzle = args.image[0] if len(args.image) == 1 else args.image
+    prompt = args.text if args.text is not None else Path(args.example)
+    result = solver.solve(puzzle, prompt, layout=args.layout, k=args.k, threshold=args.threshold,
+                          zero_based=args.zero_based)
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+        return 0
+    print(json.dumps(result.coordinates))
+    cols = LAYOUTS[result.layout][1]
+    base = 0 if args.zero_based else 1
+    print(f"# layout {result.layout} ({result.split}), {result.rule}; [row, col] {'0' if base == 0 else '1'}-based")
+    for i, (score, chosen) in enumerate(zip(result.scores, result.selected)):
+        print(f"# [{i // cols + base}, {i % cols + base}] {score:+.4f}{'  *' if chosen else ''}")
+    return 0

@@ -1,0 +1,155 @@
+"""Find the tiles of a 2x3 / 3x3 puzzle image from the gap lines between them.
+
+Gap lines are rows (or columns) of one colour across the whole image: their pixels vary by
+less than 8 levels (standard deviation; JPEG-safe) and the gap colour, the median colour of
+all such flat lines, is within 24 levels of their mean. A grid of n bands along an axis is *supported*
+when each of its n - 1 evenly spaced boundaries falls in (or within 12% of a cell of) a gap run;
+tiles are the bands between the matched runs. An axis with no gap lines falls back to an equal
+split of the image. Layouts are written rows x columns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ClipMatchError
+
+MIN_TILE = 16          # px: smaller tiles cannot be recognised
+_UNIFORM_STD = 8.0     # a line this flat is a gap candidate
+_COLOUR_TOL = 24       # per-channel distance to the gap colour
+_TOLERANCE = 0.12      # boundary may miss its gap run by this share of a cell
+_MAX_BANDS = 5
+LAYOUTS: dict[str, tuple[int, int]] = {"2x3": (2, 3), "3x3": (3, 3)}  # rows x columns
+
+Span = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Grid:
+    layout: str
+    rows: list[Span]       # pixel [start, end) of each tile row
+    cols: list[Span]
+    method: str            # "gap lines", "equal split" or "gap lines + equal split"
+
+    def boxes(self) -> list[tuple[int, int, int, int]]:
+        """Tile boxes (left, top, right, bottom), row-major."""
+        return [(c0, r0, c1, r1) for r0, r1 in self.rows for c0, c1 in self.cols]
+
+
+def check_layout(layout: str) -> tuple[int, int]:
+    """(rows, columns) of a layout name, or an error listing the valid names."""
+    if layout not in LAYOUTS:
+        raise ClipMatchError(f"unknown layout {layout!r}; layouts: {', '.join(LAYOUTS)} (rows x columns)")
+    return LAYOUTS[layout]
+
+
+def find_grid(image: Image.Image, layout: str = "auto") -> Grid:
+    """Locate the tiles; ``layout`` "auto" detects 2x3 or 3x3. Errors name the detected layout."""
+    if layout != "auto":
+        check_layout(layout)
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    height, width = pixels.shape[:2]
+    row_gaps, col_gaps = _gap_lines(pixels)
+    row_options = _supported_bands(row_gaps)  # {n: spans}, only n >= 2
+    col_options = _supported_bands(col_gaps)
+    detected = _describe(row_options, col_options)
+
+    if layout == "auto":
+        candidates = [name for name, (r, c) in LAYOUTS.items()
+                      if (not row_options or r in row_options) and (not col_options or c in col_options)]
+        if not candidates:
+            raise ClipMatchError(f"image ({width}x{height}) looks like a {detected} grid; "
+                                 f"supported layouts: {', '.join(LAYOUTS)}")
+        layout = min(candidates, key=lambda name: _squareness(name, width, height, row_options, col_options))
+    else:
+        rows, cols = LAYOUTS[layout]
+        if (row_options and rows not in row_options) or (col_options and cols not in col_options):
+            raise ClipMatchError(f"image ({width}x{height}) is not a {layout} grid: its gap lines show {detected}")
+    rows, cols = LAYOUTS[layout]
+    row_spans = row_options.get(rows) or _equal(height, rows)
+    col_spans = col_options.get(cols) or _equal(width, cols)
+    method = {2: "gap lines", 1: "gap lines + equal split", 0: "equal split"}[(rows in row_options) + (cols in col_options)]
+    grid = Grid(layout, row_spans, col_spans, method)
+    _check_tile_size(grid, width, height)
+    return grid
+
+
+def cut_tiles(image: Image.Image, grid: Grid) -> list[Image.Image]:
+    return [image.crop(box) for box in grid.boxes()]
+
+
+def _gap_lines(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks of gap rows and gap columns (all False when the image has no flat lines)."""
+    squares = pixels * pixels
+    stats = []
+    for axis in (1, 0):
+        mean = pixels.mean(axis=axis)
+        std = np.sqrt(np.maximum(squares.mean(axis=axis) - mean * mean, 0)).mean(axis=1)
+        stats.append((mean, std < _UNIFORM_STD))
+    flat_colours = np.concatenate([mean[flat] for mean, flat in stats])
+    if len(flat_colours) == 0:
+        return np.zeros(pixels.shape[0], bool), np.zeros(pixels.shape[1], bool)
+    gap_colour = np.median(flat_colours, axis=0)
+    row_gaps, col_gaps = (flat & (np.abs(mean - gap_colour) <= _COLOUR_TOL).all(axis=1) for mean, flat in stats)
+    return row_gaps, col_gaps
+
+
+def _runs(mask: np.ndarray) -> list[Span]:
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
+
+
+def _supported_bands(gaps: np.ndarray) -> dict[int, list[Span]]:
+    """For each band count n >= 2 whose evenly spaced boundaries all meet gap runs: the band spans."""
+    length = len(gaps)
+    runs = _runs(gaps)
+    start = runs[0][1] if runs and runs[0][0] == 0 else 0            # skip an outer margin
+    end = runs[-1][0] if runs and runs[-1][1] == length else length
+    inner = [run for run in runs if run[0] > start and run[1] < end]
+    options = {}
+    for n in range(2, _MAX_BANDS + 1):
+        cell = (end - start) / n
+        chosen = []
+        for j in range(1, n):
+            boundary = start + j * cell
+            near = [run for run in inner if run[0] - _TOLERANCE * cell <= boundary <= run[1] + _TOLERANCE * cell]
+            if not near:
+                break
+            chosen.append(min(near, key=lambda run: abs((run[0] + run[1]) / 2 - boundary)))
+        if len(chosen) == n - 1 and len(set(chosen)) == n - 1:
+            edges = [start, *[v for run in chosen for v in run], end]
+            options[n] = list(zip(edges[::2], edges[1::2]))
+    return options
+
+
+def _equal(length: int, n: int) -> list[Span]:
+    cuts = np.linspace(0, length, n + 1).round().astype(int).tolist()
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def _squareness(layout: str, width: int, height: int, row_options: dict, col_options: dict) -> float:
+    """How far the layout's average tile is from square (0 = square): breaks ties between layouts."""
+    rows, cols = LAYOUTS[layout]
+    spans_r = row_options.get(rows) or _equal(height, rows)
+    spans_c = col_options.get(cols) or _equal(width, cols)
+    tile_h = np.mean([b - a for a, b in spans_r])
+    tile_w = np.mean([b - a for a, b in spans_c])
+    return abs(np.log(tile_w / tile_h))
+
+
+def _describe(row_options: dict, col_options: dict) -> str:
+    """The layout the gap lines suggest, e.g. "2x3", or "no gap lines"."""
+    if not row_options and not col_options:
+        return "no gap lines"
+    rows = "/".join(map(str, row_options)) if row_options else "?"
+    cols = "/".join(map(str, col_options)) if col_options else "?"
+    return f"{rows}x{cols}"
+
+
+def _check_tile_size(grid: Grid, width: int, height: int) -> None:
+    smallest = min(min(b - a for a, b in grid.rows), min(b - a for a, b in grid.cols))
+    if smallest < MIN_TILE:
+        raise ClipMatchError(f"image ({width}x{height}) as a {grid.layout} grid ({grid.method}) has tiles "
+                             f"{smallest} px wide or high; tiles need at least {MIN_TILE} px")

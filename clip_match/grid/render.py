@@ -1,0 +1,105 @@
+"""Seeded tile rendering: an emoji sprite on a random background, with photometric and style changes.
+
+Used for training pairs and for puzzles alike. ``restyle`` adds the changes that make a model
+robust to emoji art it never saw: hue/saturation/contrast shifts, flat colour (posterize),
+outlines, and texture. Geometric changes are scale 0.5-0.95, rotation within ±30°, and a
+random position; no flips (prompts may depend on direction).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    size: int = 96                      # output tile side (px)
+    scale: tuple[float, float] = (0.5, 0.95)
+    max_rotation: float = 30.0
+    restyle: float = 0.0                # probability of each style change (0 for puzzles of a given style)
+    blur: float = 0.3                   # probability of a light Gaussian blur
+    noise: float = 0.3                  # probability of additive pixel noise
+
+
+def random_colour(rng: np.random.Generator) -> tuple[int, int, int]:
+    return tuple(int(v) for v in rng.integers(0, 256, 3))
+
+
+def background(size: int, rng: np.random.Generator) -> Image.Image:
+    """A solid, gradient, noise, striped, checked or dotted RGB background."""
+    kind = rng.choice(["solid", "gradient", "noise", "stripes", "checks", "dots"])
+    a, b = np.array(random_colour(rng), float), np.array(random_colour(rng), float)
+    if rng.random() < 0.5:  # keep many backgrounds light, as in real puzzles
+        a, b = 255 - (255 - a) * 0.3, 255 - (255 - b) * 0.3
+    y, x = np.mgrid[0:size, 0:size] / size
+    if kind == "solid":
+        weight = np.zeros((size, size))
+    elif kind == "gradient":
+        angle = rng.uniform(0, np.pi)
+        weight = (x * np.cos(angle) + y * np.sin(angle))
+        weight = (weight - weight.min()) / max(np.ptp(weight), 1e-6)
+    elif kind == "noise":
+        coarse = rng.random((int(rng.integers(2, 12)),) * 2)
+        weight = np.asarray(Image.fromarray((coarse * 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)) / 255
+    elif kind == "stripes":
+        period, angle = rng.uniform(4, 24), rng.uniform(0, np.pi)
+        weight = (np.sin((x * np.cos(angle) + y * np.sin(angle)) * size / period * 2 * np.pi) > 0).astype(float)
+    elif kind == "checks":
+        period = rng.uniform(6, 30)
+        weight = ((np.floor(x * size / period) + np.floor(y * size / period)) % 2).astype(float)
+    else:
+        period = rng.uniform(8, 24)
+        cx, cy = (x * size / period) % 1 - 0.5, (y * size / period) % 1 - 0.5
+        weight = (cx ** 2 + cy ** 2 < rng.uniform(0.02, 0.12)).astype(float)
+    pixels = a + (b - a) * weight[..., None]
+    pixels += rng.normal(0, rng.uniform(0, 10), pixels.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def restyle(sprite: Image.Image, rng: np.random.Generator, probability: float) -> Image.Image:
+    """Change the emoji's art style: colour shifts, flat colour, outline, texture (RGBA in and out)."""
+    rgb, alpha = sprite.convert("RGB"), sprite.getchannel("A")
+    if rng.random() < probability:
+        hsv = np.asarray(rgb.convert("HSV")).astype(np.int16)
+        hsv[..., 0] = (hsv[..., 0] + int(rng.integers(-12, 13))) % 256  # small hue shift: colour names stay true
+        rgb = Image.fromarray(hsv.astype(np.uint8), "HSV").convert("RGB")
+        rgb = ImageEnhance.Color(rgb).enhance(rng.uniform(0.6, 1.5))
+        rgb = ImageEnhance.Contrast(rgb).enhance(rng.uniform(0.7, 1.4))
+    if rng.random() < probability:
+        rgb = ImageOps.posterize(rgb, int(rng.integers(2, 5)))
+    if rng.random() < probability:  # soft shading or gloss: multiply by a smooth random field
+        field = rng.uniform(0.75, 1.15, (4, 4))
+        field = np.asarray(Image.fromarray((field * 200).astype(np.uint8)).resize(rgb.size, Image.BICUBIC)) / 200
+        rgb = Image.fromarray(np.clip(np.asarray(rgb) * field[..., None], 0, 255).astype(np.uint8))
+    out = rgb.convert("RGBA")
+    out.putalpha(alpha)
+    if rng.random() < probability:  # outline: a dark or light ring around the shape
+        width = int(rng.integers(1, 4)) * 2 + 1
+        ring = alpha.filter(ImageFilter.MaxFilter(width))
+        shell = Image.new("RGBA", sprite.size, random_colour(rng) if rng.random() < 0.3 else (30, 30, 30, 255))
+        shell.putalpha(ring)
+        out = Image.alpha_composite(shell, out)
+    return out
+
+
+def render_tile(sprite: Image.Image, rng: np.random.Generator, config: RenderConfig = RenderConfig()) -> Image.Image:
+    """One RGB tile: ``sprite`` restyled, scaled, rotated and placed on a random background."""
+    size = config.size
+    tile = background(size, rng)
+    sprite = restyle(sprite, rng, config.restyle) if config.restyle else sprite
+    side = max(8, int(size * rng.uniform(*config.scale)))
+    emoji = sprite.resize((side, side), Image.LANCZOS)
+    emoji = emoji.rotate(rng.uniform(-config.max_rotation, config.max_rotation), Image.BICUBIC, expand=True)
+    if emoji.width > size:
+        emoji = emoji.resize((size, size), Image.LANCZOS)
+    left = int(rng.integers(0, size - emoji.width + 1))
+    top = int(rng.integers(0, size - emoji.height + 1))
+    tile.paste(emoji, (left, top), emoji)
+    if rng.random() < config.blur:
+        tile = tile.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
+    if rng.random() < config.noise:
+        noisy = np.asarray(tile, float) + rng.normal(0, rng.uniform(2, 12), (size, size, 3))
+        tile = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+    return tile

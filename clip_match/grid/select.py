@@ -1,0 +1,104 @@
+"""Choosing the matching tiles from their scores (cosine similarity to the prompt).
+
+- ``k`` known: the k best tiles.
+- ``threshold`` given: every tile scoring at least that (always at least the best one).
+- neither: a rule calibrated on generated validation puzzles of the same model
+  (`calibrate`), stored as ``grid_calibration.json`` beside the bundle's manifest:
+    * ``gap``: cut the sorted scores at their largest drop (no parameter; the default when a
+      bundle has no calibration),
+    * ``threshold``: scores >= value,
+    * ``relative``: scores >= median + value * (best - median), scale-free across prompts.
+  Calibration tries each kind over a grid of values and keeps the one with the most puzzles
+  exactly right; ties go to the simpler kind (listed first).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ClipMatchError
+from ..fsutil import atomic_file
+
+CALIBRATION_NAME = "grid_calibration.json"
+KINDS = ("gap", "relative", "threshold")
+
+
+@dataclass(frozen=True)
+class SelectionRule:
+    kind: str = "gap"
+    value: float = 0.0
+
+    def select(self, scores: np.ndarray) -> np.ndarray:
+        """Boolean mask of the chosen tiles; never empty."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if self.kind == "gap":
+            ordered = np.sort(scores)[::-1]
+            cut = int(np.argmax(ordered[:-1] - ordered[1:]))
+            return scores >= ordered[cut]
+        if self.kind == "threshold":
+            return by_threshold(scores, self.value)
+        if self.kind == "relative":
+            best, middle = scores.max(), np.median(scores)
+            return scores >= middle + self.value * (best - middle)
+        raise ClipMatchError(f"unknown selection rule {self.kind!r}; rules: {', '.join(KINDS)}")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A k-unknown rule fitted to one model (``fingerprint``) on named validation puzzles."""
+
+    rule: SelectionRule
+    fingerprint: str
+    accuracy: float       # share of validation puzzles exactly right with this rule
+    puzzles: int
+    source: str           # what the validation puzzles were (path, seed)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        record = asdict(self)
+        with atomic_file(path, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, ensure_ascii=False, indent=2) + "\n")
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Calibration:
+        try:
+            record = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls(SelectionRule(**record.pop("rule")), **record)
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            raise ClipMatchError(f"{path}: not a readable grid calibration: {error}") from None
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    n = len(scores)
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k <= n:
+        raise ClipMatchError(f"k must be an integer from 1 to {n} (the number of tiles), got {k!r}")
+    chosen = np.zeros(n, bool)
+    chosen[np.argsort(-np.asarray(scores), kind="stable")[:k]] = True
+    return chosen
+
+
+def by_threshold(scores: np.ndarray, threshold: float) -> np.ndarray:
+    scores = np.asarray(scores)
+    return (scores >= threshold) | (scores == scores.max())
+
+
+def calibrate(score_lists: Sequence[np.ndarray], answers: Sequence[np.ndarray]) -> tuple[SelectionRule, float]:
+    """The rule (kind and value) that gets most puzzles exactly right; returns it and its accuracy."""
+    if not score_lists:
+        raise ClipMatchError("calibration needs at least one puzzle")
+    all_scores = np.concatenate([np.asarray(s, float) for s in score_lists])
+    candidates = [SelectionRule("gap")]
+    candidates += [SelectionRule("relative", float(v)) for v in np.linspace(0.05, 0.95, 91)]
+    candidates += [SelectionRule("threshold", float(v)) for v in np.unique(np.quantile(all_scores, np.linspace(0, 1, 201)))]
+
+    def accuracy(rule: SelectionRule) -> float:
+        return float(np.mean([np.array_equal(rule.select(s), a) for s, a in zip(score_lists, answers)]))
+
+    scored = [(accuracy(rule), -KINDS.index(rule.kind), rule) for rule in candidates]
+    best_accuracy, _, best_rule = max(scored, key=lambda item: item[:2])
+    return best_rule, best_accuracy

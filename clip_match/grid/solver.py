@@ -1,0 +1,119 @@
+"""`GridSolver`: which tiles of a 2x3 / 3x3 puzzle match a text (or an example image).
+
+The puzzle image is cut at its gap lines (equal split where there are none), all tiles are
+encoded in one image-encoder call, and each tile is scored by cosine similarity to the
+prompt. Coordinates are 1-based ``[row, col]`` in row-major order (``zero_based=True`` for
+0-based). Torch-free.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..data.images import ImageInput, open_image
+from ..errors import ClipMatchError
+from ..runtime.encoder import Encoder
+from .layout import LAYOUTS, MIN_TILE, Grid, check_layout, cut_tiles, find_grid
+from .select import CALIBRATION_NAME, Calibration, SelectionRule, by_threshold, top_k
+
+TILE_COUNTS = {rows * cols: name for name, (rows, cols) in LAYOUTS.items()}  # 6 -> "2x3", 9 -> "3x3"
+
+
+@dataclass(frozen=True)
+class GridResult:
+    layout: str
+    coordinates: list[list[int]]   # chosen tiles, [row, col], row-major
+    scores: list[float]            # every tile's cosine similarity to the prompt, row-major
+    selected: list[bool]           # every tile's choice, row-major
+    rule: str                      # how tiles were chosen, e.g. "top-2", "threshold 0.3", "calibrated gap"
+    split: str                     # "gap lines", "equal split", "gap lines + equal split" or "tiles given"
+    zero_based: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class GridSolver:
+    """Solve grid puzzles with one model bundle (None = the bundled demo model)."""
+
+    def __init__(self, bundle: str | os.PathLike | None = None, device: str = "auto", precision: str | None = None,
+                 threads: int | None = None, calibration: str | os.PathLike | None = None):
+        self.encoder = Encoder.load(bundle, device=device, precision=precision, threads=threads)
+        self.calibration = self._load_calibration(calibration)
+
+    def _load_calibration(self, path: str | os.PathLike | None) -> Calibration | None:
+        """The bundle's k-unknown rule: ``path``, else ``grid_calibration.json`` in the bundle, else none."""
+        if path is None:
+            path = Path(self.encoder.bundle.path) / CALIBRATION_NAME
+            if not path.is_file():
+                return None
+        calibration = Calibration.load(path)
+        if calibration.fingerprint != self.encoder.fingerprint:
+            raise ClipMatchError(f"{path}: calibrated for model {calibration.fingerprint[:12]}, "
+                                 f"not this bundle's {self.encoder.fingerprint[:12]}")
+        return calibration
+
+    def solve(self, image_or_tiles: ImageInput | Sequence[ImageInput], prompt: str | ImageInput,
+              layout: str = "auto", k: int | None = None, threshold: float | None = None,
+              zero_based: bool = False) -> GridResult:
+        """Score every tile against ``prompt`` (a str is a text; a path, bytes, PIL image or array is
+        an example image) and choose: top-``k`` if given, else ``threshold``, else the calibrated rule."""
+        tiles, grid = self.tiles(image_or_tiles, layout)
+        scores = self.scores(tiles, prompt)
+        chosen, rule = self.choose(scores, k, threshold)
+        cols = LAYOUTS[grid.layout][1]
+        base = 0 if zero_based else 1
+        coordinates = [[i // cols + base, i % cols + base] for i in np.flatnonzero(chosen).tolist()]
+        return GridResult(grid.layout, coordinates, scores.tolist(), chosen.tolist(), rule, grid.method, zero_based)
+
+    def tiles(self, image_or_tiles: ImageInput | Sequence[ImageInput], layout: str = "auto") -> tuple[list, Grid]:
+        """The tile images (row-major) and the grid they came from."""
+        if isinstance(image_or_tiles, (list, tuple)):
+            count = len(image_or_tiles)
+            if count not in TILE_COUNTS:
+                raise ClipMatchError(f"got {count} tile images; a 2x3 grid needs 6 and a 3x3 grid 9")
+            if layout not in ("auto", TILE_COUNTS[count]):
+                check_layout(layout)
+                raise ClipMatchError(f"got {count} tile images, which make a {TILE_COUNTS[count]} grid, not {layout}")
+            tiles = [_open(tile, f"tiles[{i}]") for i, tile in enumerate(image_or_tiles)]
+            for i, tile in enumerate(tiles):
+                if min(tile.size) < MIN_TILE:
+                    raise ClipMatchError(f"tiles[{i}] is {tile.width}x{tile.height} px; tiles need at least {MIN_TILE} px")
+            return tiles, Grid(TILE_COUNTS[count], [], [], "tiles given")
+        image = _open(image_or_tiles, "puzzle image")
+        grid = find_grid(image, layout)
+        return cut_tiles(image, grid), grid
+
+    def scores(self, tiles: list[Image.Image], prompt: str | ImageInput) -> np.ndarray:
+        """Cosine similarity of each tile to the prompt; all tiles go through one encoder call."""
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise ClipMatchError("the prompt is empty: give a text such as '雨伞' or an example image")
+            query = self.encoder.encode_texts([prompt.strip()])[0]
+            tile_features = self.encoder.encode_images(tiles, batch_size=len(tiles))
+        else:
+            example = _open(prompt, "example image")
+            features = self.encoder.encode_images([*tiles, example], batch_size=len(tiles) + 1)
+            tile_features, query = features[:-1], features[-1]
+        return tile_features @ query
+
+    def choose(self, scores: np.ndarray, k: int | None = None, threshold: float | None = None) -> tuple[np.ndarray, str]:
+        """The chosen-tile mask and the rule's name."""
+        if k is not None:
+            return top_k(scores, k), f"top-{k}"
+        if threshold is not None:
+            return by_threshold(scores, float(threshold)), f"threshold {float(threshold):g}"
+        if self.calibration is not None:
+            rule = self.calibration.rule
+            return rule.select(scores), f"calibrated {rule.kind}" + (f" {rule.value:g}" if rule.kind != "gap" else "")
+        return SelectionRule("gap").select(scores), "largest gap (uncalibrated)"
+
+
+def _open(item: ImageInput, label: str) -> Image.Image:
+    """Load an image input; paths name themselves in errors, other inputs are called ``label``."""
+    return open_image(item, name=None if isinstance(item, (str, os.PathLike)) else label)

@@ -1,0 +1,147 @@
+"""Seeded generators over the emoji dataset: training pairs and grid puzzles.
+
+Every item draws from its own generator seeded with ``(seed, item number)``, so puzzle 17 of a
+run is the same whether 20 or 20,000 are generated.
+
+Puzzles are written as ``0001.png ...`` plus ``puzzles.jsonl`` lines
+``{"image": "0001.png", "prompt": "雨伞", "layout": "3x3", "k": 2, "answer": [[1, 2], [3, 1]]}``
+(1-based ``[row, col]``, row-major). Distractor tiles can never answer the prompt (see
+`EmojiSet.distractors`); a matching emoji may appear on several tiles (drawn differently).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from ..data.formats import write_split
+from ..errors import ClipMatchError
+from ..fsutil import atomic_dir
+from .emoji import STYLES, EmojiSet
+from .layout import LAYOUTS, check_layout
+from .render import RenderConfig, random_colour, render_tile
+
+MAX_K = {"2x3": 3, "3x3": 4}
+ZH_TEMPLATES = ("一张{}的图片", "{}的图标", "{}表情", "这是{}")
+EN_TEMPLATES = ("a picture of {}", "an emoji of {}", "{} icon")
+
+
+@dataclass(frozen=True)
+class Puzzle:
+    image: Image.Image
+    prompt: str
+    layout: str
+    k: int
+    answer: list[list[int]]  # 1-based [row, col], row-major
+    tiles: list[int]         # emoji index drawn on each tile, row-major
+    boxes: list[tuple[int, int, int, int]]  # each tile's (left, top, right, bottom), row-major
+
+    def record(self, image_name: str) -> dict:
+        return {"image": image_name, "prompt": self.prompt, "layout": self.layout, "k": self.k, "answer": self.answer}
+
+
+def check_style(style: str) -> str:
+    if style not in STYLES:
+        raise ClipMatchError(f"unknown emoji style {style!r}; styles: {', '.join(STYLES)}")
+    return style
+
+
+def make_puzzle(emoji: EmojiSet, rng: np.random.Generator, layout: str, style: str, lang: str = "zh") -> Puzzle:
+    """One puzzle: a prompt, k tiles that answer it, distractors that cannot, drawn on a gapped grid."""
+    rows, cols = check_layout(layout)
+    prompt = str(rng.choice(emoji.prompts(lang)))
+    answers = sorted(emoji.answers(prompt, lang))
+    k = int(rng.integers(1, MAX_K[layout] + 1))
+    matching = rng.choice(answers, k, replace=len(answers) < k)
+    others = rng.choice(emoji.distractors(prompt, answers, lang), rows * cols - k, replace=False)
+    slots = rng.permutation(rows * cols)
+    content = dict(zip(slots[:k], matching)) | dict(zip(slots[k:], others))
+
+    tile, gap = int(rng.integers(90, 161)), int(rng.integers(2, 11))
+    margin = int(rng.integers(0, gap + 1))
+    gap_colour = (255, 255, 255) if rng.random() < 0.7 else random_colour(rng)
+    image = Image.new("RGB", (2 * margin + cols * tile + (cols - 1) * gap, 2 * margin + rows * tile + (rows - 1) * gap),
+                      gap_colour)
+    config = RenderConfig(size=tile)
+    boxes = []
+    for slot in range(rows * cols):
+        row, col = divmod(slot, cols)
+        left, top = margin + col * (tile + gap), margin + row * (tile + gap)
+        image.paste(render_tile(emoji.sprite(int(content[slot]), style), rng, config), (left, top))
+        boxes.append((left, top, left + tile, top + tile))
+    answer = [[int(s) // cols + 1, int(s) % cols + 1] for s in sorted(slots[:k])]
+    return Puzzle(image, prompt, layout, k, answer, [int(content[s]) for s in range(rows * cols)], boxes)
+
+
+def write_puzzles(out_dir: str | os.PathLike, count: int, seed: int, style: str = "noto",
+                  layouts: Sequence[str] = tuple(LAYOUTS), lang: str = "zh", emoji: EmojiSet | None = None,
+                  overwrite: bool = False) -> Path:
+    """Write ``count`` puzzles (layouts alternate) as PNGs plus ``puzzles.jsonl``, atomically."""
+    check_style(style)
+    for layout in layouts:
+        check_layout(layout)
+    emoji = emoji or EmojiSet()
+    width = max(4, len(str(count)))
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        with open(tmp / "puzzles.jsonl", "w", encoding="utf-8") as lines:
+            for i in tqdm(range(count), desc="puzzles", unit="puzzle", disable=None, leave=False):
+                puzzle = make_puzzle(emoji, np.random.default_rng([seed, i]), layouts[i % len(layouts)], style, lang)
+                name = f"{i + 1:0{width}d}.png"
+                puzzle.image.save(tmp / name)
+                lines.write(json.dumps(puzzle.record(name), ensure_ascii=False) + "\n")
+    return Path(out_dir)
+
+
+def pair_text(emoji: EmojiSet, index: int, rng: np.random.Generator) -> str:
+    """A caption for emoji ``index``: Chinese name 45%, English name 20%, a prompt tag 15%, a template 20%."""
+    e, draw = emoji.emoji[index], rng.random()
+    if draw < 0.45:
+        return e.zh
+    if draw < 0.65:
+        return e.en
+    if draw < 0.80:
+        tags = sorted(t for t in e.tags_zh if emoji.is_prompt(t, "zh"))
+        return str(rng.choice(tags)) if tags else e.zh
+    if rng.random() < 0.7:
+        return str(rng.choice(ZH_TEMPLATES)).format(e.zh)
+    return str(rng.choice(EN_TEMPLATES)).format(e.en)
+
+
+def write_pairs(out_dir: str | os.PathLike, per_emoji: int = 16, valid_per_emoji: int = 1, seed: int = 0,
+                styles: Sequence[str] = STYLES, size: int = 96, restyle: float = 0.3,
+                emoji: EmojiSet | None = None, overwrite: bool = False) -> dict[str, int]:
+    """Training pairs in Chinese-CLIP's TSV/JSONL format: ``per_emoji`` renderings of every emoji in
+    each of ``styles`` for train, ``valid_per_emoji`` for valid; each rendering gets one caption."""
+    for style in styles:
+        check_style(style)
+    emoji = emoji or EmojiSet()
+    config = RenderConfig(size=size, restyle=restyle)
+    counts = {}
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        for split_number, (split, repeats) in enumerate((("train", per_emoji), ("valid", valid_per_emoji))):
+            items = [(s, e, r) for s in range(len(styles)) for e in range(len(emoji)) for r in range(repeats)]
+            rngs = [np.random.default_rng([seed, split_number, s, e, r]) for s, e, r in items]
+            captions: dict[str, list[int]] = {}
+            for image_id, ((_, e, _), rng) in enumerate(zip(items, rngs)):
+                captions.setdefault(pair_text(emoji, e, rng), []).append(image_id)
+
+            def images() -> Iterator[tuple[int, bytes]]:
+                bar = tqdm(total=len(items), desc=f"{split} pairs", unit="img", disable=None, leave=False)
+                for image_id, ((s, e, _), rng) in enumerate(zip(items, rngs)):
+                    buffer = io.BytesIO()
+                    render_tile(emoji.sprite(e, styles[s]), rng, config).save(buffer, "JPEG", quality=92)
+                    bar.update()
+                    yield image_id, buffer.getvalue()
+                bar.close()
+
+            texts = ((text_id, text, ids) for text_id, (text, ids) in enumerate(sorted(captions.items())))
+            write_split(tmp, split, images(), texts)
+            counts[f"{split}_images"], counts[f"{split}_texts"] = len(items), len(captions)
+    return counts

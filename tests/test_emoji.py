@@ -1,0 +1,96 @@
+"""The emoji tile dataset and its seeded generators (training pairs, puzzles)."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clip_match.data.formats import decode_b64, read_jsonl, read_tsv
+from clip_match.errors import ClipMatchError
+from clip_match.grid.emoji import STYLES, EmojiSet
+from clip_match.grid.synth import EN_TEMPLATES, ZH_TEMPLATES, make_puzzle, write_pairs, write_puzzles
+
+
+@pytest.fixture(scope="module")
+def emoji():
+    return EmojiSet()
+
+
+def test_dataset_has_both_styles_and_both_languages(emoji):
+    assert 800 <= len(emoji) <= 900
+    for e in emoji.emoji:
+        assert e.zh and e.en and e.char
+    for index in (0, len(emoji) // 2, len(emoji) - 1):
+        sprites = [np.asarray(emoji.sprite(index, style)) for style in STYLES]
+        for sprite in sprites:
+            assert sprite.shape == (emoji.tile_size, emoji.tile_size, 4)
+            assert (sprite[..., 3] > 0).mean() > 0.1  # something is drawn
+        assert np.abs(sprites[0].astype(int) - sprites[1].astype(int)).mean() > 5  # two different artworks
+
+
+def test_answers_and_distractors(emoji):
+    umbrellas = {emoji.emoji[i].zh for i in emoji.answers("伞")}
+    assert {"雨伞", "伞", "收起的伞"} <= umbrellas
+    assert "伞" in emoji.prompts("zh") and "雨伞" in emoji.prompts("zh")
+    answers = emoji.answers("伞")
+    distractors = {emoji.emoji[i].zh for i in emoji.distractors("伞", answers)}
+    assert "降落伞" not in distractors          # contains the prompt: it might answer it
+    assert not distractors & umbrellas
+
+
+def test_puzzles_are_seeded_and_distractors_never_answer(emoji):
+    for i in range(30):
+        layout = ("2x3", "3x3")[i % 2]
+        one = make_puzzle(emoji, np.random.default_rng([7, i]), layout, "noto")
+        two = make_puzzle(emoji, np.random.default_rng([7, i]), layout, "noto")
+        assert one.record("x.png") == two.record("x.png") and one.tiles == two.tiles
+        assert np.array_equal(np.asarray(one.image), np.asarray(two.image))
+        rows, cols = (2, 3) if layout == "2x3" else (3, 3)
+        assert len(one.tiles) == rows * cols and len(one.answer) == one.k >= 1
+        answer_slots = {(r - 1) * cols + (c - 1) for r, c in one.answer}
+        assert one.answer == sorted(one.answer) and all(1 <= r <= rows and 1 <= c <= cols for r, c in one.answer)
+        for slot, index in enumerate(one.tiles):
+            terms = emoji.emoji[index].terms("zh")
+            if slot in answer_slots:
+                assert one.prompt in terms
+            else:
+                assert not any(one.prompt in t or t in one.prompt for t in terms)
+
+
+def test_write_puzzles_format(tmp_path, emoji):
+    out = write_puzzles(tmp_path / "p", 4, seed=3, style="fluent", emoji=emoji)
+    lines = [json.loads(line) for line in (out / "puzzles.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [line["image"] for line in lines] == ["0001.png", "0002.png", "0003.png", "0004.png"]
+    assert [line["layout"] for line in lines] == ["2x3", "3x3", "2x3", "3x3"]
+    assert all(list(line) == ["image", "prompt", "layout", "k", "answer"] for line in lines)
+    with Image.open(out / "0002.png") as image:
+        assert image.mode == "RGB"
+    with pytest.raises(ClipMatchError, match="already exists"):
+        write_puzzles(tmp_path / "p", 1, seed=3, emoji=emoji)
+    with pytest.raises(ClipMatchError, match="unknown emoji style"):
+        write_puzzles(tmp_path / "q", 1, seed=3, style="apple", emoji=emoji)
+    assert not (tmp_path / "q").exists()
+
+
+def test_write_pairs(tmp_path):
+    small = EmojiSet()
+    small.emoji = small.emoji[:12]
+    counts = write_pairs(tmp_path / "pairs", per_emoji=2, valid_per_emoji=1, seed=0, size=64, emoji=small)
+    assert counts["train_images"] == 12 * 2 * 2 and counts["valid_images"] == 12 * 2
+    images = list(read_tsv(tmp_path / "pairs" / "train_imgs.tsv"))
+    texts = list(read_jsonl(tmp_path / "pairs" / "train_texts.jsonl"))
+    assert len(images) == 48
+    with Image.open(io.BytesIO(decode_b64(images[0].b64, "first image"))) as first:
+        assert first.size == (64, 64)
+    linked = sorted(i for t in texts for i in t.image_ids)
+    assert linked == list(range(48))  # each rendering has exactly one caption
+    allowed = set()
+    for e in small.emoji:
+        allowed |= {e.zh, e.en, *e.tags_zh, *(t.format(e.zh) for t in ZH_TEMPLATES), *(t.format(e.en) for t in EN_TEMPLATES)}
+    assert {t.text for t in texts} <= allowed
+    again = write_pairs(tmp_path / "again", per_emoji=2, valid_per_emoji=1, seed=0, size=64, emoji=small)
+    assert again == counts
+    assert (tmp_path / "again" / "train_imgs.tsv").read_bytes() == (tmp_path / "pairs" / "train_imgs.tsv").read_bytes()
