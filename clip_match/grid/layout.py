@@ -140,12 +140,10 @@ def _squareness(layout: str, width: int, height: int, row_options: dict, col_opt
 
 
 def _describe(row_options: dict, col_options: dict) -> str:
-    """The layout the gap lines suggest, e.g. "2x3", or "no gap lines"."""
+    """The layout the gap lines suggest (the finest grid they support), e.g. "2x3", or "no gap lines"."""
     if not row_options and not col_options:
         return "no gap lines"
-    rows = "/".join(map(str, row_options)) if row_options else "?"
-    cols = "/".join(map(str, col_options)) if col_options else "?"
-    return f"{rows}x{cols}"
+    return f"{max(row_options, default='?')}x{max(col_options, default='?')}"
 
 
 def _check_tile_size(grid: Grid, width: int, height: int) -> None:

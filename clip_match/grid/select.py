@@ -8,8 +8,9 @@
       bundle has no calibration),
     * ``threshold``: scores >= value,
     * ``relative``: scores >= median + value * (best - median), scale-free across prompts.
-  Calibration tries each kind over a grid of values and keeps the one with the most puzzles
-  exactly right; ties go to the simpler kind (listed first).
+  Calibration finds, for each kind, the value with the most puzzles exactly right (exactly:
+  each puzzle is right on an interval of values) and keeps the best kind; ties go to the
+  simpler kind (listed first).
 """
 from __future__ import annotations
 
@@ -91,14 +92,40 @@ def calibrate(score_lists: Sequence[np.ndarray], answers: Sequence[np.ndarray]) 
     """The rule (kind and value) that gets most puzzles exactly right; returns it and its accuracy."""
     if not score_lists:
         raise ClipMatchError("calibration needs at least one puzzle")
-    all_scores = np.concatenate([np.asarray(s, float) for s in score_lists])
-    candidates = [SelectionRule("gap")]
-    candidates += [SelectionRule("relative", float(v)) for v in np.linspace(0.05, 0.95, 91)]
-    candidates += [SelectionRule("threshold", float(v)) for v in np.unique(np.quantile(all_scores, np.linspace(0, 1, 201)))]
-
-    def accuracy(rule: SelectionRule) -> float:
-        return float(np.mean([np.array_equal(rule.select(s), a) for s, a in zip(score_lists, answers)]))
-
-    scored = [(accuracy(rule), -KINDS.index(rule.kind), rule) for rule in candidates]
-    best_accuracy, _, best_rule = max(scored, key=lambda item: item[:2])
+    answers = [np.asarray(a, bool) for a in answers]
+    results = [(float(np.mean([np.array_equal(SelectionRule("gap").select(s), a)
+                               for s, a in zip(score_lists, answers)])), SelectionRule("gap"))]
+    for kind in ("relative", "threshold"):
+        value, accuracy = _best_cut([_rule_values(kind, s) for s in score_lists], answers)
+        results.append((accuracy, SelectionRule(kind, value)))
+    best_accuracy, best_rule = max(results, key=lambda item: (item[0], -KINDS.index(item[1].kind)))
     return best_rule, best_accuracy
+
+
+def _rule_values(kind: str, scores: np.ndarray) -> np.ndarray:
+    """What a rule of ``kind`` compares with its value: the score, or its place between median and best."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if kind == "threshold":
+        return scores
+    best, middle = scores.max(), np.median(scores)
+    return (scores - middle) / max(best - middle, 1e-12)
+
+
+def _best_cut(values: Sequence[np.ndarray], answers: Sequence[np.ndarray]) -> tuple[float, float]:
+    """The cut t (select values >= t) right for most puzzles, and that share.
+
+    A puzzle is right for t in (highest non-answer, lowest answer]; with one answer the upper
+    end is open (both rules always keep the best tile). The cut is the middle of the best gap.
+    """
+    lows = np.array([v[~a].max() if (~a).any() else -np.inf for v, a in zip(values, answers)])
+    highs = np.array([np.inf if a.sum() == 1 else v[a].min() for v, a in zip(values, answers)])
+    solvable = lows < highs
+    lows, highs = np.sort(lows[solvable]), np.sort(highs[solvable])
+    ends = np.unique(np.concatenate([lows, highs]))
+    ends = ends[np.isfinite(ends)]
+    if len(ends) < 2:
+        return (float(ends[0]) if len(ends) else 0.0), float(solvable.mean())
+    cuts = (ends[:-1] + ends[1:]) / 2
+    right = np.searchsorted(lows, cuts, "left") - np.searchsorted(highs, cuts, "left")
+    best = int(np.argmax(right))
+    return float(cuts[best]), float(right[best] / len(values))

@@ -1,0 +1,183 @@
+"""Grid solving mechanics: tile splitting and layout detection, coordinates, selection, errors, CLIs.
+
+The tiny bundle has random weights, so these tests check the machinery, not accuracy.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clip_match.cli import main
+from clip_match.errors import ClipMatchError
+from clip_match.eval.grid import read_puzzles
+from clip_match.grid.emoji import EmojiSet
+from clip_match.grid.layout import cut_tiles, find_grid
+from clip_match.grid.select import Calibration, SelectionRule, by_threshold, calibrate, top_k
+from clip_match.grid.solver import GridSolver
+from clip_match.grid.synth import make_puzzle, write_puzzles
+
+
+@pytest.fixture(scope="module")
+def emoji():
+    return EmojiSet()
+
+
+@pytest.fixture(scope="module")
+def solver(tiny_bundle):
+    return GridSolver(tiny_bundle, device="cpu", threads=2)
+
+
+def noise(width: int, height: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("style", ["noto", "fluent"])
+def test_split_finds_layout_and_tiles_of_generated_puzzles(emoji, style):
+    for i in range(10):
+        layout = ("2x3", "3x3")[i % 2]
+        puzzle = make_puzzle(emoji, np.random.default_rng([11, i]), layout, style)
+        grid = find_grid(puzzle.image)
+        assert (grid.layout, grid.method) == (layout, "gap lines")
+        assert grid.boxes() == puzzle.boxes  # exact tile boxes, gaps and margins excluded
+        assert grid == find_grid(puzzle.image, layout)
+
+
+def test_equal_split_fallback_and_layout_by_tile_shape():
+    square = find_grid(noise(300, 300))
+    assert (square.layout, square.method) == ("3x3", "equal split")
+    assert square.boxes()[4] == (100, 100, 200, 200)
+    wide = find_grid(noise(450, 300))
+    assert (wide.layout, wide.method) == ("2x3", "equal split")
+    assert find_grid(noise(300, 300), "2x3").layout == "2x3"  # a given layout is trusted without gap lines
+
+
+def gapped(rows: int, cols: int, tile: int = 60, gap: int = 6) -> Image.Image:
+    image = Image.new("RGB", (cols * tile + (cols - 1) * gap, rows * tile + (rows - 1) * gap), "white")
+    for r in range(rows):
+        for c in range(cols):
+            image.paste(noise(tile, tile, r * cols + c), (c * (tile + gap), r * (tile + gap)))
+    return image
+
+
+def test_wrong_or_unsupported_layout_is_refused_with_the_detected_one(emoji):
+    puzzle = make_puzzle(emoji, np.random.default_rng(5), "2x3", "noto")
+    with pytest.raises(ClipMatchError, match=r"not a 3x3 grid: its gap lines show 2x3"):
+        find_grid(puzzle.image, "3x3")
+    with pytest.raises(ClipMatchError, match=r"looks like a 4x4 grid"):
+        find_grid(gapped(4, 4))
+    with pytest.raises(ClipMatchError, match=r"unknown layout '4x4'"):
+        find_grid(gapped(4, 4), "4x4")
+    with pytest.raises(ClipMatchError, match=r"at least 16 px"):
+        find_grid(noise(40, 30))
+
+
+def test_solve_coordinates_scores_and_one_encoder_call(solver, emoji, monkeypatch):
+    puzzle = make_puzzle(emoji, np.random.default_rng(9), "3x3", "noto")
+    calls = []
+    encode = solver.encoder.encode_images
+    monkeypatch.setattr(solver.encoder, "encode_images", lambda items, **kw: calls.append(len(items)) or encode(items, **kw))
+    result = solver.solve(puzzle.image, puzzle.prompt, k=2)
+    assert calls == [9]
+    assert result.layout == "3x3" and len(result.scores) == 9 and sum(result.selected) == 2
+    cells = [[i // 3 + 1, i % 3 + 1] for i, chosen in enumerate(result.selected) if chosen]
+    assert result.coordinates == cells and result.rule == "top-2" and result.split == "gap lines"
+    order = np.argsort(result.scores)[::-1][:2]
+    assert sorted((i // 3 + 1, i % 3 + 1) for i in order) == [tuple(c) for c in result.coordinates]
+    zero = solver.solve(puzzle.image, puzzle.prompt, k=2, zero_based=True)
+    assert zero.coordinates == [[r - 1, c - 1] for r, c in result.coordinates] and zero.zero_based
+
+
+def test_tile_list_and_example_image_prompt(solver, emoji):
+    puzzle = make_puzzle(emoji, np.random.default_rng(4), "2x3", "fluent")
+    tiles = cut_tiles(puzzle.image, find_grid(puzzle.image))
+    from_image = solver.solve(puzzle.image, puzzle.prompt, k=1)
+    from_tiles = solver.solve(tiles, puzzle.prompt, k=1)
+    assert from_tiles.split == "tiles given" and from_tiles.layout == "2x3"
+    np.testing.assert_allclose(from_tiles.scores, from_image.scores, atol=1e-5)
+    by_example = solver.solve(puzzle.image, tiles[4], k=1)  # image-to-image: the tile itself scores best
+    assert by_example.coordinates == [[2, 2]] and by_example.scores[4] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_bad_input_errors(solver, emoji, tmp_path):
+    puzzle = make_puzzle(emoji, np.random.default_rng(1), "3x3", "noto")
+    tiles = cut_tiles(puzzle.image, find_grid(puzzle.image))
+    with pytest.raises(ClipMatchError, match="got 5 tile images; a 2x3 grid needs 6 and a 3x3 grid 9"):
+        solver.solve(tiles[:5], "雨伞")
+    with pytest.raises(ClipMatchError, match="make a 3x3 grid, not 2x3"):
+        solver.solve(tiles, "雨伞", layout="2x3")
+    with pytest.raises(ClipMatchError, match="prompt is empty"):
+        solver.solve(puzzle.image, "  ")
+    with pytest.raises(ClipMatchError, match="puzzle image: not an image"):
+        solver.solve(b"definitely not a png", "雨伞")
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("hello")
+    with pytest.raises(ClipMatchError, match="notes.txt: not an image"):
+        solver.solve(text_file, "雨伞")
+    with pytest.raises(ClipMatchError, match=r"tiles\[2\] is 10x10 px"):
+        solver.solve([*tiles[:2], noise(10, 10), *tiles[3:]], "雨伞")
+    with pytest.raises(ClipMatchError, match="k must be an integer from 1 to 9"):
+        solver.solve(puzzle.image, "雨伞", k=10)
+
+
+def test_selection_rules_on_given_scores():
+    scores = np.array([0.10, 0.52, 0.11, 0.49, 0.12, 0.09])
+    assert top_k(scores, 2).tolist() == [False, True, False, True, False, False]
+    assert by_threshold(scores, 0.5).tolist() == [False, True, False, False, False, False]
+    assert by_threshold(scores, 0.9).sum() == 1  # never empty: the best tile stays
+    assert SelectionRule("gap").select(scores).tolist() == [False, True, False, True, False, False]
+    assert SelectionRule("relative", 0.5).select(scores).tolist() == [False, True, False, True, False, False]
+    with pytest.raises(ClipMatchError, match="unknown selection rule"):
+        SelectionRule("magic").select(scores)
+
+
+def test_calibration_fits_a_threshold_and_checks_the_model(solver, tmp_path):
+    rng = np.random.default_rng(0)
+    # Scores where the largest gap misleads (a second cluster of distractors) but 0.4 separates.
+    score_lists, answers = [], []
+    for _ in range(60):
+        k = int(rng.integers(1, 4))
+        scores = np.concatenate([rng.uniform(0.45, 0.5, k), rng.uniform(0.3, 0.35, 2), rng.uniform(0.0, 0.05, 4)])
+        score_lists.append(scores)
+        answers.append(np.arange(len(scores)) < k)
+    rule, accuracy = calibrate(score_lists, answers)
+    assert accuracy == 1.0 and rule.kind in ("relative", "threshold")
+    assert np.mean([np.array_equal(SelectionRule("gap").select(s), a) for s, a in zip(score_lists, answers)]) < 0.5
+    saved = Calibration(rule, solver.encoder.fingerprint, accuracy, 60, "synthetic").save(tmp_path / "cal.json")
+    assert Calibration.load(saved) == Calibration(rule, solver.encoder.fingerprint, accuracy, 60, "synthetic")
+    calibrated = GridSolver(solver.encoder.bundle.path, device="cpu", calibration=saved)
+    assert calibrated.choose(score_lists[0])[1].startswith(f"calibrated {rule.kind}")
+    Calibration(rule, "0" * 64, accuracy, 60, "synthetic").save(tmp_path / "other.json")
+    with pytest.raises(ClipMatchError, match="calibrated for model 000000000000"):
+        GridSolver(solver.encoder.bundle.path, device="cpu", calibration=tmp_path / "other.json")
+
+
+def test_grid_cli(tiny_bundle, emoji, tmp_path, capsys):
+    puzzle = make_puzzle(emoji, np.random.default_rng(2), "3x3", "noto")
+    puzzle.image.save(tmp_path / "p.png")
+    assert main(["grid", str(tmp_path / "p.png"), "--text", "雨伞", "--k", "2", "--json", "--bundle", str(tiny_bundle)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["layout"] == "3x3" and len(result["coordinates"]) == 2 and result["rule"] == "top-2"
+    assert main(["grid", str(tmp_path / "p.png"), "--text", "雨伞", "--layout", "2x3", "--bundle", str(tiny_bundle)]) == 2
+    assert "not a 2x3 grid: its gap lines show 3x3" in capsys.readouterr().err
+
+
+def test_eval_grid_cli_and_calibration(tiny_bundle, emoji, tmp_path, capsys):
+    write_puzzles(tmp_path / "valid", 6, seed=1, emoji=emoji)
+    calibration = tmp_path / "cal.json"
+    assert main(["eval-grid", str(tmp_path / "valid" / "puzzles.jsonl"), "--bundle", str(tiny_bundle),
+                 "--calibrate", str(calibration), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["puzzles"] == 6 and set(report) >= {"2x3", "3x3", "all", "latency_ms"}
+    for case in ("k_known", "k_unknown"):
+        assert 0 <= report["all"][case]["puzzle_accuracy"] <= 1
+    assert report["3x3"]["puzzles"] == 3
+    assert Calibration.load(calibration).puzzles == 6
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"image": "0001.png", "prompt": "x", "layout": "3x3", "k": 1, "answer": [[1, 1]]}\n'
+                   '{"image": "0002.png", "prompt": "x", "layout": "3x3", "k": 2, "answer": [[0, 1]]}\n')
+    assert main(["eval-grid", str(bad), "--bundle", str(tiny_bundle)]) == 2
+    assert "bad.jsonl:2: field 'answer' needs 1-based [row, col]" in capsys.readouterr().err
+    assert len(list(read_puzzles(tmp_path / "valid" / "puzzles.jsonl"))) == 6
