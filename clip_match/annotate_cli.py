@@ -66,6 +66,7 @@ def _serve(image_dir: Path, dataset_dir: Path, host: str, port: int) -> int:
         server = AnnotationServer(image_dir, store, host=host, port=port)
     except OSError as error:
         raise ClipMatchError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    server.warm_thumbnails()
     skipped = f", {counts['skipped']} files skipped (listed in the page)" if counts["skipped"] else ""
     print(f"clip-match annotate: {counts['images']} images{skipped}; state in {store.path}", file=sys.stderr)
     print(f"clip-match annotate: open {server.url}  (Ctrl+C stops; everything is saved as you go)", file=sys.stderr, flush=True)

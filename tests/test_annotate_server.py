@@ -7,7 +7,6 @@ import os
 import random
 import sqlite3
 import threading
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -72,6 +71,15 @@ def test_files_outside_image_dir_are_never_served(served):
     os.symlink(tmp_path / "secret.png", victim)
     status, _, body = call(url, "GET", f"/api/images/{ids['img3.jpg']}/view")
     assert status == 403 and SECRET not in body
+
+
+def test_large_images_are_prepared_in_the_background(served):
+    server, _ = served
+    server.thumbs_dir.mkdir(parents=True, exist_ok=True)
+    (server.thumbs_dir / ".9-1-1.jpg.abc.tmp").write_bytes(b"half a thumbnail")  # left by a killed run
+    server.warm_thumbnails().join(60)
+    wide = ids_by_path(server.url)["wide.png"]
+    assert [path.name.split("-")[0] for path in server.thumbs_dir.iterdir()] == [str(wide)]
 
 
 def test_other_origins_are_refused(served):

@@ -164,9 +164,18 @@ def test_export_then_import_round_trip(tmp_path):
 def test_export_import_errors(tmp_path):
     with pytest.raises(ClipMatchError, match="no annotations here"):
         export_dataset(tmp_path / "nothing", tmp_path / "out")
-    labelled_store(tmp_path)
+    store, ids = labelled_store(tmp_path)
     with pytest.raises(ClipMatchError, match="no labelled images"):
         export_dataset(tmp_path / "labels", tmp_path / "out")
+    store.change_labels("t", ids["img1.jpg"], add=["x"])
+    (tmp_path / "images" / "img1.jpg").write_bytes(b"\xff\xd8\xff truncated")  # broken after labelling
+    with pytest.raises(ClipMatchError, match="img1.jpg"):
+        export_dataset(tmp_path / "labels", tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing half-written
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "annotations.sqlite").write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(ClipMatchError, match="annotations.sqlite: cannot open annotation database: file is not a database"):
+        LabelStore(tmp_path / "bad")
     with pytest.raises(ClipMatchError, match="no {train,valid,test}_imgs.tsv"):
         import_dataset(tmp_path / "images", tmp_path / "new")
     data = tmp_path / "data"

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 import traceback
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 from ..errors import ClipMatchError
 from .scan import resolve_inside
 from .store import Conflict, LabelStore
-from .thumbs import BROWSER_FORMATS, THUMBNAIL_TYPES, needs_thumbnail, thumbnail
+from .thumbs import BROWSER_FORMATS, THUMBNAIL_TYPES, needs_thumbnail, thumbnail, warm_in_background
 
 CLIENT_HEADER = "X-Clip-Match-Client"
 MAX_BODY = 64 * 1024
@@ -57,6 +58,14 @@ class AnnotationServer(ThreadingHTTPServer):
         self.allowed_hosts = {f"{name}:{bound_port}" for name in names}
         self.allowed_origins = {f"http://{h}" for h in self.allowed_hosts}
         self.url = f"http://{'[' + host + ']' if ':' in host else host}:{bound_port}/"
+
+    def warm_thumbnails(self) -> threading.Thread:
+        """Start making display copies of large images, from the first unlabelled image on."""
+        files = self.store.files()
+        first = next((i for i, (_, _, done) in enumerate(files) if not done), 0)
+        ordered = files[first:] + files[:first]
+        return warm_in_background([(image_id, image) for image_id, image, _ in ordered if needs_thumbnail(image)],
+                                  self.image_dir, self.thumbs_dir)
 
     def process_request_thread(self, request, client_address):
         try:

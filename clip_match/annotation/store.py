@@ -185,6 +185,16 @@ class LabelStore:
         ).fetchone()
         return None if row is None else ScannedImage(*row)
 
+    def files(self) -> list[tuple[int, ScannedImage, bool]]:
+        """(id, file record, done) of every present image in natural path order; done: labelled or skipped."""
+        rows = self.connection().execute(
+            "SELECT id, path, size, mtime_ns, width, height, format, "
+            "skipped OR EXISTS (SELECT 1 FROM image_labels il WHERE il.image_id = images.id) "
+            "FROM images WHERE present = 1"
+        ).fetchall()
+        rows.sort(key=lambda row: natural_key(row[1]))
+        return [(row[0], ScannedImage(*row[1:7]), bool(row[7])) for row in rows]
+
     def state(self, since: int = 0) -> dict:
         """Present images changed after version ``since`` (all when 0, in natural path order) and all labels."""
         conn = self.connection()

@@ -6,11 +6,14 @@ changes when the file does.
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Sequence
 
 from ..data.images import open_image
+from ..errors import ClipMatchError
 from ..fsutil import atomic_file
-from .scan import ScannedImage
+from .scan import ScannedImage, resolve_inside
 
 BROWSER_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp"}
 MAX_SIDE = 1600
@@ -43,3 +46,23 @@ def thumbnail(source: Path, image_id: int, image: ScannedImage, cache_dir: Path)
         else:
             picture.convert("RGB").save(handle, format="JPEG", quality=85)
     return target
+
+
+def warm_in_background(items: Sequence[tuple[int, ScannedImage]], image_dir: Path, cache_dir: Path) -> threading.Thread:
+    """Make the display copies of ``items`` one by one in a daemon thread, ahead of the page asking.
+
+    Leftover temporary files of a run that was killed mid-write are removed first.
+    """
+    for leftover in cache_dir.glob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+    def work() -> None:
+        for image_id, image in items:
+            try:
+                thumbnail(resolve_inside(image_dir, image.path), image_id, image, cache_dir)
+            except ClipMatchError:
+                continue  # the page shows the error when it asks for this image
+
+    thread = threading.Thread(target=work, name="thumbnails", daemon=True)
+    thread.start()
+    return thread
