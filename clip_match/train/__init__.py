@@ -1,1 +1,11 @@
-"""clip_match.train"""
+"""Fine-tuning CN-CLIP (torch): ``main(argv)`` runs the trainer as ``python -m clip_match.train``."""
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train with command-line flags (cn_clip's names); returns the exit status."""
+    from .trainer import main as run_main
+
+    return run_main(argv)

@@ -1,0 +1,42 @@
+"""Symmetric InfoNCE over the global batch, with label-aware negatives.
+
+Classification-style data pairs many images with one label text. cn_clip's loss counts two
+pairs with the same label as negatives of each other, pushing apart what should match, and
+fine-tuning on such data fails to converge. Here, pairs that share a ``text_id`` or the same
+normalised text are removed from each other's denominators; the diagonal stays the target.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def same_label_mask(text_ids: torch.Tensor, text_keys: torch.Tensor) -> torch.Tensor:
+    """(n, n) bool: pairs i, j share a text_id or a normalised-text key (diagonal included)."""
+    return (text_ids[:, None] == text_ids[None, :]) | (text_keys[:, None] == text_keys[None, :])
+
+
+def contrastive_logits(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
+                       same_label: torch.Tensor | None = None) -> torch.Tensor:
+    """Image->text logits (n, n); off-diagonal same-label entries are -inf (not negatives) when given.
+
+    The mask is symmetric, so the transpose serves as the text->image logits.
+    """
+    logits = logit_scale * image_features @ text_features.t()
+    if same_label is not None:
+        off_diagonal = same_label & ~torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+        logits = logits.masked_fill(off_diagonal, float("-inf"))
+    return logits
+
+
+def clip_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Mean of image->text and text->image cross-entropy with the diagonal as targets."""
+    targets = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+
+
+def batch_accuracy(logits: torch.Tensor) -> dict[str, float]:
+    """In-batch top-1 accuracy both ways (a same-label pair is never the argmax once masked)."""
+    targets = torch.arange(len(logits), device=logits.device)
+    return {"i2t_acc": (logits.argmax(1) == targets).float().mean().item(),
+            "t2i_acc": (logits.argmax(0) == targets).float().mean().item()}

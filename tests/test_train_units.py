@@ -1,0 +1,116 @@
+"""Trainer parts in isolation: label-aware loss, recall counting, flags, atomic checkpoints."""
+from __future__ import annotations
+
+import errno
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from clip_match.errors import ClipMatchError
+from clip_match.eval.retrieval import retrieval_metrics
+from clip_match.train import checkpoint
+from clip_match.train.config import parse
+from clip_match.train.data import text_key
+from clip_match.train.loss import clip_loss, contrastive_logits, same_label_mask
+
+
+def _batch_with_repeated_labels():
+    """Four pairs: 0 and 1 share text_id 7; 2 and 3 have different ids but the same text up to case."""
+    text_ids = torch.tensor([7, 7, 8, 9])
+    keys = torch.tensor([text_key("红色的圆形"), text_key("红色的圆形"), text_key("Red Circle"), text_key("red circle")])
+    torch.manual_seed(0)
+    images = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    texts = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    return text_ids, keys, images, texts
+
+
+def test_same_label_mask_links_shared_text_id_and_identical_normalised_text():
+    text_ids, keys, _, _ = _batch_with_repeated_labels()
+    expected = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]], dtype=torch.bool)
+    assert torch.equal(same_label_mask(text_ids, keys), expected)
+
+
+def test_label_aware_loss_drops_same_label_pairs_from_the_denominators():
+    text_ids, keys, images, texts = _batch_with_repeated_labels()
+    scale = torch.tensor(10.0)
+    logits = contrastive_logits(images, texts, scale, same_label_mask(text_ids, keys))
+    raw = scale * images @ texts.t()
+    assert torch.isinf(logits[0, 1]) and torch.isinf(logits[1, 0]) and torch.isinf(logits[2, 3])
+    assert torch.equal(logits.diagonal(), raw.diagonal())
+    # by hand: row i's softmax runs over the diagonal and the other labels only
+    negatives = {0: [2, 3], 1: [2, 3], 2: [0, 1], 3: [0, 1]}
+    i2t = [-raw[i, i] + torch.logsumexp(raw[i, [i, *negatives[i]]], 0) for i in range(4)]
+    t2i = [-raw[i, i] + torch.logsumexp(raw[[i, *negatives[i]], i], 0) for i in range(4)]
+    assert math.isclose(clip_loss(logits).item(), (sum(i2t) + sum(t2i)).item() / 8, rel_tol=1e-5)
+
+
+def test_label_aware_loss_does_not_push_apart_images_of_one_label():
+    """Two images of one label, both exactly on their text: no loss from each other (cn_clip's loss has some)."""
+    text_ids, keys = torch.tensor([1, 1, 2]), torch.tensor([5, 5, 6])
+    images = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    texts = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    scale = torch.tensor(100.0)
+    aware = clip_loss(contrastive_logits(images, texts, scale, same_label_mask(text_ids, keys)))
+    plain = clip_loss(contrastive_logits(images, texts, scale))
+    assert aware.item() < 1e-6
+    assert plain.item() > 0.4  # log 2 for each of the four same-label rows
+
+
+def test_retrieval_counts_a_text_hit_when_any_of_its_images_ranks_in_top_k():
+    # text 0 has images 0 and 1; image 1 is its nearest, image 0 its farthest
+    images = np.array([[-1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    texts = np.array([[1.0, 0.1], [0.0, 1.0]], dtype=np.float32)
+    metrics = retrieval_metrics(images, texts, [(0, 0), (1, 0), (2, 1)], ks=(1, 2))
+    assert metrics["t2i_r1"] == 100.0
+    # image 0 ranks text 1 first (0 > -1), so it misses at 1 and hits at 2
+    assert metrics["i2t_r1"] == pytest.approx(200 / 3)
+    assert metrics["i2t_r2"] == 100.0
+    assert metrics["mean_recall"] == pytest.approx((metrics["i2t_mean_recall"] + metrics["t2i_mean_recall"]) / 2)
+
+
+def test_cn_clip_flags_parse_including_logs_equals_and_torchrun_separator():
+    config = parse(["--", "--train-data=/d/train", "--val-data=/d/valid", "--logs=/out", "--name=ft",
+                    "--vision-model=RN50", "--text-model=RBT3-chinese", "--batch-size=8", "--accum-freq=2",
+                    "--use-augment", "--report-training-batch-acc", "--reset-data-offset", "--reset-optimizer",
+                    "--save-step-frequency=5", "--valid-step-interval=3", "--grad-checkpointing", "--freeze-vision",
+                    "--precision=amp", "--max-steps=7", "--context-length=24", "--warmup=1"])
+    assert config.model == "RN50@RBT3-chinese" and config.run_dir == "/out/ft"
+    assert (config.lr, config.beta2, config.eps) == (5e-4, 0.999, 1e-8)  # cn_clip's RN50 defaults
+    assert config.augment == "safe" and config.label_aware and config.accum_freq == 2
+    assert parse(["--train-data", "x", "--vision-model", "ViT-B-16", "--no-label-aware"]).beta2 == 0.98
+    assert not parse(["--train-data", "x", "--no-label-aware"]).label_aware
+
+
+def test_global_batch_must_split_evenly_over_processes():
+    config = parse(["--train-data", "x", "--global-batch-size", "10"])
+    assert config.per_process_batch(2) == 5
+    with pytest.raises(ClipMatchError, match="not divisible by the 3 processes"):
+        config.per_process_batch(3)
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "epoch_latest.pt"
+    checkpoint.save(path, {"state_dict": {"w": torch.ones(3)}, "step": 1})
+    before = path.read_bytes()
+
+    def full_disk(obj, handle):
+        handle.write(b"partial checkpoint bytes")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    with pytest.raises(ClipMatchError, match="disk full.*previous one is kept"):
+        checkpoint.save(path, {"state_dict": {"w": torch.zeros(3)}, "step": 2})
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["epoch_latest.pt"]
+    assert checkpoint.load(path)["step"] == 1
+
+
+def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
+    torch.manual_seed(3)
+    np.random.seed(3)
+    checkpoint.save(tmp_path / "c.pt", {"state_dict": {}, "rng": [checkpoint.rng_state()]})
+    expected = (torch.rand(2), np.random.rand(2))
+    checkpoint.set_rng_state(checkpoint.load(tmp_path / "c.pt")["rng"][0])
+    assert torch.equal(torch.rand(2), expected[0]) and np.array_equal(np.random.rand(2), expected[1])
