@@ -246,4 +246,7 @@ def _names(body: dict, key: str) -> list:
 
 def _load_static(name: str) -> tuple[bytes, str]:
     content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    return (STATIC_DIR / name).read_bytes(), f"{content_type}; charset=utf-8"
+    try:
+        return (STATIC_DIR / name).read_bytes(), f"{content_type}; charset=utf-8"
+    except OSError:
+        raise ClipMatchError(f"{STATIC_DIR / name}: the page's files are missing from this installation") from None
