@@ -21,6 +21,7 @@ from playwright.sync_api import expect
 from test_annotate_helpers import REPO, ServerProcess, call_json, make_images
 
 pytestmark = pytest.mark.browser
+expect.set_options(timeout=15_000)  # a busy 2-core machine; the other tab's changes arrive by a 3 s poll
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
