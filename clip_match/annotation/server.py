@@ -16,6 +16,7 @@ import mimetypes
 import os
 import re
 import shutil
+import socket
 import sys
 import threading
 import traceback
@@ -51,13 +52,15 @@ class AnnotationServer(ThreadingHTTPServer):
         self.store = store
         self.thumbs_dir = store.dataset_dir / "thumbs"
         self.static = {route: _load_static(name) for route, name in STATIC_FILES.items()}
+        if ":" in host:
+            self.address_family = socket.AF_INET6
         super().__init__((host, port), AnnotationHandler)
         bound_port = self.server_address[1]
-        names = set(LOOPBACK_NAMES) if host in ("127.0.0.1", "localhost", "::1") else set()
-        names.add(f"[{host}]" if ":" in host else host)
-        self.allowed_hosts = {f"{name}:{bound_port}" for name in names}
+        name = f"[{host}]" if ":" in host else host
+        names = {name, *LOOPBACK_NAMES} if host in ("127.0.0.1", "localhost", "::1") else {name}
+        self.allowed_hosts = {f"{n}:{bound_port}" for n in names}
         self.allowed_origins = {f"http://{h}" for h in self.allowed_hosts}
-        self.url = f"http://{'[' + host + ']' if ':' in host else host}:{bound_port}/"
+        self.url = f"http://{name}:{bound_port}/"
 
     def warm_thumbnails(self) -> threading.Thread:
         """Start making display copies of large images, from the first unlabelled image on."""
