@@ -1,10 +1,11 @@
 """The annotation tool in a real browser (Debian Chromium driven by Playwright).
 
 One test walks the whole flow of issue 7: label five images by keyboard (typed labels, a label
-picked from autocomplete, a number hotkey, several labels on one image), undo, crash the server
-(SIGKILL), start it again and land on the first unlabelled image, export, `build-lmdb` the
-export and `inspect` it. A second one measures how fast the next image shows after Enter on
-2,000 images.
+picked from autocomplete, a number hotkey, several labels on one image), undo, rename, filter,
+skip, crash the server (SIGKILL), start it again and land on the first unlabelled image, export,
+`build-lmdb` the export and `inspect` it; the page's screenshot goes to artifacts/annotate.png.
+Another has two tabs work on one image at once; the last measures how fast the next image shows
+after Enter on 2,000 images.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import sys
 import time
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import expect, sync_playwright
 
 from test_annotate_helpers import REPO, ServerProcess, call_json, make_images
 
@@ -33,8 +34,6 @@ ARTIFACTS = REPO / "artifacts"
 def browser():
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} missing: run scripts/ensure_test_tools.sh")
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
