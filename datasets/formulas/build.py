@@ -84,8 +84,7 @@ def build(out_dir: Path, train: Sequence[Formula], args: argparse.Namespace, pro
     with atomic_dir(out_dir, overwrite=args.overwrite) as tmp:
         rendered, failures = render_clean(train, args.renderer, args.dpi, args.batch_size, progress)
         if not rendered:
-            raise ClipMatchError(f"none of the {len(train)} formulas rendered; first error: "
-                                 f"{failures[0]['error'] if failures else 'no formulas'}")
+            raise ClipMatchError(f"none of the {len(train)} formulas rendered; first error: {failures[0]['error']}")
         counts = {"formulas": len(train), "rendered": len(rendered), "render_failures": len(failures)}
         counts["train_images"] = write_rendered_split(tmp, "train", rendered, range(args.renders), config,
                                                       args.seed, args.workers, progress)
@@ -128,7 +127,10 @@ def run_bank(args: argparse.Namespace) -> dict:
 
 
 def run_render(args: argparse.Namespace) -> dict:
-    return build(args.out_dir, unique_formulas(read_formula_file(args.formulas)), args)
+    formulas = unique_formulas(read_formula_file(args.formulas))
+    if not formulas:
+        raise ClipMatchError(f"{args.formulas}: no formulas (expected one LaTeX formula per line)")
+    return build(args.out_dir, formulas, args)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -186,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, name) < 1:
             print(f"build {args.command}: error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
+    if getattr(args, "limit", 0) < 0 or args.valid_size < 0:
+        print(f"build {args.command}: error: --limit and --valid-size cannot be negative", file=sys.stderr)
+        return 2
     try:
         manifest = args.run(args)
     except ClipMatchError as error:
