@@ -79,6 +79,8 @@ def write_rendered_split(out_dir: Path, split: str, rendered: Sequence[tuple[For
 def build(out_dir: Path, train: Sequence[Formula], args: argparse.Namespace, protocol: Protocol | None = None,
           notes: dict | None = None) -> dict:
     """Render, augment and write the splits (and the query split of ``protocol``) into ``out_dir``."""
+    if not train:
+        raise ClipMatchError("no training formulas (raise --limit or keep CROHME)")
     config = replace(AugmentConfig(), jpeg_probability=args.jpeg_probability)
     progress = not args.no_progress
     with atomic_dir(out_dir, overwrite=args.overwrite) as tmp:
