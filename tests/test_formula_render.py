@@ -85,7 +85,7 @@ def test_augment_is_seeded_and_varied():
 
 def test_augment_applies_its_ranges():
     render = _render()
-    plain = AugmentConfig(bold_probability=0, scale=(0.5, 0.5), pad=(10, 10), extra_width=0, extra_height=0,
+    plain = AugmentConfig(bold_probability=0, ink_gamma=(1, 1), scale=(0.5, 0.5), pad=(10, 10), extra_width=0, extra_height=0,
                           rotate_degrees=0, blur_radius=(0, 0), noise_std=(0, 0), tint=0, jpeg_probability=0)
     image = Image.open(io.BytesIO(augment(render, plain, 0, 0, 0)))
     assert image.format == "PNG" and image.size == (150 + 20, 30 + 20)

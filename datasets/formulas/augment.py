@@ -17,10 +17,12 @@ class AugmentConfig:
     """Ranges sampled uniformly per image. Scale is relative to the 240-dpi clean render.
 
     Measured on 300 real IM2LaTeX images: scale 0.35-0.37 of such a render, 4 px margins left
-    and top, 5-60 px right and 4-32 px bottom (fixed canvas sizes); the ranges cover that and more.
+    and top, 5-60 px right and 4-32 px bottom (fixed canvas sizes), strokes as heavy as ink gamma
+    2-3; the ranges cover that and more.
     """
 
-    bold_probability: float = 0.4                 # thicken strokes, as heavier fonts and scans do
+    bold_probability: float = 0.15                # thicken strokes by a pixel at 240 dpi (heavy fonts, scans)
+    ink_gamma: tuple[float, float] = (1.0, 3.5)   # darkens anti-aliased edges; real IM2LaTeX looks like 2-3
     scale: tuple[float, float] = (0.28, 0.55)
     pad: tuple[int, int] = (2, 20)               # white margin per side, pixels after scaling
     extra_width: float = 0.4                      # up to this fraction of the width added on the right
@@ -44,6 +46,8 @@ def augment(render: Image.Image, config: AugmentConfig, seed: int, fid: int, cop
     scale = rng.uniform(*config.scale)
     size = (max(1, round(render.width * scale)), max(1, round(render.height * scale)))
     image = render.resize(size, Image.LANCZOS)
+    gamma = rng.uniform(*config.ink_gamma)
+    image = image.point(lambda v: round(255 * (v / 255) ** gamma))
 
     left, top, right, bottom = (int(v) for v in rng.integers(config.pad[0], config.pad[1] + 1, size=4))
     right += int(rng.uniform(0, config.extra_width) * size[0])
