@@ -4,6 +4,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import onnx
 import torch
 
 from ..errors import ClipMatchError
@@ -60,6 +61,7 @@ def _export(tower: torch.nn.Module, example: torch.Tensor, input_name: str, axes
             dynamic_axes={input_name: axes, OUTPUT: {0: "batch"}},
             opset_version=OPSET, do_constant_folding=True, dynamo=False,
         )
+    _inline_shared_weights(path)
     extra = [p.name for p in path.parent.iterdir() if p != path and not p.name.endswith(".onnx")]
     if extra or path.stat().st_size >= _MAX_PROTO_BYTES:
         raise ClipMatchError(
@@ -67,3 +69,25 @@ def _export(tower: torch.nn.Module, example: torch.Tensor, input_name: str, axes
             "clip_match bundles support models below it (RN50, ViT-B-16, ViT-L-14)"
         )
     return path
+
+
+def _inline_shared_weights(path: Path) -> None:
+    """Give every weight its own initializer.
+
+    The exporter stores identical tensors once and feeds the copies through ``Identity`` nodes
+    (randomly initialised ResNets have many: cn_clip zero-initialises every ``bn3``, so the fused
+    conv weights coincide). Quantisation needs each Conv/MatMul weight to be an initializer.
+    """
+    model = onnx.load(str(path))
+    graph = model.graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    shared = [node for node in graph.node if node.op_type == "Identity" and node.input[0] in initializers]
+    if not shared:
+        return
+    for node in shared:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(initializers[node.input[0]])
+        copy.name = node.output[0]
+        graph.initializer.append(copy)
+        graph.node.remove(node)
+    onnx.save(model, str(path))
