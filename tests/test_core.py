@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import types
@@ -44,6 +45,19 @@ def test_atomic_dir_refuses_then_replaces(tmp_path):
         (tmp / "b").write_text("2")
     assert sorted(p.name for p in target.iterdir()) == ["b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_atomic_outputs_get_normal_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        with atomic_file(tmp_path / "f.txt", "w") as handle:
+            handle.write("x")
+        with atomic_dir(tmp_path / "d"):
+            pass
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
 
 
 def test_atomic_dir_failure_keeps_nothing(tmp_path):
