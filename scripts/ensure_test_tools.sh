@@ -11,3 +11,5 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# TeX Live + dvipng for the formula renderer's tests
+bash "$(dirname "$0")/../datasets/formulas/install_tex.sh"
