@@ -1,8 +1,9 @@
 """Find the tiles of a 2x3 / 3x3 puzzle image from the gap lines between them.
 
-Gap lines are rows (or columns) of one colour across the whole image: their pixels vary by
-less than 8 levels (standard deviation; JPEG-safe) and the gap colour, the median colour of
-all such flat lines, is within 24 levels of their mean. A grid of n bands along an axis is *supported*
+Gap lines are rows (or columns) of one shade across the whole image, judged on the grey
+levels (a third of the work of RGB): all their pixels lie within 30 levels (JPEG noise) and
+their mean is within 12 levels of the gap shade (the commonest shade shared by flat rows and
+flat columns). A grid of n bands along an axis is *supported*
 when each of its n - 1 evenly spaced boundaries falls in (or within 12% of a cell of) a gap run;
 tiles are the bands between the matched runs. An axis with no gap lines falls back to an equal
 split of the image. Layouts are written rows x columns.
@@ -17,8 +18,8 @@ from PIL import Image
 from ..errors import ClipMatchError
 
 MIN_TILE = 16          # px: smaller tiles cannot be recognised
-_UNIFORM_STD = 8.0     # a line this flat is a gap candidate
-_COLOUR_TOL = 24       # per-channel distance to the gap colour
+_FLAT_RANGE = 30       # grey levels a gap line may span (JPEG noise)
+_LEVEL_TOL = 12        # distance of a gap line's mean to the gap shade
 _TOLERANCE = 0.12      # boundary may miss its gap run by this share of a cell
 _MAX_BANDS = 5
 LAYOUTS: dict[str, tuple[int, int]] = {"2x3": (2, 3), "3x3": (3, 3)}  # rows x columns
@@ -49,9 +50,9 @@ def find_grid(image: Image.Image, layout: str = "auto") -> Grid:
     """Locate the tiles; ``layout`` "auto" detects 2x3 or 3x3. Errors name the detected layout."""
     if layout != "auto":
         check_layout(layout)
-    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
-    height, width = pixels.shape[:2]
-    row_gaps, col_gaps = _gap_lines(pixels)
+    gray = np.asarray(image.convert("L"), dtype=np.float32)
+    height, width = gray.shape
+    row_gaps, col_gaps = _gap_lines(gray)
     row_options = _supported_bands(row_gaps)  # {n: spans}, only n >= 2
     col_options = _supported_bands(col_gaps)
     detected = _describe(row_options, col_options)
@@ -80,20 +81,31 @@ def cut_tiles(image: Image.Image, grid: Grid) -> list[Image.Image]:
     return [image.crop(box) for box in grid.boxes()]
 
 
-def _gap_lines(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _gap_lines(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Boolean masks of gap rows and gap columns (all False when the image has no flat lines)."""
-    squares = pixels * pixels
     stats = []
     for axis in (1, 0):
-        mean = pixels.mean(axis=axis)
-        std = np.sqrt(np.maximum(squares.mean(axis=axis) - mean * mean, 0)).mean(axis=1)
-        stats.append((mean, std < _UNIFORM_STD))
-    flat_colours = np.concatenate([mean[flat] for mean, flat in stats])
-    if len(flat_colours) == 0:
-        return np.zeros(pixels.shape[0], bool), np.zeros(pixels.shape[1], bool)
-    gap_colour = np.median(flat_colours, axis=0)
-    row_gaps, col_gaps = (flat & (np.abs(mean - gap_colour) <= _COLOUR_TOL).all(axis=1) for mean, flat in stats)
+        spread = gray.max(axis=axis) - gray.min(axis=axis)
+        stats.append((gray.mean(axis=axis), spread <= _FLAT_RANGE))
+    gap_level = _gap_level(*(mean[flat] for mean, flat in stats))
+    if gap_level is None:
+        return np.zeros(gray.shape[0], bool), np.zeros(gray.shape[1], bool)
+    row_gaps, col_gaps = (flat & (np.abs(mean - gap_level) <= _LEVEL_TOL) for mean, flat in stats)
     return row_gaps, col_gaps
+
+
+def _gap_level(row_levels: np.ndarray, col_levels: np.ndarray) -> float | None:
+    """The shade of the gaps: gap rows and gap columns cross, so prefer a shade flat lines of both
+    directions share (a tile row of plain background is flat in one direction only); the most
+    common such shade wins. None when no line is flat."""
+    levels = np.concatenate([row_levels, col_levels])
+    if len(levels) == 0:
+        return None
+    near_rows = (np.abs(levels[:, None] - row_levels[None, :]) <= _LEVEL_TOL).sum(axis=1)
+    near_cols = (np.abs(levels[:, None] - col_levels[None, :]) <= _LEVEL_TOL).sum(axis=1)
+    support = (near_rows + near_cols) * ((near_rows > 0) & (near_cols > 0) | (len(row_levels) == 0)
+                                         | (len(col_levels) == 0))
+    return float(levels[int(np.argmax(support))])
 
 
 def _runs(mask: np.ndarray) -> list[Span]:

@@ -1,0 +1,185 @@
+"""Nine-tile grid solve on CPU: clip_match end-to-end vs the image encoder alone vs the naive loop.
+
+For each bundle (the packaged demo model if present, else the demo architecture with random
+weights; and RN50@RBT3-chinese with random weights, exported once and cached):
+
+- end-to-end: ``GridSolver.solve(png_path, prompt, k=2)`` = decode, find gap lines, cut,
+  preprocess, one image-encoder call for the 9 tiles, one text-encoder call, score, select;
+- encoder only: the image tower's onnxruntime session on the same 9 preprocessed tiles;
+- naive (what users run today): fp32, the image session called once per tile (batch 1), the
+  prompt re-tokenised (padded to the full context) and re-encoded for every tile.
+
+Then the best CPU precision is the fastest one whose answers (top-k with k known, and the k-unknown
+rule) equal fp32's on every validation puzzle (a separate seed), and its end-to-end speed-up over
+naive fp32 is printed. One process, one thread count for all (default 2), median of --repeats.
+
+Goals (issue 6): end-to-end <= 1.2x encoder-only; best answer-preserving precision >= 3x faster
+than naive fp32 on RN50.
+Run: .venv/bin/python benchmarks/bench_grid.py [--threads 2] [--repeats 5] [--validation 40]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per case (median), after one warm-up")
+    parser.add_argument("--validation", type=int, default=40, help="validation puzzles for the precision check")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "clip_match_bench_grid",
+                        help="where exported random-weight bundles and puzzles are kept between runs")
+    return parser.parse_args()
+
+
+ARGS = parse_args()
+os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)  # before onnxruntime / torch load
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+from clip_match.data.images import open_image  # noqa: E402
+from clip_match.errors import ClipMatchError  # noqa: E402
+from clip_match.eval.grid import read_puzzles  # noqa: E402
+from clip_match.grid.emoji import EmojiSet  # noqa: E402
+from clip_match.grid.layout import cut_tiles, find_grid  # noqa: E402
+from clip_match.grid.select import SelectionRule  # noqa: E402
+from clip_match.grid.solver import GridSolver  # noqa: E402
+from clip_match.grid.synth import make_puzzle, write_puzzles  # noqa: E402
+from clip_match.runtime.bundle import IMAGE_INPUT, TEXT_INPUT, Bundle, default_bundle_path  # noqa: E402
+from clip_match.runtime.preprocess import preprocess  # noqa: E402
+from clip_match.text.tokenizer import Tokenizer, normalize_text  # noqa: E402
+
+PUZZLE_SEED, VALIDATION_SEED = 2024, 7
+
+
+def timed(function, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls after one warm-up."""
+    function()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def random_bundle(config_name: str, out: Path) -> Path:
+    """Export a seeded random-weight model of ``config_name`` (fp32 + int8) once; reuse it after."""
+    if (out / "clip_match.json").is_file():
+        return out
+    import torch
+
+    from clip_match.export import export_bundle
+    from clip_match.model import create_model, load_config, save_slim_checkpoint
+
+    config = load_config(config_name)
+    torch.manual_seed(0)
+    checkpoint = save_slim_checkpoint(create_model(config), out.parent / f"{out.name}.pt", config)
+    return export_bundle(checkpoint, config, out, precisions=("fp32", "int8"), overwrite=True)
+
+
+def session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = ARGS.threads, 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def naive_solver(bundle: Bundle):
+    """The loop users write by hand: fp32, per tile one image call, prompt tokenised and encoded again."""
+    image_session = session(bundle.tower_path("image", "fp32"))
+    text_session = session(bundle.tower_path("text", "fp32"))
+    tokenizer = Tokenizer(bundle.checked_file("vocab.txt"), cache_size=0)
+    mean, std = tuple(bundle.manifest["mean"]), tuple(bundle.manifest["std"])
+
+    def solve(path: Path, prompt: str, k: int) -> list[int]:
+        image = open_image(path)
+        scores = []
+        for tile in cut_tiles(image, find_grid(image, "3x3")):
+            features = image_session.run(None, {IMAGE_INPUT: preprocess([tile], bundle.resolution, mean, std)})[0][0]
+            ids = tokenizer([normalize_text(prompt)], bundle.context_length)
+            text = text_session.run(None, {TEXT_INPUT: ids})[0][0]
+            scores.append(features @ text / np.linalg.norm(features) / np.linalg.norm(text))
+        return sorted(np.argsort(scores)[::-1][:k].tolist())
+
+    return solve
+
+
+def answers(solver: GridSolver, puzzles: Path) -> list[tuple]:
+    """(top-k choice, k-unknown choice) for each validation puzzle."""
+    out = []
+    for puzzle in read_puzzles(puzzles):
+        result = solver.solve(puzzle.image, puzzle.prompt, k=puzzle.k)
+        scores = np.array(result.scores)
+        out.append((tuple(result.selected), tuple(SelectionRule("gap").select(scores))))
+    return out
+
+
+def bench_bundle(label: str, path: Path, puzzle_path: Path, prompt: str, validation: Path) -> None:
+    bundle = Bundle.load(path)
+    print(f"\n== {label}: {path} ({bundle.resolution}px, embed {bundle.embed_dim}, precisions "
+          f"{', '.join(bundle.precisions)})")
+    image = open_image(puzzle_path)
+    tiles = cut_tiles(image, find_grid(image))
+    batch = preprocess(tiles, bundle.resolution, tuple(bundle.manifest["mean"]), tuple(bundle.manifest["std"]))
+
+    naive = naive_solver(bundle)
+    naive_s = timed(lambda: naive(puzzle_path, prompt, 2), ARGS.repeats)
+    print(f"naive fp32 (9 image calls, 9x tokenise+encode prompt): {naive_s * 1000:8.1f} ms")
+
+    results = {}
+    for precision in bundle.precisions:
+        solver = GridSolver(path, device="cpu", precision=precision, threads=ARGS.threads)
+        tower = session(bundle.tower_path("image", precision))
+        encoder_s = timed(lambda: tower.run(None, {IMAGE_INPUT: batch}), ARGS.repeats)
+        solve_s = timed(lambda: solver.solve(puzzle_path, prompt, k=2), ARGS.repeats)
+        results[precision] = (solver, solve_s)
+        print(f"{precision}: end-to-end {solve_s * 1000:8.1f} ms | image encoder only (9 tiles, 1 call) "
+              f"{encoder_s * 1000:8.1f} ms | end-to-end / encoder {solve_s / encoder_s:5.2f}x | "
+              f"naive fp32 / end-to-end {naive_s / solve_s:5.2f}x")
+
+    reference = answers(results["fp32"][0], validation)
+    keeping = []
+    for precision, (solver, solve_s) in results.items():
+        same = sum(a == b for a, b in zip(answers(solver, validation), reference)) if precision != "fp32" else len(reference)
+        print(f"{precision}: answers equal to fp32 on {same}/{len(reference)} validation puzzles (k known and unknown)")
+        if same == len(reference):
+            keeping.append((solve_s, precision))
+    best_s, best = min(keeping)
+    print(f"best answer-preserving precision: {best}; naive fp32 / {best} end-to-end = {naive_s / best_s:.2f}x")
+
+
+def main() -> int:
+    ARGS.cache.mkdir(parents=True, exist_ok=True)
+    emoji = EmojiSet()
+    puzzle = make_puzzle(emoji, np.random.default_rng(PUZZLE_SEED), "3x3", "noto")
+    puzzle_path = ARGS.cache / "puzzle_3x3.png"
+    puzzle.image.save(puzzle_path)
+    validation_dir = ARGS.cache / f"validation_seed{VALIDATION_SEED}_n{ARGS.validation}"
+    if not (validation_dir / "puzzles.jsonl").is_file():
+        write_puzzles(validation_dir, ARGS.validation, seed=VALIDATION_SEED, layouts=("3x3",), emoji=emoji,
+                      overwrite=True)
+    validation = validation_dir / "puzzles.jsonl"
+    print(f"threads {ARGS.threads}, repeats {ARGS.repeats}, onnxruntime {ort.__version__}, "
+          f"puzzle {puzzle.image.size[0]}x{puzzle.image.size[1]} 3x3 prompt {puzzle.prompt!r} (seed {PUZZLE_SEED}), "
+          f"{ARGS.validation} validation puzzles (seed {VALIDATION_SEED})")
+    try:
+        demo, demo_label = default_bundle_path(), "demo bundle (packaged)"
+    except ClipMatchError:
+        demo, demo_label = random_bundle("demo", ARGS.cache / "demo_random"), \
+            "demo architecture, random weights (no packaged demo bundle yet)"
+    bench_bundle(demo_label, demo, puzzle_path, puzzle.prompt, validation)
+    rn50 = random_bundle("RN50@RBT3-chinese", ARGS.cache / "rn50_random")
+    bench_bundle("RN50@RBT3-chinese, random weights", rn50, puzzle_path, puzzle.prompt, validation)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
