@@ -79,6 +79,20 @@ def test_images_match_pytorch_for_every_input_kind(encoder, torch_model, tmp_pat
     np.testing.assert_allclose(encoder.encode_images(path), actual[:1], atol=1e-5)
 
 
+def test_context_length_is_configurable_end_to_end(tiny_checkpoint, torch_model, tmp_path):
+    from cn_clip.clip import tokenize
+
+    from clip_match.export import export_bundle
+    from clip_match.model import load_config
+
+    bundle = export_bundle(tiny_checkpoint, load_config("tiny", context_length=40), tmp_path / "long")
+    encoder = Encoder.load(bundle, device="cpu", threads=2)
+    long_text = "x ^ { 2 } + \\frac { a } { b } " * 6
+    assert encoder.context_length == 40 and (tokenize(long_text, 40) != 0).sum() == 40
+    expected = _normalised(torch_model.encode_text(tokenize([long_text, "短"], 40)))
+    assert (encoder.encode_texts([long_text, "短"]) * expected).sum(axis=1).min() > 0.9999
+
+
 def test_attributes_and_int8(tiny_bundle, encoder):
     assert (encoder.embed_dim, encoder.context_length, encoder.resolution) == (64, 16, 64)
     assert encoder.precision == "fp32" and encoder.device == "cpu"

@@ -77,6 +77,7 @@ def save_slim_checkpoint(model: torch.nn.Module, path: str | os.PathLike, config
     weights, BERT, projections) and keeps the rest (batch norm, ``logit_scale``, ...) fp32, as
     official checkpoints are stored.
     """
+    model = getattr(model, "module", model)  # DistributedDataParallel wraps the model
     if fp16:
         from cn_clip.clip.model import convert_weights
 
