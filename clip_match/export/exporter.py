@@ -62,8 +62,8 @@ def export_bundle(checkpoint_path: str | os.PathLike, config: ModelConfig | str,
     samples = parity.make_samples(config) if verify else None
     reference = parity.reference_features(model, samples) if verify else None
 
-    steps = tqdm(total=1 + len(precisions), desc="export", unit="step", leave=False)
-    with atomic_dir(out_dir, overwrite=overwrite) as bundle, tempfile.TemporaryDirectory() as scratch:
+    with (atomic_dir(out_dir, overwrite=overwrite) as bundle, tempfile.TemporaryDirectory() as scratch,
+          tqdm(total=1 + len(precisions), desc="export", unit="step", leave=False) as steps):
         fp32 = {"image": export_image_tower(model, config.image_resolution, Path(scratch) / "image.onnx"),
                 "text": export_text_tower(model, config.context_length, Path(scratch) / "text.onnx")}
         steps.update()
@@ -108,7 +108,6 @@ def export_bundle(checkpoint_path: str | os.PathLike, config: ModelConfig | str,
         }
         (bundle / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
                                             encoding="utf-8")
-    steps.close()
     return out_dir
 
 

@@ -99,7 +99,7 @@ class Bundle:
         for name in manifest["files"]:
             if not (path / name).is_file():
                 raise ClipMatchError(f"{path / name}: file listed in the bundle manifest is missing")
-        bundle.checked_file(manifest.get("vocab", VOCAB_NAME))
+        bundle.checked_file(bundle.manifest.get("vocab", VOCAB_NAME))
         return bundle
 
     @property
@@ -117,6 +117,11 @@ class Bundle:
     @property
     def resolution(self) -> int:
         return int(self.manifest["image_resolution"])
+
+    @property
+    def vocab_path(self) -> Path:
+        """The tokenizer vocabulary (checked by `load`)."""
+        return self.path / self.manifest.get("vocab", VOCAB_NAME)
 
     @property
     def precisions(self) -> list[str]:

@@ -54,7 +54,7 @@ class Encoder:
         self.device = "cuda" if _CUDA in image_session.get_providers() else "cpu"
         self._image_session = image_session
         self._text_session = text_session
-        self._tokenizer = Tokenizer(bundle.checked_file(bundle.manifest.get("vocab", "vocab.txt")))
+        self._tokenizer = Tokenizer(bundle.vocab_path)
         self._mean = tuple(bundle.manifest["mean"])
         self._std = tuple(bundle.manifest["std"])
 
