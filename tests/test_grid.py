@@ -154,6 +154,17 @@ def test_calibration_fits_a_threshold_and_checks_the_model(solver, tmp_path):
         GridSolver(solver.encoder.bundle.path, device="cpu", calibration=tmp_path / "other.json")
 
 
+def test_calibrated_accuracy_is_what_the_rule_scores():
+    rng = np.random.default_rng(3)
+    score_lists = [rng.normal(0.3, 0.05, 9) for _ in range(80)]
+    answers = [np.arange(9) < rng.integers(1, 4) for _ in range(80)]
+    for scores, answer in zip(score_lists[:40], answers[:40]):
+        scores[answer] += 0.4  # half the puzzles clearly separable, half noise
+    rule, accuracy = calibrate(score_lists, answers)
+    measured = np.mean([np.array_equal(rule.select(s), a) for s, a in zip(score_lists, answers)])
+    assert accuracy == pytest.approx(measured) and accuracy >= 0.5
+
+
 def test_grid_cli(tiny_bundle, emoji, tmp_path, capsys):
     puzzle = make_puzzle(emoji, np.random.default_rng(2), "3x3", "noto")
     puzzle.image.save(tmp_path / "p.png")

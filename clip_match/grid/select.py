@@ -114,11 +114,13 @@ def _rule_values(kind: str, scores: np.ndarray) -> np.ndarray:
 def _best_cut(values: Sequence[np.ndarray], answers: Sequence[np.ndarray]) -> tuple[float, float]:
     """The cut t (select values >= t) right for most puzzles, and that share.
 
-    A puzzle is right for t in (highest non-answer, lowest answer]; with one answer the upper
-    end is open (both rules always keep the best tile). The cut is the middle of the best gap.
+    A puzzle is right for t in (highest non-answer, lowest answer]; when its one answer is the
+    best tile the upper end is open (both rules always keep the best tile). The cut is the
+    middle of the best gap.
     """
     lows = np.array([v[~a].max() if (~a).any() else -np.inf for v, a in zip(values, answers)])
-    highs = np.array([np.inf if a.sum() == 1 else v[a].min() for v, a in zip(values, answers)])
+    highs = np.array([v[a].min() for v, a in zip(values, answers)])
+    highs[(np.array([a.sum() for a in answers]) == 1) & (highs > lows)] = np.inf
     solvable = lows < highs
     lows, highs = np.sort(lows[solvable]), np.sort(highs[solvable])
     ends = np.unique(np.concatenate([lows, highs]))
