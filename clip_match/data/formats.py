@@ -12,20 +12,19 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from ..errors import ClipMatchError, where
 from ..fsutil import atomic_file
 
 BOM = b"\xef\xbb\xbf"
 _INT = re.compile(rb"-?[0-9]+")
+_WHITESPACE = frozenset(b" \t\r\n\x0b\x0c")
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-@dataclass(frozen=True)
-class ImageLine:
+class ImageLine(NamedTuple):
     """One TSV line; ``b64`` is the base64 text exactly as stored in the file."""
 
     image_id: int
@@ -33,8 +32,7 @@ class ImageLine:
     line: int
 
 
-@dataclass(frozen=True)
-class TextLine:
+class TextLine(NamedTuple):
     """One JSONL line: a text and every image it describes."""
 
     text_id: int
@@ -71,90 +69,121 @@ def decode_b64(b64: bytes | str, source: str) -> bytes:
         raise ClipMatchError(f"{source}: corrupt base64 image data: {error}") from None
 
 
-def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(line_number, content)`` for each non-blank line, without BOM or line ending."""
+def iter_lines(
+    path: Path, start: int = 0, stop: int | None = None, first_line: int = 1
+) -> Iterator[tuple[int, bytes, int]]:
+    """Yield ``(line_number, content, offset)`` for each non-blank line of the byte range
+    ``[start, stop)`` (which must begin a line, numbered ``first_line``), without BOM or line
+    ending; ``offset`` is where ``content`` starts in the file. Byte ranges let worker
+    processes read their share of a file themselves.
+    """
     try:
         handle = open(path, "rb")
     except OSError as error:
         raise ClipMatchError(f"{path}: cannot read: {error.strerror or error}") from None
     with handle:
-        for number, raw in enumerate(handle, 1):
-            if number == 1 and raw.startswith(BOM):
-                raw = raw[len(BOM):]
+        handle.seek(start)
+        offset = start
+        for number, raw in enumerate(handle, first_line):
+            if stop is not None and offset >= stop:
+                return
+            line_start, offset = offset, offset + len(raw)
+            if line_start == 0 and raw.startswith(BOM):
+                raw, line_start = raw[len(BOM):], len(BOM)
             content = raw.rstrip(b"\r\n")
-            if content.strip():
-                yield number, content
+            if content and not content.isspace():  # (strip() would copy every line)
+                yield number, content, line_start
 
 
-def parse_image_line(content: bytes, path: Path, number: int) -> ImageLine:
-    """Check one TSV line's structure (not its image: see ``lmdb_build`` for that)."""
-    fields = content.split(b"\t")
-    if len(fields) != 2:
-        raise ClipMatchError(f"{where(path, number)}: expected 2 tab-separated fields (image_id, base64), got {len(fields)}")
-    raw_id, b64 = fields[0].strip(), fields[1].strip()
+def parse_image_line(content: bytes, path: Path, number: int) -> tuple[int, int, int]:
+    """Check one TSV line's structure (not its image: see ``lmdb_build``).
+
+    Returns ``(image_id, start, stop)``, the base64 field being ``content[start:stop]``: the
+    build copies it straight from the file into the LMDB, and lines are long.
+    """
+    tab = content.find(b"\t")
+    if tab < 0 or content.find(b"\t", tab + 1) >= 0:
+        fields = content.count(b"\t") + 1
+        raise ClipMatchError(f"{where(path, number)}: expected 2 tab-separated fields (image_id, base64), got {fields}")
+    raw_id = content[:tab].strip()
+    start, stop = tab + 1, len(content)
+    while start < stop and content[start] in _WHITESPACE:
+        start += 1
+    while stop > start and content[stop - 1] in _WHITESPACE:
+        stop -= 1
     if not _INT.fullmatch(raw_id):
         shown = raw_id.decode("utf-8", "replace")[:40]
         raise ClipMatchError(f"{where(path, number)}: image_id must be an integer, got {shown!r}")
-    if not b64:
+    if start == stop:
         raise ClipMatchError(f"{where(path, number)}: empty base64 image field")
-    if not b64.isascii():
+    if not content.isascii():
         raise ClipMatchError(f"{where(path, number)}: base64 field holds non-ASCII bytes (invalid UTF-8 or not base64)")
-    return ImageLine(int(raw_id), b64, number)
+    return int(raw_id), start, stop
 
 
-def parse_text_line(content: bytes, path: Path, number: int) -> TextLine:
-    """Decode and validate one JSONL line."""
-    place = where(path, number)
+def parse_text_line(content: bytes, path: Path, number: int) -> tuple[int, str, tuple[int, ...]]:
+    """Decode and validate one JSONL line; return (text_id, text, image_ids)."""
     try:
         obj = json.loads(content.decode("utf-8"))
     except UnicodeDecodeError as error:
-        raise ClipMatchError(f"{place}: invalid UTF-8 at byte {error.start}") from None
+        raise ClipMatchError(f"{where(path, number)}: invalid UTF-8 at byte {error.start}") from None
     except json.JSONDecodeError as error:
-        raise ClipMatchError(f"{place}: malformed JSON: {error.msg} (column {error.colno})") from None
+        raise ClipMatchError(f"{where(path, number)}: malformed JSON: {error.msg} (column {error.colno})") from None
+    try:
+        text_id, text, image_ids = obj["text_id"], obj["text"], obj["image_ids"]
+        if (type(text_id) is int and type(text) is str and type(image_ids) is list and image_ids
+                and all(type(i) is int for i in image_ids) and len(set(image_ids)) == len(image_ids)
+                and not text.isspace() and text):
+            return text_id, text, tuple(image_ids)
+    except (KeyError, TypeError):
+        pass
+    raise ClipMatchError(f"{where(path, number)}: {_text_line_problem(obj)}")
+
+
+def _text_line_problem(obj: object) -> str:
+    """Say what is wrong with a parsed JSONL value that failed the fast check."""
     if not isinstance(obj, dict):
-        raise ClipMatchError(f"{place}: expected a JSON object, got {type(obj).__name__}")
-    for field in ("text_id", "text", "image_ids"):
-        if field not in obj:
-            raise ClipMatchError(f"{place}: missing field {field!r}")
+        return f"expected a JSON object, got {type(obj).__name__}"
+    missing = next((f for f in ("text_id", "text", "image_ids") if f not in obj), None)
+    if missing:
+        return f"missing field {missing!r}"
     text_id, text, image_ids = obj["text_id"], obj["text"], obj["image_ids"]
     if not _is_int(text_id):
-        raise ClipMatchError(f"{place}: field 'text_id' must be an integer, got {text_id!r}")
+        return f"field 'text_id' must be an integer, got {text_id!r}"
     if not isinstance(text, str):
-        raise ClipMatchError(f"{place}: field 'text' must be a string, got {type(text).__name__}")
+        return f"field 'text' must be a string, got {type(text).__name__}"
     if not text.strip():
-        raise ClipMatchError(f"{place}: field 'text' is empty or whitespace only")
+        return "field 'text' is empty or whitespace only"
     if not isinstance(image_ids, list) or not image_ids:
-        raise ClipMatchError(f"{place}: field 'image_ids' must be a non-empty list of integers")
+        return "field 'image_ids' must be a non-empty list of integers"
     bad = next((i for i in image_ids if not _is_int(i)), None)
     if bad is not None:
-        raise ClipMatchError(f"{place}: field 'image_ids' must hold integers, got {bad!r}")
-    if len(set(image_ids)) != len(image_ids):
-        raise ClipMatchError(f"{place}: field 'image_ids' lists an image twice")
-    return TextLine(text_id, text, tuple(image_ids), number)
+        return f"field 'image_ids' must hold integers, got {bad!r}"
+    return "field 'image_ids' lists an image twice"
 
 
 def _is_int(value: object) -> bool:
     return type(value) is int  # bool is an int subclass but not an id
 
 
-def read_tsv(path: str | Path) -> Iterator[ImageLine]:
-    """Yield validated TSV lines; duplicate image ids are an error."""
+def read_tsv(path: str | Path, unique: bool = True) -> Iterator[ImageLine]:
+    """Yield validated TSV lines; with ``unique``, a duplicate image id is an error."""
     path = Path(path)
     seen: set[int] = set()
-    for number, content in iter_lines(path):
-        record = parse_image_line(content, path, number)
-        if record.image_id in seen:
-            raise ClipMatchError(f"{where(path, number)}: duplicate image_id {record.image_id}")
-        seen.add(record.image_id)
-        yield record
+    for number, content, _ in iter_lines(path):
+        image_id, start, stop = parse_image_line(content, path, number)
+        if unique and image_id in seen:
+            raise ClipMatchError(f"{where(path, number)}: duplicate image_id {image_id}")
+        seen.add(image_id)
+        yield ImageLine(image_id, content[start:stop], number)
 
 
 def read_jsonl(path: str | Path) -> Iterator[TextLine]:
     """Yield validated JSONL lines; duplicate text ids are an error."""
     path = Path(path)
     seen: set[int] = set()
-    for number, content in iter_lines(path):
-        record = parse_text_line(content, path, number)
+    for number, content, _ in iter_lines(path):
+        record = TextLine(*parse_text_line(content, path, number), number)
         if record.text_id in seen:
             raise ClipMatchError(f"{where(path, number)}: duplicate text_id {record.text_id}")
         seen.add(record.text_id)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import ClipMatchError, where
-from .formats import decode_b64, imgs_path, iter_lines, parse_image_line, parse_text_line, texts_path
+from .formats import decode_b64, imgs_path, iter_lines, parse_text_line, read_tsv, texts_path
 from .images import decode_image
 from .lmdb_reader import LMDBReader
 
@@ -52,10 +52,10 @@ def _tsv_split(data_dir: Path, split: str, samples: int) -> dict:
     for needed in (tsv, jsonl):
         if not needed.is_file():
             raise ClipMatchError(f"{needed}: missing (its other half exists)")
-    text_lines = [parse_text_line(c, jsonl, n) for n, c in iter_lines(jsonl)]
-    stats = _Stats([(image_id, t.text_id, t.text) for t in text_lines for image_id in t.image_ids], samples)
-    stats.duplicate_text_ids = _repeated(t.text_id for t in text_lines)
-    stats.add_images((r.image_id, r.b64) for r in (parse_image_line(c, tsv, n) for n, c in iter_lines(tsv)))
+    text_lines = [parse_text_line(c, jsonl, n) for n, c, _ in iter_lines(jsonl)]
+    stats = _Stats([(image_id, text_id, text) for text_id, text, image_ids in text_lines for image_id in image_ids], samples)
+    stats.duplicate_text_ids = _repeated(text_id for text_id, _, _ in text_lines)
+    stats.add_images((r.image_id, r.b64) for r in read_tsv(tsv, unique=False))
     return stats.summary(str(tsv))
 
 

@@ -4,10 +4,15 @@
 ``{lmdb_dir}/{split}/pairs``: key ``str(i)`` -> ``pickle.dumps((image_id, text_id, text))``, plus
 ``num_samples``. cn_clip's own ``LMDBDataset`` reads the result.
 
-Unlike cn_clip's script it checks every line (and, with ``verify``, decodes every image in a
-process pool while one ordered stream writes), starts from a map size fitted to the input and
-grows it when full instead of reserving 1 TiB, and builds under a temporary name that is
-renamed only when every split is complete.
+Unlike cn_clip's script it checks every line and (with ``verify``) decodes every image,
+starts from a map size fitted to the input and grows it when full instead of reserving
+1 TiB, and builds under a temporary name that is renamed only when every split is complete.
+
+How the work is shared: the input files are cut into byte ranges at line boundaries. Worker
+processes (or the main process, with one worker) read and parse a range themselves, decode
+its images, and send back only ids, offsets and problems; the main process checks what spans
+records (duplicate ids, dangling image ids) and writes one ordered stream, copying each
+base64 field straight from the memory-mapped TSV into the LMDB.
 """
 from __future__ import annotations
 
@@ -15,32 +20,31 @@ import collections
 import concurrent.futures
 import contextlib
 import json
+import mmap
 import os
 import pickle
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import lmdb
 from tqdm import tqdm
 
 from ..errors import ClipMatchError, where
 from ..fsutil import atomic_dir, atomic_file
-from .formats import (
-    ImageLine,
-    decode_b64,
-    imgs_path,
-    iter_lines,
-    parse_image_line,
-    parse_text_line,
-    texts_path,
-)
+from .formats import decode_b64, imgs_path, iter_lines, parse_image_line, parse_text_line, texts_path
 from .images import decode_image
 from .lmdb_reader import NUM_IMAGES_KEY, NUM_SAMPLES_KEY
 
 REPORT_NAME = "build_report.json"
 MIN_MAP_SIZE = 64 << 20
 TXN_BYTES = 64 << 20  # big transactions: one commit per 64 MiB, not per 1,000 records
-CHUNK_IMAGES = 256  # images per task sent to a verification worker
+RANGE_BYTES = 256 << 10  # input per task
+
+_Span = tuple[int, Optional[int], int]  # (start, stop, first_line) of a byte range of a file
+# one scanned TSV line: (line, image_id, b64 start, b64 stop, problem or None)
+_ImageEntry = tuple[int, int, int, int, Optional[str]]
+# one scanned JSONL line: (line, text_id, [(image_id, pickled pair), ...], problem or None)
+_TextEntry = tuple[int, int, list, Optional[str]]
 
 
 def check_image(b64: bytes, source: str) -> str | None:
@@ -52,9 +56,31 @@ def check_image(b64: bytes, source: str) -> str | None:
     return None
 
 
-def _check_chunk(path: str, items: list[tuple[int, bytes]]) -> list[str | None]:
-    """Worker task: check a chunk of ``(line, b64)`` items of one TSV file."""
-    return [check_image(b64, where(path, line)) for line, b64 in items]
+def _scan_images(path: str, start: int, stop: int | None, first_line: int, verify: bool) -> list[_ImageEntry]:
+    """Task: parse (and with ``verify`` decode) the TSV lines of one byte range."""
+    tsv, entries = Path(path), []
+    for number, content, offset in iter_lines(tsv, start, stop, first_line):
+        try:
+            image_id, b64_start, b64_stop = parse_image_line(content, tsv, number)
+        except ClipMatchError as error:
+            entries.append((number, 0, 0, 0, str(error)))
+            continue
+        problem = check_image(content[b64_start:b64_stop], where(path, number)) if verify else None
+        entries.append((number, image_id, offset + b64_start, offset + b64_stop, problem))
+    return entries
+
+
+def _scan_texts(path: str, start: int, stop: int | None, first_line: int) -> list[_TextEntry]:
+    """Task: parse the JSONL lines of one byte range into ready-to-write pickled pairs."""
+    jsonl, entries = Path(path), []
+    for number, content, _ in iter_lines(jsonl, start, stop, first_line):
+        try:
+            text_id, text, image_ids = parse_text_line(content, jsonl, number)
+        except ClipMatchError as error:
+            entries.append((number, 0, [], str(error)))
+            continue
+        entries.append((number, text_id, [(i, pickle.dumps((i, text_id, text))) for i in image_ids], None))
+    return entries
 
 
 class _Problems:
@@ -75,13 +101,17 @@ class _Writer:
 
     def __init__(self, path: Path, map_size: int):
         path.mkdir(parents=True)
-        self.env = lmdb.open(str(path), map_size=map_size, sync=False, metasync=False, meminit=False)
+        self.path = path
+        # writemap halves the CPU cost of writing; syncing once at the end is enough because an
+        # interrupted build is thrown away as a whole.
+        self.env = lmdb.open(str(path), map_size=map_size, writemap=True, sync=False, metasync=False, meminit=False)
         self.batch: list[tuple[bytes, bytes]] = []
         self.batch_bytes = 0
 
-    def put(self, key: bytes, value: bytes) -> None:
-        self.batch.append((key, value))
-        self.batch_bytes += len(value)
+    def add(self, items: list[tuple[bytes, bytes]], size: int) -> None:
+        """Queue ``items`` (about ``size`` bytes); commit once a transaction's worth is queued."""
+        self.batch += items
+        self.batch_bytes += size
         if self.batch_bytes >= TXN_BYTES:
             self.flush()
 
@@ -95,11 +125,22 @@ class _Writer:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
         self.batch, self.batch_bytes = [], 0
 
+    def __enter__(self) -> "_Writer":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """On failure drop what is pending and close."""
+        if exc_info[0] is not None:
+            self.batch = []
+            self.env.close()
+
     def finish(self, count_key: bytes, count: int) -> None:
-        self.put(count_key, str(count).encode())
+        self.add([(count_key, str(count).encode())], 0)
         self.flush()
+        used = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
         self.env.sync(True)
         self.env.close()
+        os.truncate(self.path / "data.mdb", used)  # writemap grew the file to the whole map
 
 
 def build_lmdb(
@@ -116,7 +157,7 @@ def build_lmdb(
     """Build ``{lmdb_dir}/{split}/{imgs,pairs}`` for each split; return the build report.
 
     ``lmdb_dir`` defaults to ``{data_dir}/lmdb`` and is replaced as a whole (with ``overwrite``).
-    ``workers`` verification processes (default: the usable CPUs, at most 8); ``map_size`` is
+    ``workers`` processes parse and verify (default: the usable CPUs, at most 8); ``map_size`` is
     the initial LMDB map size in bytes (default: fitted to the input; it grows as needed).
     """
     data_dir = Path(data_dir)
@@ -137,7 +178,7 @@ def build_lmdb(
     report: dict = {"lmdb_dir": str(lmdb_dir), "verified": verify, "splits": {}}
     with contextlib.ExitStack() as stack:
         pool = None
-        if verify and workers > 1:
+        if workers > 1:
             pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(workers))
         with atomic_dir(lmdb_dir, overwrite=overwrite) as tmp:
             for split in split_names:
@@ -168,108 +209,139 @@ def _build_split(
 ) -> dict:
     tsv, jsonl = imgs_path(data_dir, split), texts_path(data_dir, split)
     skipped_before = len(problems.skipped)
-    images = _Writer(out / "imgs", map_size or max(MIN_MAP_SIZE, 2 * tsv.stat().st_size))
-    records = _parse_images(tsv, split, problems)
-    if verify:
-        records = _verified(records, tsv, split, problems, pool, workers)
-    written: set[int] = set()
-    for record in records:
-        images.put(str(record.image_id).encode(), record.b64)
-        written.add(record.image_id)
-    images.finish(NUM_IMAGES_KEY, len(written))
-    problems.skipped[skipped_before:] = sorted(problems.skipped[skipped_before:], key=lambda s: s["line"])
+    written = _write_images(tsv, out / "imgs", split, verify, pool, workers, problems, map_size)
     skipped_images = len(problems.skipped) - skipped_before
 
-    pairs = _Writer(out / "pairs", map_size or max(MIN_MAP_SIZE, 4 * jsonl.stat().st_size))
-    count = 0
-    seen_text_ids: set[int] = set()
-    for number, content in _progress(jsonl, f"{split} texts"):
-        try:
-            text = parse_text_line(content, jsonl, number)
-        except ClipMatchError as error:
-            problems.bad(str(error), jsonl, number, split)
-            continue
-        if text.text_id in seen_text_ids:
-            problems.bad(f"{where(jsonl, number)}: duplicate text_id {text.text_id}", jsonl, number, split)
-            continue
-        seen_text_ids.add(text.text_id)
-        for image_id in text.image_ids:
-            if image_id not in written:
-                problems.bad(f"{where(jsonl, number)}: image_id {image_id} has no (valid) image in {tsv.name}", jsonl, number, split)
-                continue
-            pairs.put(str(count).encode(), pickle.dumps((image_id, text.text_id, text.text)))
-            count += 1
-    pairs.finish(NUM_SAMPLES_KEY, count)
-    return {"images": len(written), "pairs": count, "texts": len(seen_text_ids),
-            "skipped_images": skipped_images, "skipped_pair_lines": len(problems.skipped) - skipped_before - skipped_images}
+    with _Writer(out / "pairs", map_size or max(MIN_MAP_SIZE, 4 * jsonl.stat().st_size)) as pairs:
+        count, seen = _write_pairs(jsonl, tsv.name, split, written, pairs, pool, workers, problems)
+    return {"images": len(written), "pairs": count, "texts": len(seen),
+            "skipped_images": skipped_images,
+            "skipped_pair_lines": len(problems.skipped) - skipped_before - skipped_images}
 
 
-def _progress(path: Path, label: str) -> Iterator[tuple[int, bytes]]:
-    """``iter_lines`` with a byte-based progress bar on stderr (no counting pass needed)."""
-    with tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=label, disable=None, leave=False) as bar:
-        for number, content in iter_lines(path):
-            bar.update(len(content) + 1)
-            yield number, content
-
-
-def _parse_images(tsv: Path, split: str, problems: _Problems) -> Iterator[ImageLine]:
-    """Structurally valid TSV lines with unique ids (images not decoded here)."""
-    seen: set[int] = set()
-    for number, content in _progress(tsv, f"{split} images"):
-        try:
-            record = parse_image_line(content, tsv, number)
-        except ClipMatchError as error:
-            problems.bad(str(error), tsv, number, split)
-            continue
-        if record.image_id in seen:
-            problems.bad(f"{where(tsv, number)}: duplicate image_id {record.image_id}", tsv, number, split)
-            continue
-        seen.add(record.image_id)
-        yield record
-
-
-def _verified(
-    records: Iterator[ImageLine],
-    tsv: Path,
+def _write_pairs(
+    jsonl: Path,
+    tsv_name: str,
     split: str,
-    problems: _Problems,
+    written: set[int],
+    pairs: "_Writer",
     pool: concurrent.futures.Executor | None,
     workers: int,
-) -> Iterator[ImageLine]:
-    """The records whose images decode, in input order; decoding runs in ``pool`` if given."""
-    for chunk, verdicts in _checked_chunks(records, str(tsv), pool, workers):
-        for record, verdict in zip(chunk, verdicts):
-            if verdict is None:
-                yield record
+    problems: _Problems,
+) -> tuple[int, set[int]]:
+    """Write one pair per (text, image) whose image was written; return the count and text ids."""
+    count = 0
+    seen: set[int] = set()
+    for entries, size in _scanned(jsonl, f"{split} texts", _scan_texts, (), pool, workers):
+        items = []
+        for number, text_id, values, problem in entries:
+            if problem is not None:
+                problems.bad(problem, jsonl, number, split)
+            elif text_id in seen:
+                problems.bad(f"{where(jsonl, number)}: duplicate text_id {text_id}", jsonl, number, split)
             else:
-                problems.bad(verdict, tsv, record.line, split)
+                seen.add(text_id)
+                for image_id, value in values:
+                    if image_id in written:
+                        items.append((str(count + len(items)).encode(), value))
+                    else:
+                        message = f"{where(jsonl, number)}: image_id {image_id} has no (valid) image in {tsv_name}"
+                        problems.bad(message, jsonl, number, split)
+        count += len(items)
+        pairs.add(items, size)
+    pairs.finish(NUM_SAMPLES_KEY, count)
+    return count, seen
 
 
-def _checked_chunks(
-    records: Iterable[ImageLine], path: str, pool: concurrent.futures.Executor | None, workers: int
-) -> Iterator[tuple[list[ImageLine], list[str | None]]]:
-    """Check chunks in parallel with a bounded number in flight (memory stays flat), yield in order."""
+def _write_images(
+    tsv: Path,
+    out: Path,
+    split: str,
+    verify: bool,
+    pool: concurrent.futures.Executor | None,
+    workers: int,
+    problems: _Problems,
+    map_size: int | None,
+) -> set[int]:
+    """Write the good images of ``tsv``; return their ids."""
+    written: set[int] = set()
+    with open(tsv, "rb") as handle, _mapped(handle) as data, \
+            _Writer(out, map_size or max(MIN_MAP_SIZE, 2 * tsv.stat().st_size)) as images:
+        for entries, size in _scanned(tsv, f"{split} images", _scan_images, (verify,), pool, workers):
+            images.add(_image_items(entries, data, written, tsv, split, problems), size)
+        images.finish(NUM_IMAGES_KEY, len(written))
+    return written
+
+
+def _image_items(
+    entries: list[_ImageEntry], data: bytes | mmap.mmap, written: set[int], tsv: Path, split: str, problems: _Problems
+) -> list[tuple[bytes, bytes]]:
+    """LMDB items for the good images of one range that are not yet written."""
+    items = []
+    for number, image_id, start, stop, problem in entries:
+        if problem is not None:
+            problems.bad(problem, tsv, number, split)
+        elif image_id in written:
+            problems.bad(f"{where(tsv, number)}: duplicate image_id {image_id}", tsv, number, split)
+        else:
+            items.append((str(image_id).encode(), data[start:stop]))
+            written.add(image_id)
+    return items
+
+
+@contextlib.contextmanager
+def _mapped(handle) -> Iterator[bytes | mmap.mmap]:
+    """The whole file, memory-mapped rather than read (slices of it are bytes)."""
+    if os.fstat(handle.fileno()).st_size == 0:
+        yield b""
+        return
+    with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        yield mapped
+
+
+def _scanned(
+    path: Path, label: str, scan: Callable[..., list], extra: tuple, pool: concurrent.futures.Executor | None, workers: int
+) -> Iterator[tuple[list, int]]:
+    """``(entries, range size)`` of ``scan`` for each byte range of ``path``, in file order,
+    with a progress bar. With a pool, ranges are scanned in parallel with a bounded number in
+    flight (so memory stays flat); without one, in this process.
+    """
+    size = path.stat().st_size
+    with tqdm(total=size, unit="B", unit_scale=True, desc=label, disable=None, leave=False) as bar:
+        for (start, stop, _), entries in _ordered_map(scan, ((str(path), *span, *extra) for span in _spans(path)), pool, workers):
+            span_size = (size if stop is None else stop) - start
+            bar.update(span_size)
+            yield entries, span_size
+
+
+def _ordered_map(
+    task: Callable[..., list], arguments: Iterable[tuple], pool: concurrent.futures.Executor | None, workers: int
+) -> Iterator[tuple[tuple, list]]:
+    """``(span, task(*args))`` for each argument tuple, in order; ``span`` is ``args[1:4]``."""
     pending: collections.deque = collections.deque()
-    for chunk in _chunks(records, CHUNK_IMAGES):
-        items = [(r.line, r.b64) for r in chunk]
+    for args in arguments:
         if pool is None:
-            yield chunk, _check_chunk(path, items)
+            yield args[1:4], task(*args)
             continue
-        pending.append((chunk, pool.submit(_check_chunk, path, items)))
+        pending.append((args[1:4], pool.submit(task, *args)))
         if len(pending) >= 4 * workers:
-            chunk, future = pending.popleft()
-            yield chunk, future.result()
+            span, future = pending.popleft()
+            yield span, future.result()
     while pending:
-        chunk, future = pending.popleft()
-        yield chunk, future.result()
+        span, future = pending.popleft()
+        yield span, future.result()
 
 
-def _chunks(records: Iterable[ImageLine], size: int) -> Iterator[list[ImageLine]]:
-    chunk: list[ImageLine] = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def _spans(path: Path) -> Iterator[_Span]:
+    """Cut ``path`` into byte ranges of about RANGE_BYTES that start at line beginnings."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        start, line = 0, 1
+        while start < size:
+            newline = data.find(b"\n", min(start + RANGE_BYTES, size) - 1)
+            stop = size if newline < 0 else newline + 1
+            yield start, (None if stop == size else stop), line
+            line += data[start:stop].count(b"\n")
+            start = stop

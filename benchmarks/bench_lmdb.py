@@ -1,0 +1,126 @@
+"""TSV/JSONL -> LMDB throughput: cn_clip's script vs clip_match, verification off and on.
+
+    .venv/bin/python benchmarks/bench_lmdb.py [--images 20000] [--repeats 3] [--workers 2]
+
+From one cached TSV/JSONL of small JPEGs (generated once under the temp dir), in one run:
+cn_clip's ``build_lmdb_dataset.py`` (run in-process as its ``__main__``), clip_match with
+verification off, clip_match with full verification (``--workers`` decoding processes), and
+a single-process loop that only decodes the same images. Each is timed ``--repeats`` times,
+interleaved, and the best is kept (the machine is shared). Goals: verification off >= 1.0x
+cn_clip's script; full verification >= 1.8x the decode-only loop on 2 cores.
+"""
+from __future__ import annotations
+
+import os
+
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_name] = "1"
+
+import argparse
+import contextlib
+import io
+import json
+import runpy
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from clip_match.data.formats import imgs_path, iter_lines, parse_image_line, write_split
+from clip_match.data.lmdb_build import build_lmdb, check_image
+
+
+def make_data(n_images: int) -> Path:
+    """Cached train split of ``n_images`` distinct 64x64 JPEGs (~2-3 KB), one text each."""
+    data_dir = Path(tempfile.gettempdir()) / "clip_match_bench_lmdb" / f"n{n_images}"
+    if (data_dir / "train_texts.jsonl").is_file():
+        return data_dir
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+
+    def jpeg(i: int) -> bytes:
+        tile = np.roll(base, i % 64, axis=(i % 2)) ^ np.uint8(i % 251)
+        image = Image.fromarray(tile).resize((64, 64), Image.Resampling.BILINEAR)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=90)
+        return buffer.getvalue()
+
+    texts = ((i, f"第{i % 500}类 图片", [i]) for i in range(n_images))
+    write_split(data_dir, "train", ((i, jpeg(i)) for i in range(n_images)), texts)
+    return data_dir
+
+
+def run_cn_clip(data_dir: Path, out: Path) -> None:
+    argv = ["build_lmdb_dataset.py", "--data_dir", str(data_dir), "--splits", "train", "--lmdb_dir", str(out)]
+    saved = sys.argv
+    sys.argv = argv
+    try:
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            runpy.run_module("cn_clip.preprocess.build_lmdb_dataset", run_name="__main__")
+    finally:
+        sys.argv = saved
+
+
+def decode_loop(data_dir: Path) -> None:
+    """What full verification does for every image, in one process: parse, base64, decode."""
+    tsv = imgs_path(data_dir, "train")
+    for number, content, _ in iter_lines(tsv):
+        _, start, stop = parse_image_line(content, tsv, number)
+        problem = check_image(content[start:stop], str(number))
+        if problem:
+            raise RuntimeError(problem)
+
+
+def timed(job: Callable[[Path], None], scratch: Path) -> float:
+    out = scratch / "lmdb"
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    job(out)
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(out, ignore_errors=True)
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    data_dir = make_data(args.images)
+    size = (data_dir / "train_imgs.tsv").stat().st_size
+    jobs: dict[str, Callable[[Path], None]] = {
+        "cn_clip build_lmdb_dataset.py": lambda out: run_cn_clip(data_dir, out),
+        "clip_match, verification off": lambda out: build_lmdb(data_dir, "train", out, verify=False),
+        f"clip_match, full verification ({args.workers} workers)": lambda out: build_lmdb(
+            data_dir, "train", out, verify=True, workers=args.workers),
+        "decode-only loop, 1 process": lambda out: decode_loop(data_dir),
+    }
+    best = {name: float("inf") for name in jobs}
+    with tempfile.TemporaryDirectory(prefix="bench_lmdb.") as scratch:
+        for _ in range(args.repeats):
+            for name, job in jobs.items():
+                best[name] = min(best[name], timed(job, Path(scratch)))
+
+    rate = {name: args.images / seconds for name, seconds in best.items()}
+    names = list(jobs)
+    print(f"bench_lmdb: {args.images} JPEGs ({size / args.images / 1024:.1f} KB base64 each), "
+          f"best of {args.repeats}, {len(os.sched_getaffinity(0))} CPUs visible")
+    for name in names:
+        print(f"  {name:<45} {rate[name]:>9,.0f} images/s  ({best[name]:.2f} s)")
+    off_ratio = rate[names[1]] / rate[names[0]]
+    verify_ratio = rate[names[2]] / rate[names[3]]
+    print(f"  verification off / cn_clip script   = {off_ratio:.2f}x  (goal >= 1.0x) {'OK' if off_ratio >= 1.0 else 'MISSED'}")
+    print(f"  full verification / decode-only    = {verify_ratio:.2f}x  (goal >= 1.8x) {'OK' if verify_ratio >= 1.8 else 'MISSED'}")
+    print(json.dumps({"images": args.images, "images_per_s": {n: round(r) for n, r in rate.items()},
+                      "off_vs_cn_clip": round(off_ratio, 3), "verify_vs_decode_loop": round(verify_ratio, 3)}))
+
+
+if __name__ == "__main__":
+    main()
