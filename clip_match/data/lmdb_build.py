@@ -8,11 +8,11 @@ Unlike cn_clip's script it checks every line and (with ``verify``) decodes every
 starts from a map size fitted to the input and grows it when full instead of reserving
 1 TiB, and builds under a temporary name that is renamed only when every split is complete.
 
-How the work is shared: the input files are cut into byte ranges at line boundaries. Worker
-processes (or the main process, with one worker) read and parse a range themselves, decode
-its images, and send back only ids, offsets and problems; the main process checks what spans
-records (duplicate ids, dangling image ids) and writes one ordered stream, copying each
-base64 field straight from the memory-mapped TSV into the LMDB.
+How the work is shared: the input files are cut into byte ranges at line boundaries. With
+verification, worker processes read and parse a range themselves, decode its images and send
+back only ids, offsets and problems; without it (or with one worker) the main process scans
+the ranges itself. The main process checks what spans records (duplicate ids, dangling image
+ids) and writes one ordered stream, copying each base64 field from the memory-mapped TSV.
 """
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ def build_lmdb(
     """Build ``{lmdb_dir}/{split}/{imgs,pairs}`` for each split; return the build report.
 
     ``lmdb_dir`` defaults to ``{data_dir}/lmdb`` and is replaced as a whole (with ``overwrite``).
-    ``workers`` processes parse and verify (default: the usable CPUs, at most 8); ``map_size`` is
+    ``workers`` processes decode images (default: the usable CPUs, at most 8); ``map_size`` is
     the initial LMDB map size in bytes (default: fitted to the input; it grows as needed).
     """
     data_dir = Path(data_dir)
@@ -178,7 +178,7 @@ def build_lmdb(
     report: dict = {"lmdb_dir": str(lmdb_dir), "verified": verify, "splits": {}}
     with contextlib.ExitStack() as stack:
         pool = None
-        if workers > 1:
+        if verify and workers > 1:  # parsing alone is cheaper in-process than shipped to workers
             pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(workers))
         with atomic_dir(lmdb_dir, overwrite=overwrite) as tmp:
             for split in split_names:
