@@ -14,7 +14,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Iterable, Iterator, Sequence, Union
 
 from PIL import Image
 from tqdm import tqdm
@@ -69,7 +69,7 @@ def write_dataset(
                 for key in split_keys:
                     for text in by_key[key][1]:
                         texts.setdefault(text, []).append(image_ids[key])
-                images = ((image_ids[key], _progress(bar, _image_bytes(key, by_key[key][0], max_side))) for key in split_keys)
+                images = _images(split_keys, by_key, image_ids, max_side, bar)
                 lines = sorted((text_ids[t], t, ids) for t, ids in texts.items())
                 write_split(stage, name, images, lines)
                 summary["splits"][name] = {"images": len(split_keys), "texts": len(lines),
@@ -115,9 +115,12 @@ def _split_counts(n: int, fractions: Sequence[float]) -> list[int]:
     return counts
 
 
-def _progress(bar: tqdm, value: bytes) -> bytes:
-    bar.update(1)
-    return value
+def _images(
+    keys: list[str], by_key: dict, image_ids: dict[str, int], max_side: int | None, bar: tqdm
+) -> Iterator[tuple[int, bytes]]:
+    for key in keys:
+        yield image_ids[key], _image_bytes(key, by_key[key][0], max_side)
+        bar.update(1)
 
 
 def _image_bytes(key: str, image: ImageSource, max_side: int | None) -> bytes:
