@@ -334,6 +334,8 @@ class Trainer:
             sync = contextlib.nullcontext() if last or not env.distributed else self.ddp.no_sync()
             with sync:
                 image_features, text_features, scale = self._forward(images, tokens)
+                if index:  # every pass sees the whole loss: let one of them carry the logit scale's gradient
+                    scale = scale.detach()
                 if cached:
                     image_features = torch.cat([f[0] for f in cached[:index]] + [image_features]
                                                + [f[0] for f in cached[index + 1:]])

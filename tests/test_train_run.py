@@ -1,0 +1,233 @@
+"""The trainer end to end on generated shapes: learning, DDP, accumulation, exact resume, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from clip_match.data.formats import write_split
+from clip_match.data.lmdb_build import build_lmdb
+from clip_match.errors import ClipMatchError
+from clip_match.eval.retrieval import retrieval_metrics
+from clip_match.model import create_model, load_checkpoint, load_config
+from clip_match.train import distributed, main
+from clip_match.train.config import parse
+from clip_match.train.synthetic import write_shapes_dataset
+from clip_match.train.trainer import train
+
+REPO = Path(__file__).resolve().parents[1]
+_TEXT = {"vocab_size": 21128, "text_hidden_act": "gelu", "text_hidden_size": 32, "text_initializer_range": 0.02,
+         "text_intermediate_size": 64, "text_max_position_embeddings": 64, "text_num_attention_heads": 2,
+         "text_num_hidden_layers": 1, "text_type_vocab_size": 2, "context_length": 12}
+# No BatchNorm and no dropout: one process and several must agree to float precision.
+MICRO_VIT = {"embed_dim": 32, "image_resolution": 32, "vision_layers": 1, "vision_width": 32, "vision_patch_size": 8,
+             "vision_head_width": 16, "text_attention_probs_dropout_prob": 0.0, "text_hidden_dropout_prob": 0.0, **_TEXT}
+# BatchNorm statistics and dropout: state that an exact resume has to restore.
+MICRO_RN = {"embed_dim": 32, "image_resolution": 32, "vision_layers": [1, 1, 1, 1], "vision_width": 8,
+            "vision_patch_size": None, "vision_head_width": 16, "text_attention_probs_dropout_prob": 0.1,
+            "text_hidden_dropout_prob": 0.1, **_TEXT}
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    """LMDB splits of 12 coloured-shape labels: train 8 images per label (96 pairs), valid 2 (24)."""
+    return write_shapes_dataset(tmp_path_factory.mktemp("shapes"))
+
+
+@pytest.fixture(scope="module")
+def configs(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("configs")
+    paths = {}
+    for name, config in {"micro_vit": MICRO_VIT, "micro_rn": MICRO_RN}.items():
+        paths[name] = str(folder / f"{name}.json")
+        Path(paths[name]).write_text(json.dumps(config))
+    return paths
+
+
+def _flags(shapes: Path, logs: Path, model: str, *extra: str) -> list[str]:
+    return ["--train-data", str(shapes / "train"), "--logs", str(logs), "--name", "run", "--model", model,
+            "--num-workers", "0", "--warmup", "2", "--wd", "0.0", "--seed", "5", *extra]
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def _assert_same_weights(a: Path, b: Path, atol: float) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    worst = max((wa[k].float() - wb[k].float()).abs().max().item() for k in wa)
+    assert worst <= atol, f"weights differ by up to {worst}"
+
+
+def _chance_mean_recall(val_dir: Path) -> float:
+    """Mean recall of random features on the validation split (averaged over draws)."""
+    from clip_match.train.data import ValidationSet
+
+    val = ValidationSet.read(val_dir)
+    rng = np.random.default_rng(0)
+    draws = [retrieval_metrics(rng.normal(size=(len(val.image_ids), 32)), rng.normal(size=(len(val.texts), 32)),
+                               val.pairs)["mean_recall"] for _ in range(20)]
+    return float(np.mean(draws))
+
+
+def test_loss_falls_and_validation_recall_rises_above_chance(shapes, configs, tmp_path):
+    run = train(parse(_flags(shapes, tmp_path, configs["micro_vit"], "--val-data", str(shapes / "valid"),
+                             "--batch-size", "24", "--max-epochs", "15", "--lr", "5e-3", "--log-interval", "1",
+                             "--valid-batch-size", "24", "--valid-epoch-interval", "5", "--save-epoch-frequency", "10")))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["kind"] == "train"]
+    val = [r for r in records if r["kind"] == "val"]
+    assert [r["step"] for r in val] == [20, 40, 60]
+    assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4])
+    assert val[-1]["val_loss"] < val[0]["val_loss"]
+    chance = _chance_mean_recall(shapes / "valid")
+    assert val[-1]["mean_recall"] > chance + 20, (val[-1], chance)
+    assert (run / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["epoch_10.pt", "epoch_15.pt", "epoch_latest.pt", "slim.pt"]
+    # the slim export is what `clip-match export` reads
+    model = load_checkpoint(run / "checkpoints" / "slim.pt", load_config(configs["micro_vit"]))
+    assert torch.equal(model.logit_scale.detach(), _weights(run / "checkpoints" / "epoch_latest.pt")["module.logit_scale"])
+
+
+# AdamW with eps 1 is close to SGD: a wrong gradient scale would show (with eps 1e-8 Adam hides it
+# and turns float noise in near-zero gradients into full-size updates).
+SGD_LIKE = ["--eps", "1.0", "--lr", "0.5"]
+
+
+def _assert_trained(checkpoint: Path, config: str) -> None:
+    """The weights moved well away from their (seeded) initial values, so equality means something."""
+    torch.manual_seed(5)
+    initial = create_model(load_config(config)).state_dict()
+    trained = _weights(checkpoint)
+    assert max((trained[f"module.{k}"] - v).abs().max().item() for k, v in initial.items()) > 1e-2
+
+
+def test_two_process_gloo_ddp_matches_one_process_with_the_same_global_batch(shapes, configs, tmp_path):
+    common = ["--global-batch-size", "16", "--max-steps", "4", *SGD_LIKE]
+    single = train(parse(_flags(shapes, tmp_path / "one", configs["micro_vit"], *common)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "clip_match.train", "--", *_flags(shapes, tmp_path / "two", configs["micro_vit"], *common)]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "batch 8 x 2 processes" in done.stderr
+    _assert_trained(single / "checkpoints" / "epoch_latest.pt", configs["micro_vit"])
+    _assert_same_weights(single / "checkpoints" / "epoch_latest.pt",
+                         tmp_path / "two" / "run" / "checkpoints" / "epoch_latest.pt", atol=1e-5)
+
+
+def test_accumulation_enlarges_the_contrastive_batch(shapes, configs, tmp_path):
+    """accum-freq 2 x batch 8 takes the same steps as batch 16 (no BatchNorm/dropout in this model)."""
+    common = ["--max-steps", "3", *SGD_LIKE]
+    whole = train(parse(_flags(shapes, tmp_path / "whole", configs["micro_vit"], "--batch-size", "16", *common)))
+    accum = train(parse(_flags(shapes, tmp_path / "accum", configs["micro_vit"], "--batch-size", "8",
+                               "--accum-freq", "2", *common)))
+    _assert_trained(whole / "checkpoints" / "epoch_latest.pt", configs["micro_vit"])
+    _assert_same_weights(whole / "checkpoints" / "epoch_latest.pt", accum / "checkpoints" / "epoch_latest.pt", 1e-5)
+
+
+def test_sigkilled_run_resumes_to_the_same_weights_as_an_uninterrupted_one(shapes, configs, tmp_path):
+    """ResNet (BatchNorm statistics) with dropout: model, optimiser, scheduler, RNG and data position."""
+    common = ["--batch-size", "12", "--max-steps", "14", "--lr", "2e-3", "--save-step-frequency", "1",
+              "--save-epoch-frequency", "1"]  # 8 steps per epoch: the kill lands in epoch 1, the run ends in 2
+    reference = train(parse(_flags(shapes, tmp_path / "reference", configs["micro_rn"], *common)))
+    flags = _flags(shapes, tmp_path / "killed", configs["micro_rn"], *common)
+    checkpoints = tmp_path / "killed" / "run" / "checkpoints"
+    process = subprocess.Popen([sys.executable, "-m", "clip_match.train", *flags], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (checkpoints / "epoch_1_4.pt").exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        assert process.wait(timeout=30) == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = torch.load(checkpoints / "epoch_latest.pt", weights_only=True)["step"]
+    assert 3 <= killed_at < 8
+    assert main(flags) == 0  # the same command again: resumes from epoch_latest.pt
+    _assert_same_weights(reference / "checkpoints" / "epoch_latest.pt", checkpoints / "epoch_latest.pt", atol=0)
+
+
+def test_nan_loss_stops_clearly_and_keeps_the_last_good_checkpoint(shapes, configs, tmp_path, monkeypatch, capsys):
+    from clip_match.train import trainer
+
+    calls = {"n": 0}
+    real_loss = trainer.clip_loss
+
+    def loss_turning_nan(logits):
+        calls["n"] += 1
+        return real_loss(logits) * (float("nan") if calls["n"] >= 3 else 1.0)
+
+    monkeypatch.setattr(trainer, "clip_loss", loss_turning_nan)
+    status = main(_flags(shapes, tmp_path, configs["micro_vit"], "--batch-size", "16", "--max-steps", "5",
+                         "--save-step-frequency", "1"))
+    error = capsys.readouterr().err
+    assert status == 2
+    assert "loss became nan at step 3" in error and "epoch_latest.pt" in error
+    kept = torch.load(tmp_path / "run" / "checkpoints" / "epoch_latest.pt", weights_only=True)
+    assert kept["step"] == 2 and all(torch.isfinite(v).all() for v in kept["state_dict"].values())
+
+
+def test_bad_input_is_refused_with_the_path_or_flag_named(shapes, configs, tmp_path, monkeypatch):
+    model = configs["micro_vit"]
+    with pytest.raises(ClipMatchError, match="missing.*not an LMDB split"):
+        train(parse(_flags(shapes, tmp_path, model, "--train-data", str(tmp_path / "missing"))))
+    write_split(tmp_path / "empty", "train", [], [])
+    build_lmdb(tmp_path / "empty", splits=("train",), workers=1)
+    with pytest.raises(ClipMatchError, match="empty/lmdb/train: the training LMDB split has no image-text pairs"):
+        train(parse(_flags(shapes, tmp_path, model, "--train-data", str(tmp_path / "empty" / "lmdb" / "train"))))
+    with pytest.raises(ClipMatchError, match="96 training pairs are fewer than one step's batch of 128"):
+        train(parse(_flags(shapes, tmp_path, model, "--batch-size", "64", "--accum-freq", "2")))
+    with pytest.raises(ClipMatchError, match="--global-batch-size 7 is not divisible"):
+        with monkeypatch.context() as patch:  # rank 0 of 2, as far as the batch split is concerned
+            patch.setattr(distributed, "setup", lambda device: distributed.DistEnv(0, 2, 0, torch.device("cpu")))
+            train(parse(_flags(shapes, tmp_path, model, "--global-batch-size", "7")))
+    other = train(parse(_flags(shapes, tmp_path / "rn", configs["micro_rn"], "--batch-size", "32", "--max-steps", "1")))
+    with pytest.raises(ClipMatchError, match="incompatible checkpoint"):
+        train(parse(_flags(shapes, tmp_path / "vit", model, "--resume", str(other / "checkpoints" / "epoch_latest.pt"))))
+
+
+def test_validation_split_smaller_than_the_batch_still_validates(shapes, configs, tmp_path, caplog):
+    run = train(parse(_flags(shapes, tmp_path, configs["micro_vit"], "--val-data", str(shapes / "valid"),
+                             "--batch-size", "32", "--max-steps", "1", "--valid-batch-size", "64")))
+    val = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert val[-1]["kind"] == "val" and np.isfinite(val[-1]["val_loss"])
+
+
+def test_train_tiny_cpu_script_runs_as_written(shapes, tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "OUTPUT": str(tmp_path), "MAX_STEPS": "2", "BATCH_SIZE": "16",
+           "VALID_BATCH_SIZE": "24", "NUM_WORKERS": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", "run_scripts/train_tiny_cpu.sh", str(shapes.parent)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "tiny_cpu"
+    assert (run / "checkpoints" / "slim.pt").is_file()
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["kind"] == "val"
+
+
+@pytest.mark.slow
+def test_rn50_checkpoint_from_this_trainer_loads_in_cn_clip_create_model(tmp_path):
+    from cn_clip.clip.utils import create_model as cn_clip_create_model
+
+    from clip_match.model import create_model
+    from clip_match.train.checkpoint import model_state, save
+
+    torch.manual_seed(0)
+    model = create_model(load_config("RN50@RBT3-chinese"))
+    optimizer = torch.optim.AdamW(model.parameters())
+    path = save(tmp_path / "epoch_latest.pt", {"trainer": "clip_match.train", "epoch": 0, "step": 0, "name": "rn50",
+                                               "state_dict": model_state(model), "optimizer": optimizer.state_dict()})
+    loaded = cn_clip_create_model("RN50@RBT3-chinese", torch.load(path, map_location="cpu", weights_only=True))
+    for key, value in model.state_dict().items():
+        target = loaded.state_dict()[key]
+        assert torch.equal(target, value.to(target.dtype)), key
