@@ -94,3 +94,18 @@ def test_write_pairs(tmp_path):
     again = write_pairs(tmp_path / "again", per_emoji=2, valid_per_emoji=1, seed=0, size=64, emoji=small)
     assert again == counts
     assert (tmp_path / "again" / "train_imgs.tsv").read_bytes() == (tmp_path / "pairs" / "train_imgs.tsv").read_bytes()
+
+
+def test_generate_script(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "datasets" / "emoji" / "generate.py"
+    spec = importlib.util.spec_from_file_location("emoji_generate", script)
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    assert generate.main(["puzzles", str(tmp_path / "p"), "--count", "2", "--style", "fluent", "--seed", "4"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"out": str(tmp_path / "p"), "puzzles": 2, "style": "fluent", "seed": 4}
+    assert len((tmp_path / "p" / "puzzles.jsonl").read_text(encoding="utf-8").splitlines()) == 2
+    assert generate.main(["puzzles", str(tmp_path / "p"), "--count", "2"]) == 2
+    assert "already exists" in capsys.readouterr().err
