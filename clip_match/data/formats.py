@@ -20,6 +20,7 @@ from ..fsutil import atomic_file
 
 BOM = b"\xef\xbb\xbf"
 _INT = re.compile(rb"-?[0-9]+")
+_INT_TYPE = {int}
 _WHITESPACE = frozenset(b" \t\r\n\x0b\x0c")
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -131,9 +132,9 @@ def parse_text_line(content: bytes, path: Path, number: int) -> tuple[int, str, 
         raise ClipMatchError(f"{where(path, number)}: malformed JSON: {error.msg} (column {error.colno})") from None
     try:
         text_id, text, image_ids = obj["text_id"], obj["text"], obj["image_ids"]
-        if (type(text_id) is int and type(text) is str and type(image_ids) is list and image_ids
-                and all(type(i) is int for i in image_ids) and len(set(image_ids)) == len(image_ids)
-                and not text.isspace() and text):
+        if (type(text_id) is int and type(text) is str and text and not text.isspace()
+                and type(image_ids) is list and set(map(type, image_ids)) == _INT_TYPE
+                and len(set(image_ids)) == len(image_ids)):
             return text_id, text, tuple(image_ids)
     except (KeyError, TypeError):
         pass
