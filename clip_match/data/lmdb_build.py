@@ -16,15 +16,14 @@ ids) and writes one ordered stream, copying each base64 field from the memory-ma
 """
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import contextlib
 import json
 import mmap
 import os
 import pickle
+from multiprocessing.pool import Pool
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import lmdb
 from tqdm import tqdm
@@ -179,10 +178,10 @@ def build_lmdb(
     with contextlib.ExitStack() as stack:
         pool = None
         if verify and workers > 1:  # parsing alone is cheaper in-process than shipped to workers
-            pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(workers))
+            pool = stack.enter_context(Pool(workers))
         with atomic_dir(lmdb_dir, overwrite=overwrite) as tmp:
             for split in split_names:
-                report["splits"][split] = _build_split(data_dir, split, tmp / split, verify, pool, workers, problems, map_size)
+                report["splits"][split] = _build_split(data_dir, split, tmp / split, verify, pool, problems, map_size)
             report["skipped"] = problems.skipped
             with atomic_file(tmp / REPORT_NAME, "w", encoding="utf-8") as handle:
                 json.dump(report, handle, ensure_ascii=False, indent=1)
@@ -202,18 +201,17 @@ def _build_split(
     split: str,
     out: Path,
     verify: bool,
-    pool: concurrent.futures.Executor | None,
-    workers: int,
+    pool: Pool | None,
     problems: _Problems,
     map_size: int | None,
 ) -> dict:
     tsv, jsonl = imgs_path(data_dir, split), texts_path(data_dir, split)
     skipped_before = len(problems.skipped)
-    written = _write_images(tsv, out / "imgs", split, verify, pool, workers, problems, map_size)
+    written = _write_images(tsv, out / "imgs", split, verify, pool, problems, map_size)
     skipped_images = len(problems.skipped) - skipped_before
 
     with _Writer(out / "pairs", map_size or max(MIN_MAP_SIZE, 4 * jsonl.stat().st_size)) as pairs:
-        count, seen = _write_pairs(jsonl, tsv.name, split, written, pairs, pool, workers, problems)
+        count, seen = _write_pairs(jsonl, tsv.name, split, written, pairs, pool, problems)
     return {"images": len(written), "pairs": count, "texts": len(seen),
             "skipped_images": skipped_images,
             "skipped_pair_lines": len(problems.skipped) - skipped_before - skipped_images}
@@ -225,14 +223,13 @@ def _write_pairs(
     split: str,
     written: set[int],
     pairs: "_Writer",
-    pool: concurrent.futures.Executor | None,
-    workers: int,
+    pool: Pool | None,
     problems: _Problems,
 ) -> tuple[int, set[int]]:
     """Write one pair per (text, image) whose image was written; return the count and text ids."""
     count = 0
     seen: set[int] = set()
-    for entries, size in _scanned(jsonl, f"{split} texts", _scan_texts, (), pool, workers):
+    for entries, size in _scanned(jsonl, f"{split} texts", _scan_texts, (), pool):
         items = []
         for number, text_id, values, problem in entries:
             if problem is not None:
@@ -258,8 +255,7 @@ def _write_images(
     out: Path,
     split: str,
     verify: bool,
-    pool: concurrent.futures.Executor | None,
-    workers: int,
+    pool: Pool | None,
     problems: _Problems,
     map_size: int | None,
 ) -> set[int]:
@@ -267,7 +263,7 @@ def _write_images(
     written: set[int] = set()
     with open(tsv, "rb") as handle, _mapped(handle) as data, \
             _Writer(out, map_size or max(MIN_MAP_SIZE, 2 * tsv.stat().st_size)) as images:
-        for entries, size in _scanned(tsv, f"{split} images", _scan_images, (verify,), pool, workers):
+        for entries, size in _scanned(tsv, f"{split} images", _scan_images, (verify,), pool):
             images.add(_image_items(entries, data, written, tsv, split, problems), size)
         images.finish(NUM_IMAGES_KEY, len(written))
     return written
@@ -299,37 +295,24 @@ def _mapped(handle) -> Iterator[bytes | mmap.mmap]:
         yield mapped
 
 
-def _scanned(
-    path: Path, label: str, scan: Callable[..., list], extra: tuple, pool: concurrent.futures.Executor | None, workers: int
-) -> Iterator[tuple[list, int]]:
+def _scanned(path: Path, label: str, scan: Callable[..., list], extra: tuple, pool: Pool | None) -> Iterator[tuple[list, int]]:
     """``(entries, range size)`` of ``scan`` for each byte range of ``path``, in file order,
-    with a progress bar. With a pool, ranges are scanned in parallel with a bounded number in
-    flight (so memory stays flat); without one, in this process.
+    with a progress bar. With a pool, all ranges are queued at once (tasks and results are
+    small) so workers never wait for this process; without one, they are scanned here.
     """
     size = path.stat().st_size
+    tasks = ((scan, str(path), *span, *extra) for span in _spans(path))
     with tqdm(total=size, unit="B", unit_scale=True, desc=label, disable=None, leave=False) as bar:
-        for (start, stop, _), entries in _ordered_map(scan, ((str(path), *span, *extra) for span in _spans(path)), pool, workers):
+        for (start, stop), entries in (map(_run, tasks) if pool is None else pool.imap(_run, tasks)):
             span_size = (size if stop is None else stop) - start
             bar.update(span_size)
             yield entries, span_size
 
 
-def _ordered_map(
-    task: Callable[..., list], arguments: Iterable[tuple], pool: concurrent.futures.Executor | None, workers: int
-) -> Iterator[tuple[tuple, list]]:
-    """``(span, task(*args))`` for each argument tuple, in order; ``span`` is ``args[1:4]``."""
-    pending: collections.deque = collections.deque()
-    for args in arguments:
-        if pool is None:
-            yield args[1:4], task(*args)
-            continue
-        pending.append((args[1:4], pool.submit(task, *args)))
-        if len(pending) >= 4 * workers:
-            span, future = pending.popleft()
-            yield span, future.result()
-    while pending:
-        span, future = pending.popleft()
-        yield span, future.result()
+def _run(task: tuple) -> tuple[tuple[int, int | None], list]:
+    """Run ``scan(path, start, stop, first_line, *extra)``; return ``((start, stop), entries)``."""
+    scan, path, start, stop, *rest = task
+    return (start, stop), scan(path, start, stop, *rest)
 
 
 def _spans(path: Path) -> Iterator[_Span]:
