@@ -36,6 +36,18 @@ MICRO_RN = {"embed_dim": 32, "image_resolution": 32, "vision_layers": [1, 1, 1, 
             "text_hidden_dropout_prob": 0.1, **_TEXT}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a shared 2-core machine, two spinning OpenMP threads run many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory) -> Path:
     """LMDB splits of 12 coloured-shape labels: train 8 images per label (96 pairs), valid 2 (24)."""
@@ -112,13 +124,13 @@ def _assert_trained(checkpoint: Path, config: str) -> None:
     assert max((trained[f"module.{k}"] - v).abs().max().item() for k, v in initial.items()) > 1e-2
 
 
+@pytest.mark.slow
 def test_two_process_gloo_ddp_matches_one_process_with_the_same_global_batch(shapes, configs, tmp_path):
     common = ["--global-batch-size", "16", "--max-steps", "4", *SGD_LIKE]
     single = train(parse(_flags(shapes, tmp_path / "one", configs["micro_vit"], *common)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "-m", "clip_match.train", "--", *_flags(shapes, tmp_path / "two", configs["micro_vit"], *common)]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(command, cwd=REPO, env=ONE_THREAD_ENV, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "batch 8 x 2 processes" in done.stderr
     _assert_trained(single / "checkpoints" / "epoch_latest.pt", configs["micro_vit"])
@@ -136,14 +148,14 @@ def test_accumulation_enlarges_the_contrastive_batch(shapes, configs, tmp_path):
     _assert_same_weights(whole / "checkpoints" / "epoch_latest.pt", accum / "checkpoints" / "epoch_latest.pt", 1e-5)
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_to_the_same_weights_as_an_uninterrupted_one(shapes, configs, tmp_path):
     """ResNet (BatchNorm statistics) with dropout: model, optimiser, scheduler, RNG and data position."""
-    common = ["--batch-size", "12", "--max-steps", "14", "--lr", "2e-3", "--save-step-frequency", "1",
-              "--save-epoch-frequency", "1"]  # 8 steps per epoch: the kill lands in epoch 1, the run ends in 2
+    common = ["--batch-size", "12", "--max-steps", "14", "--lr", "2e-3"]  # 8 steps per epoch: killed in epoch 1
     reference = train(parse(_flags(shapes, tmp_path / "reference", configs["micro_rn"], *common)))
-    flags = _flags(shapes, tmp_path / "killed", configs["micro_rn"], *common)
+    flags = _flags(shapes, tmp_path / "killed", configs["micro_rn"], *common, "--save-step-frequency", "1")
     checkpoints = tmp_path / "killed" / "run" / "checkpoints"
-    process = subprocess.Popen([sys.executable, "-m", "clip_match.train", *flags], cwd=REPO,
+    process = subprocess.Popen([sys.executable, "-m", "clip_match.train", *flags], cwd=REPO, env=ONE_THREAD_ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -204,8 +216,9 @@ def test_validation_split_smaller_than_the_batch_still_validates(shapes, configs
     assert val[-1]["kind"] == "val" and np.isfinite(val[-1]["val_loss"])
 
 
+@pytest.mark.slow
 def test_train_tiny_cpu_script_runs_as_written(shapes, tmp_path):
-    env = {**os.environ, "PYTHON": sys.executable, "OUTPUT": str(tmp_path), "MAX_STEPS": "2", "BATCH_SIZE": "16",
+    env = {**ONE_THREAD_ENV, "PYTHON": sys.executable, "OUTPUT": str(tmp_path), "MAX_STEPS": "2", "BATCH_SIZE": "16",
            "VALID_BATCH_SIZE": "24", "NUM_WORKERS": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(["bash", "run_scripts/train_tiny_cpu.sh", str(shapes.parent)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=240)
