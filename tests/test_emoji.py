@@ -109,3 +109,12 @@ def test_generate_script(tmp_path, capsys):
     assert len((tmp_path / "p" / "puzzles.jsonl").read_text(encoding="utf-8").splitlines()) == 2
     assert generate.main(["puzzles", str(tmp_path / "p"), "--count", "2"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_puzzle_for_a_given_prompt(emoji):
+    puzzle = make_puzzle(emoji, np.random.default_rng(0), "3x3", "noto", prompt="伞")
+    cols = 3
+    assert puzzle.prompt == "伞"
+    assert all(puzzle.tiles[(r - 1) * cols + c - 1] in emoji.answers("伞") for r, c in puzzle.answer)
+    with pytest.raises(ClipMatchError, match="no emoji answers the prompt '不存在'"):
+        make_puzzle(emoji, np.random.default_rng(0), "3x3", "noto", prompt="不存在")

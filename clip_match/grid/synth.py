@@ -53,11 +53,15 @@ def check_style(style: str) -> str:
     return style
 
 
-def make_puzzle(emoji: EmojiSet, rng: np.random.Generator, layout: str, style: str, lang: str = "zh") -> Puzzle:
-    """One puzzle: a prompt, k tiles that answer it, distractors that cannot, drawn on a gapped grid."""
+def make_puzzle(emoji: EmojiSet, rng: np.random.Generator, layout: str, style: str, lang: str = "zh",
+                prompt: str | None = None) -> Puzzle:
+    """One puzzle: a prompt (random unless given), k tiles that answer it, distractors that cannot,
+    drawn on a gapped grid."""
     rows, cols = check_layout(layout)
-    prompt = str(rng.choice(emoji.prompts(lang)))
+    prompt = str(rng.choice(emoji.prompts(lang))) if prompt is None else prompt
     answers = sorted(emoji.answers(prompt, lang))
+    if not answers:
+        raise ClipMatchError(f"no emoji answers the prompt {prompt!r}; use an emoji name or tag from labels.json")
     k = int(rng.integers(1, MAX_K[layout] + 1))
     matching = rng.choice(answers, k, replace=len(answers) < k)
     others = rng.choice(emoji.distractors(prompt, answers, lang), rows * cols - k, replace=False)
@@ -82,8 +86,9 @@ def make_puzzle(emoji: EmojiSet, rng: np.random.Generator, layout: str, style: s
 
 def write_puzzles(out_dir: str | os.PathLike, count: int, seed: int, style: str = "noto",
                   layouts: Sequence[str] = tuple(LAYOUTS), lang: str = "zh", emoji: EmojiSet | None = None,
-                  overwrite: bool = False) -> Path:
-    """Write ``count`` puzzles (layouts alternate) as PNGs plus ``puzzles.jsonl``, atomically."""
+                  overwrite: bool = False, prompt: str | None = None) -> Path:
+    """Write ``count`` puzzles (layouts alternate; random prompts unless ``prompt``) as PNGs plus
+    ``puzzles.jsonl``, atomically."""
     check_style(style)
     for layout in layouts:
         check_layout(layout)
@@ -92,7 +97,8 @@ def write_puzzles(out_dir: str | os.PathLike, count: int, seed: int, style: str 
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         with open(tmp / "puzzles.jsonl", "w", encoding="utf-8") as lines:
             for i in tqdm(range(count), desc="puzzles", unit="puzzle", disable=None, leave=False):
-                puzzle = make_puzzle(emoji, np.random.default_rng([seed, i]), layouts[i % len(layouts)], style, lang)
+                puzzle = make_puzzle(emoji, np.random.default_rng([seed, i]), layouts[i % len(layouts)], style, lang,
+                                     prompt)
                 name = f"{i + 1:0{width}d}.png"
                 puzzle.image.save(tmp / name)
                 lines.write(json.dumps(puzzle.record(name), ensure_ascii=False) + "\n")

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     puzzles.add_argument("--count", type=int, default=1000)
     puzzles.add_argument("--style", default="noto", choices=STYLES)
     puzzles.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
+    puzzles.add_argument("--prompt", help="one prompt for every puzzle (an emoji name or tag; default: random)")
     for command in (pairs, puzzles):
         command.add_argument("--seed", type=int, default=0)
         command.add_argument("--overwrite", action="store_true")
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             result = write_pairs(args.out, args.per_emoji, args.valid_per_emoji, args.seed, args.styles, args.size,
                                  args.restyle, overwrite=args.overwrite)
         else:
-            write_puzzles(args.out, args.count, args.seed, args.style, args.layouts, overwrite=args.overwrite)
+            write_puzzles(args.out, args.count, args.seed, args.style, args.layouts, overwrite=args.overwrite,
+                          prompt=args.prompt)
             result = {"puzzles": args.count, "style": args.style, "seed": args.seed}
     except ClipMatchError as error:
         print(f"generate.py {args.what}: error: {error}", file=sys.stderr)
