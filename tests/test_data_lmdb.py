@@ -178,13 +178,27 @@ def test_reader_works_in_worker_processes(tmp_path):
         assert there == [here, here]
 
 
+def _children(pid: int) -> list[str]:
+    """Process ids whose parent is ``pid`` (from /proc; field 4 of stat is the parent id)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == str(pid):
+            found.append(stat.parent.name)
+    return found
+
+
 @pytest.mark.slow
-def test_killing_a_build_leaves_nothing_under_the_final_name(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_killing_a_build_leaves_nothing_under_the_final_name(tmp_path, workers):
     data = image_bytes(size=(96, 96))
     write_lines(tmp_path / "train_imgs.tsv", [tsv_line(i, data) for i in range(40000)])
     (tmp_path / "train_texts.jsonl").write_text(json.dumps({"text_id": 0, "text": "x", "image_ids": [0]}) + "\n")
-    code = f"from clip_match.data.lmdb_build import build_lmdb; build_lmdb({str(tmp_path)!r}, 'train', workers=1)"
-    process = subprocess.Popen([sys.executable, "-c", code])
+    code = f"from clip_match.data.lmdb_build import build_lmdb; build_lmdb({str(tmp_path)!r}, 'train', workers={workers})"
+    process = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     try:
         while not list(tmp_path.glob(".lmdb.*.tmp/train/imgs/data.mdb")):
@@ -192,9 +206,14 @@ def test_killing_a_build_leaves_nothing_under_the_final_name(tmp_path):
             assert time.monotonic() < deadline
             time.sleep(0.01)
         time.sleep(0.2)
+        children = _children(process.pid)
         process.send_signal(signal.SIGKILL)
     finally:
         process.kill()
         process.wait()
     assert process.returncode == -signal.SIGKILL
     assert not (tmp_path / "lmdb").exists()
+    assert len(children) == (workers if workers > 1 else 0)
+    while any(Path(f"/proc/{pid}").exists() for pid in children):  # workers notice and exit
+        assert time.monotonic() < deadline, "verification workers outlived the killed build"
+        time.sleep(0.1)
