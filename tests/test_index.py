@@ -33,8 +33,9 @@ def clustered(count: int, dim: int, clusters: int, rng: np.random.Generator, spr
 def test_factory_choice_follows_size() -> None:
     assert choose_factory(10) == ("Flat", "")
     assert choose_factory(50_000) == ("Flat", "")
-    assert choose_factory(100_000) == ("IVF1024,Flat", "nprobe=16")
-    assert choose_factory(1_000_000) == ("IVF4096_HNSW32,Flat", "nprobe=64")
+    assert choose_factory(100_000) == ("IVF1024,Flat", "nprobe=32")
+    assert choose_factory(1_000_000) == ("IVF2048,Flat", "nprobe=64")
+    assert choose_factory(10_000_000) == ("IVF2048,Flat", "nprobe=64")
 
 
 def test_exact_index_matches_numpy_brute_force() -> None:

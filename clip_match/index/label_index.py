@@ -100,7 +100,8 @@ class LabelIndex:
               batch_size: int = 256, progress: bool = True) -> LabelIndex:
         """Embed ``candidates`` (a candidate file, `Candidate`s or plain strings) with ``encoder``."""
         index = cls.empty(encoder.fingerprint, encoder.embed_dim, latex, factory or "", search_parameters or "")
-        index.add(encoder, candidates, batch_size=batch_size, progress=progress)
+        if not index.add(encoder, candidates, batch_size=batch_size, progress=progress):
+            raise ClipMatchError("no candidates to index")
         return index
 
     @classmethod
