@@ -31,7 +31,8 @@ train_data=${DATAPATH}/datasets/${DATASET}/lmdb/train
 val_data=${DATAPATH}/datasets/${DATASET}/lmdb/valid # validation is skipped if this does not exist
 num_workers=${NUM_WORKERS:-4}
 
-# restore options: the official weights when present (nothing is downloaded)
+# restore options: the official weights when present (nothing is downloaded); a run that was
+# interrupted continues from its own epoch_latest.pt instead
 resume=${RESUME:-${DATAPATH}/pretrained_weights/clip_cn_rn50.pt}
 reset_data_offset="--reset-data-offset"
 reset_optimizer="--reset-optimizer"
@@ -63,7 +64,9 @@ vision_model=RN50
 text_model=RBT3-chinese
 
 resume_flags=""
-if [[ -f "${resume}" ]]; then
+if [[ -f "${output_base_dir}/${name}/checkpoints/epoch_latest.pt" ]]; then
+  echo "note: continuing ${output_base_dir}/${name} from its epoch_latest.pt" >&2
+elif [[ -f "${resume}" ]]; then
   resume_flags="--resume=${resume} ${reset_data_offset} ${reset_optimizer}"
 else
   echo "note: ${resume} not found; training from random initialisation" >&2

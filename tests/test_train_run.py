@@ -94,9 +94,11 @@ def _chance_mean_recall(val_dir: Path) -> float:
 def test_loss_falls_and_validation_recall_rises_above_chance(shapes, configs, tmp_path):
     run = train(parse(_flags(shapes, tmp_path, configs["micro_vit"], "--val-data", str(shapes / "valid"),
                              "--batch-size", "24", "--max-epochs", "15", "--lr", "5e-3", "--log-interval", "1",
+                             "--report-training-batch-acc", "--augment", "safe",
                              "--valid-batch-size", "24", "--valid-epoch-interval", "5", "--save-epoch-frequency", "10")))
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if r["kind"] == "train"]
+    assert all(0 <= r["i2t_acc"] <= 1 for r in records if r["kind"] == "train")
     val = [r for r in records if r["kind"] == "val"]
     assert [r["step"] for r in val] == [20, 40, 60]
     assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4])
@@ -122,6 +124,16 @@ def _assert_trained(checkpoint: Path, config: str) -> None:
     initial = create_model(load_config(config)).state_dict()
     trained = _weights(checkpoint)
     assert max((trained[f"module.{k}"] - v).abs().max().item() for k, v in initial.items()) > 1e-2
+
+
+def test_frozen_towers_do_not_change(shapes, configs, tmp_path):
+    run = train(parse(_flags(shapes, tmp_path, configs["micro_rn"], "--batch-size", "32", "--max-steps", "2",
+                             "--freeze-vision", "--augment", "cnclip")))
+    torch.manual_seed(5)
+    initial = create_model(load_config(configs["micro_rn"])).state_dict()
+    trained = _weights(run / "checkpoints" / "epoch_latest.pt")
+    changed = {k for k, v in initial.items() if not torch.equal(trained[f"module.{k}"], v)}
+    assert changed and not any(k.startswith("visual.") for k in changed)  # BatchNorm statistics included
 
 
 @pytest.mark.slow

@@ -114,3 +114,23 @@ def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
     expected = (torch.rand(2), np.random.rand(2))
     checkpoint.set_rng_state(checkpoint.load(tmp_path / "c.pt")["rng"][0])
     assert torch.equal(torch.rand(2), expected[0]) and np.array_equal(np.random.rand(2), expected[1])
+
+
+def test_safe_augmentation_keeps_colours_and_sides_and_is_seeded_per_sample():
+    import random
+
+    from PIL import Image
+
+    from clip_match.train.augment import make_augment
+
+    image = Image.new("RGB", (64, 64), (220, 20, 20))
+    image.paste((20, 20, 220), (32, 0, 64, 64))  # red left half, blue right half
+    safe = make_augment("safe", 32)
+    for seed in range(20):
+        out = safe(image, random.Random(seed))
+        left, right = out.getpixel((0, 16)), out.getpixel((31, 16))
+        assert out.size == (32, 32) and left[0] > left[2] and right[2] > right[0], seed
+    assert safe(image, random.Random(7)).tobytes() == safe(image, random.Random(7)).tobytes()
+    cnclip = make_augment("cnclip", 32)
+    assert cnclip(image, random.Random(7)).tobytes() == cnclip(image, random.Random(7)).tobytes()
+    assert make_augment("none", 32) is None
