@@ -53,32 +53,29 @@ def train(config: TrainConfig) -> Path:
     """Run training; returns the run directory (``LOGS/NAME``)."""
     env = distributed.setup(config.device)
     try:
-        run_dir = Path(config.run_dir)
-        with _logging(run_dir, env):
-            return Trainer(config, env).fit()
+        with _log_to(logging.StreamHandler(sys.stderr), env):
+            trainer = Trainer(config, env)  # checks the data, model and resume state; writes nothing
+            if not env.is_main:
+                return trainer.fit()
+            trainer.run_dir.mkdir(parents=True, exist_ok=True)
+            with _log_to(logging.FileHandler(trainer.run_dir / "out.log", encoding="utf-8"), env):
+                return trainer.fit()
     finally:
         distributed.cleanup(env)
 
 
 @contextlib.contextmanager
-def _logging(run_dir: Path, env: DistEnv) -> Iterator[None]:
-    """Readable logs on stderr (rank 0) and in ``out.log``; removed again afterwards."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if env.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(run_dir / "out.log", encoding="utf-8"))
-    formatter = logging.Formatter("%(asctime)s | %(levelname)s | %(message)s", "%Y-%m-%d %H:%M:%S")
-    for handler in handlers:
-        handler.setFormatter(formatter)
-        log.addHandler(handler)
+def _log_to(handler: logging.Handler, env: DistEnv) -> Iterator[None]:
+    """Readable log lines (INFO on rank 0, warnings from the others) to ``handler`` while training."""
+    handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(message)s", "%Y-%m-%d %H:%M:%S"))
+    log.addHandler(handler)
     log.setLevel(logging.INFO if env.is_main else logging.WARNING)
     log.propagate = False
     try:
         yield
     finally:
-        for handler in handlers:
-            log.removeHandler(handler)
-            handler.close()
+        log.removeHandler(handler)
+        handler.close()
 
 
 def _seed_everything(seed: int) -> None:
