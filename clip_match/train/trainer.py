@@ -13,6 +13,7 @@ import math
 import random
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -113,14 +114,14 @@ class Trainer:
         self.optimizer = self._optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         use_scaler = self.autocast_dtype == torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler) if use_scaler else None
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.step = 0
         _seed_everything(config.seed + env.rank)  # dropout etc. differ between ranks
         if resume:
             self._restore(resume)
         self.loader = self._train_loader()
         self.metrics = MetricsLog(self.run_dir)
-        self.last_saved: Path | None = None
+        self.last_saved: Path | None = resume  # the last good weights, for the message if training fails
         self.latest_step = self.step  # epoch_latest.pt already holds this step (when resumed)
 
     # ----- set-up -------------------------------------------------------------------------
@@ -149,6 +150,10 @@ class Trainer:
             model.text_projection.requires_grad_(False)
         if config.grad_checkpointing:
             model.set_grad_checkpointing()
+            # cn_clip checkpoints without choosing use_reentrant, also in the no-grad accumulation pass:
+            # harmless (gradients checked equal), but it would warn on every step
+            warnings.filterwarnings("ignore", message="torch.utils.checkpoint: the use_reentrant parameter")
+            warnings.filterwarnings("ignore", message="None of the inputs have requires_grad=True")
         if config.use_bn_sync and self.env.distributed:
             if self.env.device.type == "cuda":
                 model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
