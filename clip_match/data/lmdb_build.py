@@ -16,12 +16,15 @@ ids) and writes one ordered stream, copying each base64 field from the memory-ma
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import mmap
 import os
 import pickle
-from multiprocessing.pool import Pool
+import threading
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -38,6 +41,7 @@ REPORT_NAME = "build_report.json"
 MIN_MAP_SIZE = 64 << 20
 TXN_BYTES = 8 << 20  # one commit per 8 MiB (not per 1,000 records); writes overlap decoding
 RANGE_BYTES = 256 << 10  # input per task
+IN_FLIGHT = 64  # tasks queued ahead of the writer
 
 _Span = tuple[int, Optional[int], int]  # (start, stop, first_line) of a byte range of a file
 # one scanned TSV line: (line, image_id, b64 start, b64 stop, problem or None)
@@ -53,6 +57,18 @@ def check_image(b64: bytes, source: str) -> str | None:
     except ClipMatchError as error:
         return str(error)
     return None
+
+
+def _exit_with(parent: int) -> None:
+    """Worker initializer: end this worker when the build process is gone (even SIGKILLed),
+    which ProcessPoolExecutor's workers would not notice."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _scan_images(path: str, start: int, stop: int | None, first_line: int, verify: bool) -> list[_ImageEntry]:
@@ -178,7 +194,7 @@ def build_lmdb(
     with contextlib.ExitStack() as stack:
         pool = None
         if verify and workers > 1:  # parsing alone is cheaper in-process than shipped to workers
-            pool = stack.enter_context(Pool(workers))
+            pool = stack.enter_context(ProcessPoolExecutor(workers, initializer=_exit_with, initargs=(os.getpid(),)))
         with atomic_dir(lmdb_dir, overwrite=overwrite) as tmp:
             for split in split_names:
                 report["splits"][split] = _build_split(data_dir, split, tmp / split, verify, pool, problems, map_size)
@@ -201,7 +217,7 @@ def _build_split(
     split: str,
     out: Path,
     verify: bool,
-    pool: Pool | None,
+    pool: Executor | None,
     problems: _Problems,
     map_size: int | None,
 ) -> dict:
@@ -223,7 +239,7 @@ def _write_pairs(
     split: str,
     written: set[int],
     pairs: "_Writer",
-    pool: Pool | None,
+    pool: Executor | None,
     problems: _Problems,
 ) -> tuple[int, set[int]]:
     """Write one pair per (text, image) whose image was written; return the count and text ids."""
@@ -255,7 +271,7 @@ def _write_images(
     out: Path,
     split: str,
     verify: bool,
-    pool: Pool | None,
+    pool: Executor | None,
     problems: _Problems,
     map_size: int | None,
 ) -> set[int]:
@@ -295,24 +311,33 @@ def _mapped(handle) -> Iterator[bytes | mmap.mmap]:
         yield mapped
 
 
-def _scanned(path: Path, label: str, scan: Callable[..., list], extra: tuple, pool: Pool | None) -> Iterator[tuple[list, int]]:
+def _scanned(path: Path, label: str, scan: Callable[..., list], extra: tuple, pool: Executor | None) -> Iterator[tuple[list, int]]:
     """``(entries, range size)`` of ``scan`` for each byte range of ``path``, in file order,
-    with a progress bar. With a pool, all ranges are queued at once (tasks and results are
-    small) so workers never wait for this process; without one, they are scanned here.
-    """
+    with a progress bar on stderr."""
     size = path.stat().st_size
-    tasks = ((scan, str(path), *span, *extra) for span in _spans(path))
+    tasks = ((str(path), *span, *extra) for span in _spans(path))
     with tqdm(total=size, unit="B", unit_scale=True, desc=label, disable=None, leave=False) as bar:
-        for (start, stop), entries in (map(_run, tasks) if pool is None else pool.imap(_run, tasks)):
+        for (_, start, stop, *_), entries in _in_order(scan, tasks, pool):
             span_size = (size if stop is None else stop) - start
             bar.update(span_size)
             yield entries, span_size
 
 
-def _run(task: tuple) -> tuple[tuple[int, int | None], list]:
-    """Run ``scan(path, start, stop, first_line, *extra)``; return ``((start, stop), entries)``."""
-    scan, path, start, stop, *rest = task
-    return (start, stop), scan(path, start, stop, *rest)
+def _in_order(task: Callable[..., list], arguments: Iterator[tuple], pool: Executor | None) -> Iterator[tuple[tuple, list]]:
+    """``(args, task(*args))`` in order. With a pool, up to IN_FLIGHT tasks run ahead of the
+    consumer (tasks and results are small), so workers rarely wait for the writer."""
+    if pool is None:
+        yield from ((args, task(*args)) for args in arguments)
+        return
+    pending: collections.deque = collections.deque()
+    for args in arguments:
+        pending.append((args, pool.submit(task, *args)))
+        if len(pending) >= IN_FLIGHT:
+            args, future = pending.popleft()
+            yield args, future.result()
+    while pending:
+        args, future = pending.popleft()
+        yield args, future.result()
 
 
 def _spans(path: Path) -> Iterator[_Span]:
