@@ -221,9 +221,10 @@ def test_bad_input_is_refused_with_the_path_or_flag_named(shapes, configs, tmp_p
         train(parse(_flags(shapes, tmp_path / "vit", model, "--resume", str(other / "checkpoints" / "epoch_latest.pt"))))
 
 
-def test_validation_split_smaller_than_the_batch_still_validates(shapes, configs, tmp_path, caplog):
+def test_validation_split_smaller_than_the_batch_still_validates(shapes, configs, tmp_path, capsys):
     run = train(parse(_flags(shapes, tmp_path, configs["micro_vit"], "--val-data", str(shapes / "valid"),
                              "--batch-size", "32", "--max-steps", "1", "--valid-batch-size", "64")))
+    assert "24 validation pairs, fewer than --valid-batch-size 64; the loss uses one batch of 24" in capsys.readouterr().err
     val = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert val[-1]["kind"] == "val" and np.isfinite(val[-1]["val_loss"])
 
