@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 # Keep tests deterministic and polite on a 2-core machine.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -29,3 +31,38 @@ def tiny_bundle(tiny_checkpoint, tmp_path_factory):
 
     return export_bundle(tiny_checkpoint, "tiny", tmp_path_factory.mktemp("tiny_bundle") / "bundle",
                          precisions=("fp32", "int8"))
+
+
+def _synthetic_images(count: int, seed: int) -> list[Image.Image]:
+    """Gradients with a filled ellipse and noise, of varied sizes: stand-ins for photos."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(count):
+        height, width = (int(v) for v in rng.integers(48, 120, 2))
+        y, x = np.mgrid[0:height, 0:width] / max(height, width)
+        pixels = np.stack([x, y, 1 - x], axis=-1) * rng.uniform(60, 255, 3) + rng.normal(0, 10, (height, width, 3))
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        box = sorted(rng.integers(0, width, 2)) + sorted(rng.integers(0, height, 2))
+        ImageDraw.Draw(image).ellipse([box[0], box[2], box[1] + 1, box[3] + 1],
+                                      fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+        images.append(image)
+    return images
+
+
+@pytest.fixture(scope="session")
+def synthetic_images():
+    """``synthetic_images(count, seed) -> list of PIL images``."""
+    return _synthetic_images
+
+
+@pytest.fixture(scope="session")
+def calibration_dir(tmp_path_factory):
+    """An int8 calibration folder: 12 readable images (PNG and JPEG, one in a sub-folder), one
+    corrupt image and one text file."""
+    directory = tmp_path_factory.mktemp("calibration")
+    (directory / "sub").mkdir()
+    for index, image in enumerate(_synthetic_images(12, seed=1)):
+        image.save(directory / ("sub" if index == 0 else "") / f"{index}.{'png' if index % 2 else 'jpg'}")
+    (directory / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (directory / "notes.txt").write_text("not an image")
+    return directory

@@ -27,6 +27,7 @@ def test_tiny_bundle_layout(tiny_bundle):
         assert sha256_file(tiny_bundle / name) == digest
     assert manifest["verification"]["fp32"]["image_min_cosine"] >= 0.9999
     assert manifest["verification"]["int8"]["text_min_cosine"] >= 0.99
+    assert manifest["quantization"]["int8"]["image"]["method"] == "dynamic"  # no calibration images
     assert [t.name for t in (tiny_bundle.parent).iterdir()] == ["bundle"]  # no temporary leftovers
 
 
@@ -106,8 +107,9 @@ def test_bad_precision_and_wrong_arch(tiny_checkpoint, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_rn50_export_runs_with_dynamic_batch(tmp_path):
-    """Official RN50@RBT3-chinese (random weights): verified fp32 + int8 export, any batch size and text length.
+def test_rn50_export_runs_with_dynamic_batch(tmp_path, calibration_dir):
+    """Official RN50@RBT3-chinese (random weights): verified fp32 + int8 export (image tower static,
+    calibrated on a small folder), any batch size and text length.
 
     Random ResNet weights contain identical tensors (zero-initialised bn3), which the exporter
     shares through Identity nodes; int8 quantisation needs them inlined again."""
@@ -118,14 +120,19 @@ def test_rn50_export_runs_with_dynamic_batch(tmp_path):
     config = load_config("RN50")
     torch.manual_seed(0)
     checkpoint = save_slim_checkpoint(create_model(config), tmp_path / "rn50.pt", config, fp16=True)
-    bundle = export_bundle(checkpoint, config, tmp_path / "rn50", precisions=("fp32", "int8"))
+    bundle = export_bundle(checkpoint, config, tmp_path / "rn50", precisions=("fp32", "int8"),
+                           calibration_images=calibration_dir)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
-    image = ort.InferenceSession(str(bundle / "image.fp32.onnx"), options, providers=["CPUExecutionProvider"])
-    text = ort.InferenceSession(str(bundle / "text.fp32.onnx"), options, providers=["CPUExecutionProvider"])
+    sessions = {name: ort.InferenceSession(str(bundle / name), options, providers=["CPUExecutionProvider"])
+                for name in ("image.fp32.onnx", "image.int8.onnx", "text.fp32.onnx", "text.int8.onnx")}
     for batch in (1, 3):
-        assert image.run(None, {"image": np.zeros((batch, 3, 224, 224), np.float32)})[0].shape == (batch, 1024)
-        ids = np.full((batch, 9), 700, dtype=np.int64)
-        assert text.run(None, {"input_ids": ids})[0].shape == (batch, 1024)
-    verification = Bundle.load(bundle).manifest["verification"]
-    assert verification["fp32"]["image_min_cosine"] >= 0.9999 and verification["int8"]["image_min_cosine"] >= 0.99
+        for name, session in sessions.items():
+            feed = ({"image": np.zeros((batch, 3, 224, 224), np.float32)} if name.startswith("image")
+                    else {"input_ids": np.full((batch, 9), 700, dtype=np.int64)})
+            assert session.run(None, feed)[0].shape == (batch, 1024), name
+    manifest = Bundle.load(bundle).manifest
+    verification = manifest["verification"]
+    assert verification["fp32"]["image_min_cosine"] >= 0.9999
+    assert min(verification["int8"].values()) >= 0.99 and parity.CALIBRATION_KEY in verification["int8"]
+    assert manifest["quantization"]["int8"]["image"]["method"] == "static"

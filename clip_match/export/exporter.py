@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -20,7 +21,8 @@ from ..runtime.bundle import (FORMAT, FORMAT_VERSION, MANIFEST_NAME, TOWERS, VOC
                               sha256_file, tower_file_name)
 from ..runtime.preprocess import MEAN, STD
 from . import verify as parity
-from .precision import convert_fp16, quantize_int8
+from .calibration import CalibrationImages, load_calibration_images
+from .precision import QUANTIZED_OPS, convert_fp16, quantize_int8, quantize_int8_static
 from .towers import OPSET, export_image_tower, export_text_tower
 
 VOCAB_SOURCE = Path(__file__).resolve().parent.parent / "text" / VOCAB_NAME
@@ -47,27 +49,32 @@ def fingerprint(model: torch.nn.Module, config: ModelConfig) -> str:
 
 def export_bundle(checkpoint_path: str | os.PathLike, config: ModelConfig | str, out_dir: str | os.PathLike,
                   precisions: str | Sequence[str] = ("fp32",), verify: bool = True,
-                  overwrite: bool = False) -> Path:
+                  overwrite: bool = False, calibration_images: str | os.PathLike | None = None) -> Path:
     """Export both towers at each precision into ``out_dir`` (written aside, renamed when complete).
 
-    With ``verify`` each precision is compared with PyTorch fp32 on sample inputs and a
-    `ClipMatchError` is raised below `verify.MIN_COSINE`; nothing is written then.
+    With ``calibration_images`` (a folder) the int8 image tower is quantised statically,
+    calibrated on a seeded sample of it (`calibration`); without, int8 convolutions stay fp32.
+    With ``verify`` each precision is compared with PyTorch fp32 on sample inputs (and the
+    static int8 image tower also on held-out calibration images), and a `ClipMatchError` is
+    raised below `verify.MIN_COSINE`; nothing is written then.
     """
     config = config if isinstance(config, ModelConfig) else load_config(config)
     precisions = parse_precisions(precisions)
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise ClipMatchError(f"{out_dir} already exists (pass --overwrite to replace it)")
+    calibration = _calibration(calibration_images, precisions, config)
     model = load_checkpoint(checkpoint_path, config)
     samples = parity.make_samples(config) if verify else None
     reference = parity.reference_features(model, samples) if verify else None
+    calibration_reference = (parity.reference_images(model, calibration.verification)
+                             if verify and calibration else None)
 
     with (atomic_dir(out_dir, overwrite=overwrite) as bundle, tempfile.TemporaryDirectory() as scratch,
           tqdm(total=1 + len(precisions), desc="export", unit="step", leave=False) as steps):
         fp32 = {"image": export_image_tower(model, config.image_resolution, Path(scratch) / "image.onnx"),
                 "text": export_text_tower(model, config.context_length, Path(scratch) / "text.onnx")}
         steps.update()
-        _make_readable(bundle)
         manifest_precisions, verification = {}, {}
         for precision in precisions:
             files = {}
@@ -77,11 +84,16 @@ def export_bundle(checkpoint_path: str | os.PathLike, config: ModelConfig | str,
                     shutil.copyfile(fp32[tower], target)
                 elif precision == "fp16":
                     convert_fp16(fp32[tower], target)
+                elif tower == "image" and calibration:
+                    quantize_int8_static(fp32[tower], target, calibration.calibration)
                 else:
                     quantize_int8(fp32[tower], target)
                 files[tower] = target.name
             if verify:
                 result = parity.measure(bundle / files["image"], bundle / files["text"], samples, reference)
+                if precision == "int8" and calibration:
+                    result[parity.CALIBRATION_KEY] = parity.measure_images(
+                        bundle / files["image"], calibration.verification, calibration_reference)
                 parity.check(precision, result)
                 verification[precision] = {k: round(v, 7) for k, v in result.items()}
             manifest_precisions[precision] = files
@@ -106,13 +118,33 @@ def export_bundle(checkpoint_path: str | os.PathLike, config: ModelConfig | str,
             "vocab": VOCAB_NAME,
             "files": {p.name: sha256_file(p) for p in sorted(bundle.iterdir())},
         }
+        if "int8" in precisions:
+            manifest["quantization"] = {"int8": _quantization(calibration)}
         (bundle / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
                                             encoding="utf-8")
     return out_dir
 
 
-def _make_readable(directory: Path) -> None:
-    """Temporary directories are created 0700; a bundle gets the usual umask permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    directory.chmod(0o777 & ~umask)
+def _calibration(directory: str | os.PathLike | None, precisions: tuple[str, ...],
+                 config: ModelConfig) -> CalibrationImages | None:
+    """The calibration images for a static int8 image tower, or None (with a note when int8 is asked for)."""
+    if directory is None:
+        if "int8" in precisions:
+            print("note: int8 without calibration images: the image tower's convolutions stay fp32 (dynamic "
+                  "quantisation of MatMul/Gemm/Gather only); pass --calibration-images DIR "
+                  "(calibration_images=) for the fast, statically quantised int8 image tower", file=sys.stderr)
+        return None
+    if "int8" not in precisions:
+        raise ClipMatchError(f"calibration images ({directory}) are only used for int8; add int8 to the precisions")
+    return load_calibration_images(directory, config.image_resolution)
+
+
+def _quantization(calibration: CalibrationImages | None) -> dict:
+    """How each int8 tower was quantised, for the manifest."""
+    dynamic = {"method": "dynamic", "ops": QUANTIZED_OPS, "weights": "int8 per tensor",
+               "activations": "uint8, range per batch at run time"}
+    if calibration is None:
+        return {"image": {**dynamic, "note": "convolutions stay fp32"}, "text": dynamic}
+    static = {"method": "static", "format": "QDQ", "weights": "int8 per channel",
+              "activations": "uint8, min/max calibrated", **calibration.summary()}
+    return {"image": static, "text": dynamic}

@@ -1,13 +1,21 @@
 """FP16 and INT8 versions of an exported fp32 ONNX tower."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
 import warnings
 from pathlib import Path
+from typing import Iterator
 
+import numpy as np
 import onnx
+from tqdm import tqdm
+
+from ..runtime.bundle import IMAGE_INPUT
 
 QUANTIZED_OPS = ["MatMul", "Gemm", "Gather"]
+CALIBRATION_BATCH = 8
 _FLOAT = onnx.TensorProto.FLOAT
 
 
@@ -43,19 +51,64 @@ def quantize_int8(source: Path, target: Path) -> Path:
     Measured on the RN50 image tower (2 threads, Zen 4 with VNNI): onnxruntime's ``ConvInteger``
     (what dynamic quantisation makes of a Conv) ran 4-6x *slower* than fp32 Conv with int8
     weights and ~1.5x slower with uint8 weights, while dynamic MatMul made the BERT text tower
-    ~2x faster. Fast int8 convolutions need static (calibrated) quantisation; see
-    benchmarks/bench_encoder.py and BENCHMARKS.md.
+    ~2x faster. Fast int8 convolutions need static (calibrated) quantisation: `quantize_int8_static`.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    with _quiet_quantizer():
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS)
+    return target
+
+
+def quantize_int8_static(source: Path, target: Path, images: np.ndarray) -> Path:
+    """Static INT8 (QDQ) of the image tower, calibrated on preprocessed ``images``.
+
+    Per-channel int8 weights, uint8 activations whose ranges are the min/max seen on the
+    calibration images (onnxruntime's recommended CPU setting on VNNI hardware). onnxruntime
+    fuses the QDQ pairs around Conv into ``QLinearConv``, which unlike dynamic ``ConvInteger``
+    is fast. The model is first run through onnxruntime's ``quant_pre_process`` (shape
+    inference and graph optimisation), as its quantiser recommends.
+    """
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.progress = tqdm(total=len(images), desc="calibrate int8", unit="img", leave=False)
+            self.starts = iter(range(0, len(images), CALIBRATION_BATCH))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            start = next(self.starts, None)
+            if start is None:
+                return None
+            batch = images[start:start + CALIBRATION_BATCH]
+            self.progress.update(len(batch))
+            return {IMAGE_INPUT: batch}
+
+    with _quiet_quantizer(), tempfile.TemporaryDirectory() as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        quant_pre_process(str(source), str(prepared))
+        reader = Batches()
+        try:
+            quantize_static(str(prepared), str(target), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax)
+        finally:
+            reader.progress.close()
+    return target
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """onnxruntime's quantisers log generic advice ("consider pre-processing") on the root logger."""
     root = logging.getLogger()
     level = root.level
-    root.setLevel(logging.ERROR)  # quantize_dynamic logs a generic "consider pre-processing" warning
+    root.setLevel(logging.ERROR)
     try:
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS)
+        yield
     finally:
         root.setLevel(level)
-    return target
 
 
 def _cast_to(node: onnx.NodeProto) -> int:

@@ -13,6 +13,8 @@ from ..runtime.bundle import IMAGE_INPUT, TEXT_INPUT
 
 # Least per-sample cosine to PyTorch fp32 that each precision must reach.
 MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.99}
+_BATCH = 16
+CALIBRATION_KEY = "image_calibration_min_cosine"  # int8 image tower on (held-out) calibration images
 
 SAMPLE_TEXTS = (
     "一只橘色的猫趴在窗台上", "a red umbrella in the rain", "雨伞", "", "E = m c ^ { 2 }",
@@ -55,21 +57,23 @@ def reference_features(model: torch.nn.Module, samples: Samples) -> tuple[np.nda
     """PyTorch fp32 features (texts padded to the full context length, as cn_clip does)."""
     model.eval()
     with torch.no_grad():
-        images = model.encode_image(torch.from_numpy(samples.images)).float().numpy()
         texts = model.encode_text(torch.from_numpy(samples.input_ids)).float().numpy()
-    return images, texts
+    return reference_images(model, samples.images), texts
+
+
+def reference_images(model: torch.nn.Module, images: np.ndarray) -> np.ndarray:
+    """PyTorch fp32 image features of preprocessed ``images``, in bounded batches."""
+    model.eval()
+    with torch.no_grad():
+        return np.concatenate([model.encode_image(torch.from_numpy(images[i:i + _BATCH])).float().numpy()
+                               for i in range(0, len(images), _BATCH)])
 
 
 def measure(image_onnx: Path, text_onnx: Path, samples: Samples,
             reference: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
     """Least cosine per tower; ONNX runs one batch of all samples and one batch of one (dynamic axes),
     with texts padded only to the longest text (the runtime's padding)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    image_session = ort.InferenceSession(str(image_onnx), options, providers=["CPUExecutionProvider"])
-    text_session = ort.InferenceSession(str(text_onnx), options, providers=["CPUExecutionProvider"])
+    image_session, text_session = _session(image_onnx), _session(text_onnx)
     longest = int((samples.input_ids != 0).sum(axis=1).max())
     ids = samples.input_ids[:, :longest]
     images = np.concatenate([image_session.run(None, {IMAGE_INPUT: samples.images})[0],
@@ -82,15 +86,32 @@ def measure(image_onnx: Path, text_onnx: Path, samples: Samples,
             "text_min_cosine": _min_cosine(texts, reference_texts)}
 
 
+def measure_images(image_onnx: Path, images: np.ndarray, reference: np.ndarray) -> float:
+    """Least cosine of the image tower's features of ``images`` to their PyTorch ``reference``."""
+    session = _session(image_onnx)
+    features = np.concatenate([session.run(None, {IMAGE_INPUT: images[i:i + _BATCH]})[0]
+                               for i in range(0, len(images), _BATCH)])
+    return _min_cosine(features, reference)
+
+
 def check(precision: str, result: dict[str, float]) -> None:
     """Fail loudly when a tower is below the precision's threshold."""
     threshold = MIN_COSINE[precision]
     for name, value in result.items():
         if not value >= threshold:  # also catches NaN
+            on = " on the calibration folder's images" if name == CALIBRATION_KEY else ""
             raise ClipMatchError(
-                f"verification failed: {precision} {name.split('_')[0]} tower cosine to PyTorch fp32 is "
+                f"verification failed: {precision} {name.split('_')[0]} tower cosine to PyTorch fp32{on} is "
                 f"{value:.6f}, below {threshold}; the bundle was not written"
             )
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _length(row: np.ndarray) -> int:

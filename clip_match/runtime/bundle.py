@@ -4,7 +4,8 @@ Layout (written by `clip_match.export`)::
 
     clip_match.json          manifest: architecture, resolution, context length, mean/std,
                              embedding dim, precisions -> file names, sha256 of every file,
-                             fingerprint, parity measured at export
+                             fingerprint, parity measured at export, how each int8
+                             tower was quantised (static with calibration counts, or dynamic)
     image.<precision>.onnx   image tower: float32 "image" (N, 3, R, R) -> "features" (N, D)
     text.<precision>.onnx    text tower: int64 "input_ids" (N, L <= context) -> "features" (N, D)
     vocab.txt                the tokenizer vocabulary
