@@ -123,6 +123,7 @@ class Trainer:
         self.metrics = MetricsLog(self.run_dir)
         self.last_saved: Path | None = resume  # the last good weights, for the message if training fails
         self.latest_step = self.step  # epoch_latest.pt already holds this step (when resumed)
+        self.validated_step = -1  # step of the last validation (by step interval and epoch end at once: one)
 
     # ----- set-up -------------------------------------------------------------------------
 
@@ -381,8 +382,9 @@ class Trainer:
     @torch.no_grad()
     def _validate(self, epoch: int) -> dict[str, float] | None:
         """Validation loss and retrieval recall over the whole split (work shared by the ranks)."""
-        if self.val_set is None:
+        if self.val_set is None or self.validated_step == self.step:
             return None
+        self.validated_step = self.step
         val = self.val_set
         self.model.eval()
         image_features = self._encode_sharded(len(val.image_ids), self._encode_images)
