@@ -54,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _label_images(matcher: Matcher, args: argparse.Namespace) -> int:
     _note_clipped(args.top_k, len(matcher.index), "candidates")
-    failures = 0
+    failures = answered = 0
     for name, answer in matcher.iter_rank(expand_images(args.image), args.top_k, args.batch_size):
+        answered += 1
         if isinstance(answer, ClipMatchError):
             failures += 1
             print(f"clip-match query: error: {answer}", file=sys.stderr, flush=True)
@@ -65,6 +66,8 @@ def _label_images(matcher: Matcher, args: argparse.Namespace) -> int:
                              ensure_ascii=False), flush=True)
         else:
             _print_table(name, answer, "text")
+    if not answered:
+        raise ClipMatchError(f"no images found in {' '.join(args.image)}")
     return 1 if failures else 0
 
 

@@ -140,3 +140,8 @@ def test_latex_index_and_add(tiny_bundle, tmp_path, capsys) -> None:
 def test_matcher_without_index_refuses_rank(encoder, images) -> None:
     with pytest.raises(ClipMatchError, match="no candidate index"):
         Matcher(encoder).rank([images / "0.png"])
+
+
+def test_query_empty_folder_is_an_error(index_dir, tiny_bundle, tmp_path, capsys) -> None:
+    assert main(["query", "--bundle", str(tiny_bundle), "--index", str(index_dir), "--image", str(tmp_path)]) == 2
+    assert f"no images found in {tmp_path}" in capsys.readouterr().err
