@@ -116,6 +116,9 @@ def test_build_errors_and_warnings(tiny_bundle, encoder, tmp_path, capsys) -> No
     with pytest.warns(UserWarning, match=r"^2 candidate\(s\) exceed the context length"):
         index = LabelIndex.build(encoder, [long_text, long_text + " more", "short"], progress=False)
     assert len(index) == 3
+    assert len(LabelIndex.build(tiny_bundle, ["猫", "狗"], progress=False)) == 2  # a bundle path works too
+    with pytest.raises(ClipMatchError, match="no candidates"):
+        LabelIndex.build(encoder, [], progress=False)
 
 
 def test_latex_index_and_add(tiny_bundle, tmp_path, capsys) -> None:

@@ -95,10 +95,16 @@ class LabelIndex:
 
     # ---- building -------------------------------------------------------------------------
     @classmethod
-    def build(cls, encoder: TextEncoder, candidates: str | os.PathLike | Iterable[Candidate | str],
-              latex: bool = False, factory: str | None = None, search_parameters: str | None = None,
-              batch_size: int = 256, progress: bool = True) -> LabelIndex:
-        """Embed ``candidates`` (a candidate file, `Candidate`s or plain strings) with ``encoder``."""
+    def build(cls, encoder: TextEncoder | str | os.PathLike | None,
+              candidates: str | os.PathLike | Iterable[Candidate | str], latex: bool = False,
+              factory: str | None = None, search_parameters: str | None = None, batch_size: int = 256,
+              progress: bool = True) -> LabelIndex:
+        """Embed ``candidates`` (a candidate file, `Candidate`s or plain strings) with ``encoder``
+        (an `Encoder`, or a bundle directory; None: the packaged demo model)."""
+        if not hasattr(encoder, "encode_texts"):
+            from ..runtime.encoder import Encoder  # onnxruntime only when a bundle must be opened
+
+            encoder = Encoder.load(encoder)
         index = cls.empty(encoder.fingerprint, encoder.embed_dim, latex, factory or "", search_parameters or "")
         if not index.add(encoder, candidates, batch_size=batch_size, progress=progress):
             raise ClipMatchError("no candidates to index")
