@@ -19,6 +19,7 @@ import sys
 
 from .data.images import open_image
 from .errors import ClipMatchError
+from .index.candidates import candidate_key
 from .index.cli import one_line_warnings
 from .index.label_index import Ranking
 from .query import Matcher, expand_images
@@ -73,7 +74,8 @@ def _label_images(matcher: Matcher, args: argparse.Namespace) -> int:
 
 def _rank_images(matcher: Matcher, args: argparse.Namespace) -> int:
     latex = args.latex or (matcher.index is not None and matcher.index.latex)
-    if len(default_tokenizer().encode(normalize_text(args.text))) > matcher.encoder.context_length - 2:
+    if len(default_tokenizer().encode(normalize_text(candidate_key(args.text, latex)))) > \
+            matcher.encoder.context_length - 2:
         print(f"clip-match query: warning: the text exceeds the context length of "
               f"{matcher.encoder.context_length} tokens and was truncated", file=sys.stderr)
     names, pictures, failures = [], [], 0
