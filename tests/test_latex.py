@@ -1,14 +1,12 @@
 """LaTeX normalisation: im2markup's token format, documented rewrites, idempotence on real data."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from clip_match.text.latex import REWRITTEN, normalize_latex, tokenize_latex
+from datasets.formulas.sources import shared_data_dir
 
-IM2LATEX = Path(os.environ.get("CLIP_MATCH_IM2LATEX_FORMULAS", "/work/shared/data/im2latex/val.formulas.norm.txt"))
+IM2LATEX = shared_data_dir() / "im2latex" / "val.formulas.norm.txt"
 
 
 @pytest.mark.parametrize(
