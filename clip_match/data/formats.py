@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
 from ..errors import ClipMatchError, where
+from ..jsonio import parse_object
 from ..fsutil import atomic_file
 
 BOM = b"\xef\xbb\xbf"
@@ -124,12 +125,7 @@ def parse_image_line(content: bytes, path: Path, number: int) -> tuple[int, int,
 
 def parse_text_line(content: bytes, path: Path, number: int) -> tuple[int, str, tuple[int, ...]]:
     """Decode and validate one JSONL line; return (text_id, text, image_ids)."""
-    try:
-        obj = json.loads(content.decode("utf-8"))
-    except UnicodeDecodeError as error:
-        raise ClipMatchError(f"{where(path, number)}: invalid UTF-8 at byte {error.start}") from None
-    except json.JSONDecodeError as error:
-        raise ClipMatchError(f"{where(path, number)}: malformed JSON: {error.msg} (column {error.colno})") from None
+    obj = parse_object(content, where(path, number))
     try:
         text_id, text, image_ids = obj["text_id"], obj["text"], obj["image_ids"]
         if (type(text_id) is int and type(text) is str and text and not text.isspace()
@@ -141,10 +137,8 @@ def parse_text_line(content: bytes, path: Path, number: int) -> tuple[int, str, 
     raise ClipMatchError(f"{where(path, number)}: {_text_line_problem(obj)}")
 
 
-def _text_line_problem(obj: object) -> str:
-    """Say what is wrong with a parsed JSONL value that failed the fast check."""
-    if not isinstance(obj, dict):
-        return f"expected a JSON object, got {type(obj).__name__}"
+def _text_line_problem(obj: dict) -> str:
+    """Say what is wrong with a parsed JSONL object that failed the fast check."""
     missing = next((f for f in ("text_id", "text", "image_ids") if f not in obj), None)
     if missing:
         return f"missing field {missing!r}"

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from ..errors import ClipMatchError, where
+from ..jsonio import parse_object
 from .formats import BOM
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -114,12 +114,7 @@ def _jsonl_rows(text: str, path: Path) -> Iterator[tuple[int, str, list[str]]]:
         if not content.strip():
             continue
         place = where(path, line)
-        try:
-            obj = json.loads(content)
-        except json.JSONDecodeError as error:
-            raise ClipMatchError(f"{place}: malformed JSON: {error.msg} (column {error.colno})") from None
-        if not isinstance(obj, dict):
-            raise ClipMatchError(f"{place}: expected a JSON object, got {type(obj).__name__}")
+        obj = parse_object(content, place)
         image = obj.get("image")
         if not isinstance(image, str) or not image.strip():
             raise ClipMatchError(f"{place}: field 'image' must be a non-empty string path")

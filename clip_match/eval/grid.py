@@ -6,7 +6,6 @@ largest gap). Latency is the whole solve, median and 95th percentile.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import ClipMatchError, where
+from ..jsonio import parse_object
 from ..grid.layout import LAYOUTS
 from ..grid.select import Calibration, SelectionRule, calibrate, top_k
 from ..grid.solver import GridSolver
@@ -43,12 +43,7 @@ def read_puzzles(path: str | os.PathLike) -> Iterator[PuzzleLine]:
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ClipMatchError(f"{where(path, number)}: not JSON: {error.msg}") from None
-        if not isinstance(record, dict):
-            raise ClipMatchError(f"{where(path, number)}: expected a JSON object")
+        record = parse_object(line, where(path, number))
         for field, kind in FIELDS.items():
             if not isinstance(record.get(field), kind) or isinstance(record.get(field), bool):
                 raise ClipMatchError(f"{where(path, number)}: field {field!r} must be a {kind.__name__}")

@@ -1,13 +1,13 @@
 """Candidate texts: reading candidate files and the key under which duplicates collapse."""
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import ClipMatchError, where
+from ..jsonio import parse_object
 from ..text.latex import normalize_latex
 from ..text.tokenizer import normalize_text
 
@@ -62,12 +62,7 @@ def _parse_text_line(line: str, location: str) -> Candidate:
 
 
 def _parse_jsonl_line(line: str, location: str) -> Candidate:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ClipMatchError(f"{location}: invalid JSON: {error.msg}") from None
-    if not isinstance(record, dict):
-        raise ClipMatchError(f"{location}: expected a JSON object with 'id' and 'text'")
+    record = parse_object(line, location)
     for name in ("id", "text"):
         if name not in record:
             raise ClipMatchError(f"{location}: missing field {name!r}")

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from ..errors import ClipMatchError
 from ..fsutil import atomic_dir
+from ..jsonio import read_manifest
 from ..runtime.bundle import sha256_file
 from ..text.tokenizer import default_tokenizer, normalize_text
 from .candidates import Candidate, candidate_key, check_unique_ids, read_candidates
@@ -266,7 +267,9 @@ class LabelIndex:
     def load(cls, path: str | os.PathLike, fingerprint: str | None = None) -> LabelIndex:
         """Read a saved index; refuse a corrupted directory or (given ``fingerprint``) another bundle's."""
         path = Path(path)
-        manifest = _read_manifest(path)
+        manifest = read_manifest(path, MANIFEST_NAME, "clip_match index", FORMAT, FORMAT_VERSION, "rebuild the index",
+                                 ("bundle_fingerprint", "dim", "normalization", "factory", "search_parameters",
+                                  "count", "files"))
         if fingerprint is not None and manifest["bundle_fingerprint"] != fingerprint:
             raise ClipMatchError(_mismatch(str(path), manifest["bundle_fingerprint"], fingerprint))
         for name in (INDEX_NAME, CANDIDATES_NAME):
@@ -303,27 +306,6 @@ def _warn_truncated(keys: list[str], context_length: int) -> None:
 def _mismatch(what: str, built_with: str, given: str) -> str:
     return (f"{what} was built with model bundle {built_with}, not with the given bundle {given}; "
             "rebuild it with `clip-match index build` and this bundle")
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    manifest_path = path / MANIFEST_NAME
-    if not path.is_dir():
-        raise ClipMatchError(f"{path}: no such index directory")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ClipMatchError(f"{path}: not a clip_match index (no {MANIFEST_NAME})") from None
-    except (OSError, ValueError) as error:
-        raise ClipMatchError(f"{manifest_path}: unreadable index manifest: {error}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ClipMatchError(f"{manifest_path}: not a clip_match index manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ClipMatchError(f"{manifest_path}: index format version {manifest.get('format_version')!r} "
-                             f"is not supported (expected {FORMAT_VERSION}); rebuild the index")
-    for name in ("bundle_fingerprint", "dim", "normalization", "factory", "search_parameters", "count", "files"):
-        if name not in manifest:
-            raise ClipMatchError(f"{manifest_path}: missing field {name!r}")
-    return manifest
 
 
 def _read_entries(path: Path) -> list[_Entry]:

@@ -16,13 +16,13 @@ shares it, so an index built with one tower precision accepts another. Torch-fre
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ClipMatchError
+from ..jsonio import read_manifest
 
 MANIFEST_NAME = "clip_match.json"
 FORMAT = "clip_match.bundle"
@@ -78,24 +78,9 @@ class Bundle:
         one precision does not hash all the others.
         """
         path = Path(path) if path is not None else default_bundle_path()
-        manifest_path = path / MANIFEST_NAME
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ClipMatchError(f"{path}: not a model bundle (no {MANIFEST_NAME})") from None
-        except (OSError, ValueError) as error:
-            raise ClipMatchError(f"{manifest_path}: unreadable bundle manifest: {error}") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise ClipMatchError(f"{manifest_path}: not a clip_match bundle manifest")
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise ClipMatchError(
-                f"{manifest_path}: bundle format version {manifest.get('format_version')!r} is not supported "
-                f"(this clip_match reads version {FORMAT_VERSION}); re-export the model"
-            )
-        for field in ("fingerprint", "embed_dim", "context_length", "image_resolution", "mean", "std",
-                      "precisions", "files"):
-            if field not in manifest:
-                raise ClipMatchError(f"{manifest_path}: missing field {field!r}")
+        manifest = read_manifest(path, MANIFEST_NAME, "model bundle", FORMAT, FORMAT_VERSION, "re-export the model",
+                                 ("fingerprint", "embed_dim", "context_length", "image_resolution", "mean", "std",
+                                  "precisions", "files"))
         bundle = cls(path, manifest)
         for name in manifest["files"]:
             if not (path / name).is_file():
