@@ -5,6 +5,7 @@ import io
 import os
 import subprocess
 import sys
+import textwrap
 import types
 
 import numpy as np
@@ -122,3 +123,22 @@ def test_cli_prints_user_errors_as_one_line_and_exits_2(monkeypatch, capsys):
     monkeypatch.setitem(cli.COMMANDS, "boom", ("boom_command", "raise a user error"))
     assert cli.main(["boom", "data.jsonl"]) == 2
     assert capsys.readouterr().err == "clip-match boom: error: data.jsonl:3: bad field 'text'\n"
+
+
+def test_cli_output_into_a_closed_pipe_is_not_an_error():
+    """`clip-match ... | head -1`: the reader leaving early is not an error and prints no traceback."""
+    program = textwrap.dedent("""
+        import sys, types
+        from clip_match import cli
+        command = types.ModuleType("chatty")
+        command.configure = lambda parser: None
+        command.run = lambda args: [print(f"line {i}") for i in range(200_000)] and 0
+        sys.modules["chatty"] = command
+        cli.COMMANDS["chatty"] = ("chatty", "print a lot")
+        sys.exit(cli.main(["chatty"]))
+    """)
+    result = subprocess.run(["bash", "-c", f"{sys.executable} -c '{program}' | head -n 1; exit ${{PIPESTATUS[0]}}"],
+                            capture_output=True, text=True)
+    assert result.stdout == "line 0\n"
+    assert result.stderr == ""
+    assert result.returncode == 0
