@@ -12,12 +12,11 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from .data.images import ImageInput, open_image
+from .data.labels import IMAGE_SUFFIXES
 from .errors import ClipMatchError
 from .index.candidates import candidate_key
 from .index.label_index import LOGIT_SCALE, Hit, LabelIndex, Ranking
-from .runtime.encoder import Encoder
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+from .runtime.encoder import Encoder, positive_batch_size
 
 
 class Matcher:
@@ -42,23 +41,36 @@ class Matcher:
 
     def iter_rank(self, images: Iterable[str | os.PathLike], top_k: int = 5,
                   batch_size: int = 16) -> Iterator[tuple[str, Ranking | ClipMatchError]]:
-        """Stream ``(name, ranking)`` per image, batch by batch; an unreadable image yields its error
-        instead and the others are still answered."""
+        """Stream ``(name, ranking)`` per image; an unreadable image yields its error instead and the
+        others are still answered."""
         index = self._require_index()
+        for name, vector in self.iter_encode(images, batch_size):
+            yield name, vector if isinstance(vector, ClipMatchError) else index.search(vector[None], top_k)[0]
+
+    def iter_encode(self, images: Iterable[str | os.PathLike],
+                    batch_size: int = 16) -> Iterator[tuple[str, np.ndarray | ClipMatchError]]:
+        """Stream ``(name, unit vector)`` per image, decoding and encoding batch by batch (memory stays
+        bounded for any number of images); an unreadable image yields its error instead."""
+        positive_batch_size(batch_size)
         batch: list[tuple[str, object]] = []
         for image in images:
             name = str(image)
             try:
                 batch.append((name, open_image(image, name)))
             except ClipMatchError as error:
-                yield from self._answer(batch, index, top_k)
+                yield from self._encode(batch)
                 batch = []
                 yield name, error
                 continue
             if len(batch) == batch_size:
-                yield from self._answer(batch, index, top_k)
+                yield from self._encode(batch)
                 batch = []
-        yield from self._answer(batch, index, top_k)
+        yield from self._encode(batch)
+
+    def text_vector(self, text: str, latex: bool | None = None) -> np.ndarray:
+        """Unit embedding of ``text``, normalised as LaTeX when ``latex`` (default: the index's mode)."""
+        latex = self.index.latex if latex is None and self.index is not None else bool(latex)
+        return self.encoder.encode_texts([candidate_key(text, latex)])[0]
 
     def rank_images(self, text: str, images: Sequence[ImageInput], top_k: int = 5, latex: bool | None = None,
                     batch_size: int = 16, names: Sequence[str] | None = None) -> Ranking:
@@ -67,8 +79,7 @@ class Matcher:
         index's mode) normalises the text as LaTeX."""
         if not images:
             raise ClipMatchError("no images to rank")
-        latex = self.index.latex if latex is None and self.index is not None else bool(latex)
-        query = self.encoder.encode_texts([candidate_key(text, latex)])[0]
+        query = self.text_vector(text, latex)
         vectors = self.encoder.encode_images(list(images), batch_size=batch_size)
         names = list(names) if names is not None else [_name(image, i) for i, image in enumerate(images)]
         return rank_vectors(query, vectors, names, top_k)
@@ -78,11 +89,10 @@ class Matcher:
             raise ClipMatchError("no candidate index given; build one with `clip-match index build`")
         return self.index
 
-    def _answer(self, batch: list[tuple[str, object]], index: LabelIndex,
-                top_k: int) -> Iterator[tuple[str, Ranking]]:
+    def _encode(self, batch: list[tuple[str, object]]) -> Iterator[tuple[str, np.ndarray]]:
         if batch:
             vectors = self.encoder.encode_images([image for _, image in batch], batch_size=len(batch))
-            yield from zip([name for name, _ in batch], index.search(vectors, top_k))
+            yield from zip([name for name, _ in batch], vectors)
 
 
 def rank_vectors(query: np.ndarray, vectors: np.ndarray, names: list[str], top_k: int) -> Ranking:

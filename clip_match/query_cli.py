@@ -17,12 +17,13 @@ import argparse
 import json
 import sys
 
-from .data.images import open_image
+import numpy as np
+
 from .errors import ClipMatchError
 from .index.candidates import candidate_key
 from .index.cli import one_line_warnings
 from .index.label_index import Ranking
-from .query import Matcher, expand_images
+from .query import Matcher, expand_images, rank_vectors
 from .text.tokenizer import default_tokenizer, normalize_text
 
 
@@ -78,19 +79,19 @@ def _rank_images(matcher: Matcher, args: argparse.Namespace) -> int:
             matcher.encoder.context_length - 2:
         print(f"clip-match query: warning: the text exceeds the context length of "
               f"{matcher.encoder.context_length} tokens and was truncated", file=sys.stderr)
-    names, pictures, failures = [], [], 0
-    for path in expand_images(args.images):
-        try:
-            pictures.append(open_image(path))
-            names.append(str(path))
-        except ClipMatchError as error:
+    query = matcher.text_vector(args.text, latex)
+    names, vectors, failures = [], [], 0
+    for name, vector in matcher.iter_encode(expand_images(args.images), args.batch_size):
+        if isinstance(vector, ClipMatchError):
             failures += 1
-            print(f"clip-match query: error: {error}", file=sys.stderr, flush=True)
-    if not pictures:
+            print(f"clip-match query: error: {vector}", file=sys.stderr, flush=True)
+            continue
+        names.append(name)
+        vectors.append(vector)
+    if not names:
         raise ClipMatchError("no readable images to rank")
-    _note_clipped(args.top_k, len(pictures), "images")
-    ranking = matcher.rank_images(args.text, pictures, args.top_k, latex=latex, batch_size=args.batch_size,
-                                  names=names)
+    _note_clipped(args.top_k, len(names), "images")
+    ranking = rank_vectors(query, np.stack(vectors), names, args.top_k)
     if args.json:
         results = [{"rank": h.rank, "image": h.id, "score": h.score, "probability": h.probability} for h in ranking.hits]
         print(json.dumps({"text": args.text, "results": results, **_softmax(ranking)}, ensure_ascii=False))

@@ -148,3 +148,17 @@ def test_matcher_without_index_refuses_rank(encoder, images) -> None:
 def test_query_empty_folder_is_an_error(index_dir, tiny_bundle, tmp_path, capsys) -> None:
     assert main(["query", "--bundle", str(tiny_bundle), "--index", str(index_dir), "--image", str(tmp_path)]) == 2
     assert f"no images found in {tmp_path}" in capsys.readouterr().err
+
+
+def test_streaming_keeps_order_and_rejects_bad_batch_size(encoder, index_dir, images) -> None:
+    matcher = Matcher(encoder, index_dir)
+    paths = sorted(images.glob("*.png"))
+    answers = list(matcher.iter_encode(paths, batch_size=2))
+    assert [name for name, _ in answers] == [str(p) for p in paths]
+    assert [isinstance(v, ClipMatchError) for _, v in answers] == [p.name == "broken.png" for p in paths]
+    good = [p for p in paths if p.name != "broken.png"]
+    expected = matcher.rank(good, top_k=2)
+    streamed = [ranking for _, ranking in matcher.iter_rank(good, top_k=2, batch_size=3)]
+    assert [[h.id for h in r.hits] for r in streamed] == [[h.id for h in r.hits] for r in expected]
+    with pytest.raises(ClipMatchError, match="batch_size must be a positive integer"):
+        list(matcher.iter_rank(paths, batch_size=0))

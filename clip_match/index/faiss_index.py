@@ -76,14 +76,21 @@ def is_exact(index: faiss.Index) -> bool:
     return isinstance(faiss.downcast_index(index), faiss.IndexFlat)
 
 
+GPU_MAX_K = 2048  # faiss GPU_MAX_SELECTION_K
+
+
 def gpu_count() -> int:
     """GPUs usable by this faiss build (0 with faiss-cpu)."""
     return faiss.get_num_gpus() if hasattr(faiss, "StandardGpuResources") else 0
 
 
 def to_search_device(index: faiss.Index, parameters: str) -> faiss.Index:
-    """A GPU copy of ``index`` when faiss-gpu sees a GPU and supports this index type, else ``index``."""
-    if gpu_count() == 0:
+    """A GPU copy of ``index`` when faiss-gpu sees a GPU and supports this index type, else ``index``.
+
+    An exact index is searched for all its rows (probabilities over every candidate), and GPU
+    FAISS returns at most GPU_MAX_K results per query: larger exact indexes stay on the CPU.
+    """
+    if gpu_count() == 0 or (is_exact(index) and index.ntotal > GPU_MAX_K):
         return index
     try:
         gpu_index = faiss.index_cpu_to_all_gpus(index)

@@ -96,7 +96,7 @@ class Encoder:
         lengths = (ids != 0).sum(axis=1)
         order = np.argsort(lengths, kind="stable")
         features = np.empty((len(texts), self.embed_dim), dtype=np.float32)
-        for start in range(0, len(order), _positive(batch_size)):
+        for start in range(0, len(order), positive_batch_size(batch_size)):
             rows = order[start:start + batch_size]
             batch = np.ascontiguousarray(ids[rows, :int(lengths[rows].max())])
             features[rows] = self._text_session.run(None, {TEXT_INPUT: batch})[0]
@@ -109,7 +109,7 @@ class Encoder:
         """
         items = [items] if _is_single_image(items) else list(items)
         features = np.empty((len(items), self.embed_dim), dtype=np.float32)
-        for start in range(0, len(items), _positive(batch_size)):
+        for start in range(0, len(items), positive_batch_size(batch_size)):
             chunk = items[start:start + batch_size]
             pictures = [open_image(item, None if isinstance(item, (str, os.PathLike)) else f"images[{start + i}]")
                         for i, item in enumerate(chunk)]
@@ -129,7 +129,7 @@ def _is_single_image(items: object) -> bool:
     return isinstance(items, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray)) or hasattr(items, "getpixel")
 
 
-def _positive(batch_size: int) -> int:
+def positive_batch_size(batch_size: int) -> int:
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ClipMatchError(f"batch_size must be a positive integer, got {batch_size!r}")
     return batch_size
