@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterable, Iterator
 
 from .errors import ClipMatchError
 
@@ -41,13 +41,19 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> Ite
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False,
+               inputs: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it replaces ``path``.
 
-    Refuses an existing ``path`` unless ``overwrite`` is set. The old directory, if replaced,
-    is removed only after the new one is complete.
+    Refuses an existing ``path`` unless ``overwrite`` is set, and always refuses a ``path`` that
+    holds one of the run's ``inputs`` (replacing it would delete them). The old directory, if
+    replaced, is removed only after the new one is complete.
     """
     path = Path(path)
+    resolved = path.resolve()
+    for item in inputs:
+        if Path(item).resolve().is_relative_to(resolved):
+            raise ClipMatchError(f"{path} holds the input {item}; choose an output directory outside the inputs")
     if path.exists() and not overwrite:
         raise ClipMatchError(f"{path} already exists (pass --overwrite to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)

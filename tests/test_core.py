@@ -61,6 +61,17 @@ def test_atomic_outputs_get_normal_permissions(tmp_path):
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
 
 
+def test_atomic_dir_never_replaces_a_directory_holding_its_inputs(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train_imgs.tsv").write_text("1\tAAAA\n")
+    for target in (data, tmp_path):
+        with pytest.raises(ClipMatchError, match="holds the input"):
+            with atomic_dir(target, overwrite=True, inputs=[data / "train_imgs.tsv"]):
+                pass
+    assert (data / "train_imgs.tsv").read_text() == "1\tAAAA\n"
+
+
 def test_atomic_dir_failure_keeps_nothing(tmp_path):
     with pytest.raises(ValueError):
         with atomic_dir(tmp_path / "x") as tmp:

@@ -104,6 +104,14 @@ def test_missing_split_file_is_named(tmp_path, capsys):
     assert "valid_imgs.tsv: not found" in capsys.readouterr().err
 
 
+def test_lmdb_dir_holding_the_data_is_refused_even_with_overwrite(tmp_path, capsys):
+    write_data(tmp_path)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["build-lmdb", str(tmp_path), "--splits", "train", "--lmdb-dir", str(tmp_path), "--overwrite"]) == 2
+    assert "holds the input" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == files
+
+
 def test_existing_lmdb_is_refused_unless_overwrite(tmp_path, capsys):
     write_data(tmp_path)
     assert build(tmp_path) == 0

@@ -37,7 +37,7 @@ def decode_image(data: bytes | bytearray | memoryview, source: str) -> Image.Ima
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(bytes(data)))
             image.load()
-            image = ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)  # (a copy would double every decode's cost)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ClipMatchError(f"{source}: image too large (decompression bomb guard): {error}") from None
     except UnidentifiedImageError:

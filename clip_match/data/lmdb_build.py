@@ -195,7 +195,7 @@ def build_lmdb(
         pool = None
         if verify and workers > 1:  # parsing alone is cheaper in-process than shipped to workers
             pool = stack.enter_context(ProcessPoolExecutor(workers, initializer=_exit_with, initargs=(os.getpid(),)))
-        with atomic_dir(lmdb_dir, overwrite=overwrite) as tmp:
+        with atomic_dir(lmdb_dir, overwrite=overwrite, inputs=[data_dir]) as tmp:
             for split in split_names:
                 report["splits"][split] = _build_split(data_dir, split, tmp / split, verify, pool, problems, map_size)
             report["skipped"] = problems.skipped

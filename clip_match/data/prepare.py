@@ -9,6 +9,7 @@ before anything is written; all files are staged and renamed together at the end
 from __future__ import annotations
 
 import io
+import math
 import os
 import random
 import shutil
@@ -100,7 +101,7 @@ def _collect(records: Iterable[Record]) -> dict[str, tuple[ImageSource, list[str
 
 
 def _check_fractions(split: Sequence[float]) -> tuple[float, float, float]:
-    if len(split) != 3 or any(f < 0 for f in split) or abs(sum(split) - 1.0) > 1e-6:
+    if len(split) != 3 or not all(math.isfinite(f) and f >= 0 for f in split) or abs(sum(split) - 1.0) > 1e-6:
         raise ClipMatchError(f"split must be three non-negative fractions summing to 1 (train, valid, test), got {tuple(split)}")
     return tuple(float(f) for f in split)  # type: ignore[return-value]
 

@@ -70,7 +70,8 @@ def export_bundle(checkpoint_path: str | os.PathLike, config: ModelConfig | str,
     calibration_reference = (parity.reference_images(model, calibration.verification)
                              if verify and calibration else None)
 
-    with (atomic_dir(out_dir, overwrite=overwrite) as bundle, tempfile.TemporaryDirectory() as scratch,
+    inputs = [checkpoint_path] + ([calibration_images] if calibration_images else [])
+    with (atomic_dir(out_dir, overwrite=overwrite, inputs=inputs) as bundle, tempfile.TemporaryDirectory() as scratch,
           tqdm(total=1 + len(precisions), desc="export", unit="step", leave=False) as steps):
         fp32 = {"image": export_image_tower(model, config.image_resolution, Path(scratch) / "image.onnx"),
                 "text": export_text_tower(model, config.context_length, Path(scratch) / "text.onnx")}
