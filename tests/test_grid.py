@@ -192,3 +192,15 @@ def test_eval_grid_cli_and_calibration(tiny_bundle, emoji, tmp_path, capsys):
     assert main(["eval-grid", str(bad), "--bundle", str(tiny_bundle)]) == 2
     assert "bad.jsonl:2: field 'answer' needs 1-based [row, col]" in capsys.readouterr().err
     assert len(list(read_puzzles(tmp_path / "valid" / "puzzles.jsonl"))) == 6
+
+
+def test_calibration_cut_can_lie_above_every_non_answer():
+    """Single-answer puzzles are right for any cut above their best non-answer: such cuts are tried."""
+    from clip_match.grid.select import _best_cut
+
+    values = [np.array([0.9, 0.7, 0.69, 0.2]), np.array([0.8, 0.5, 0.49, 0.0])]
+    answers = [np.array([True, False, False, False]), np.array([True, False, False, False])]
+    cut, accuracy = _best_cut(values, answers)
+    assert accuracy == 1.0 and 0.7 < cut <= 0.8
+    cut, accuracy = _best_cut(values[:1], answers[:1])
+    assert accuracy == 1.0 and 0.7 < cut <= 0.9

@@ -150,6 +150,18 @@ def test_two_process_gloo_ddp_matches_one_process_with_the_same_global_batch(sha
                          tmp_path / "two" / "run" / "checkpoints" / "epoch_latest.pt", atol=1e-5)
 
 
+def test_two_process_ddp_with_accumulation_matches_one_process(shapes, configs, tmp_path):
+    """DDP syncs only the last micro-batch: every parameter (the logit scale too) must get its gradient there."""
+    common = ["--global-batch-size", "16", "--accum-freq", "2", "--max-steps", "3", *SGD_LIKE]
+    single = train(parse(_flags(shapes, tmp_path / "one", configs["micro_vit"], *common)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "clip_match.train", "--", *_flags(shapes, tmp_path / "two", configs["micro_vit"], *common)]
+    done = subprocess.run(command, cwd=REPO, env=ONE_THREAD_ENV, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _assert_same_weights(single / "checkpoints" / "epoch_latest.pt",
+                         tmp_path / "two" / "run" / "checkpoints" / "epoch_latest.pt", atol=1e-5)
+
+
 def test_accumulation_enlarges_the_contrastive_batch(shapes, configs, tmp_path):
     """accum-freq 2 x batch 8 takes the same steps as batch 16 (no BatchNorm/dropout in this model)."""
     common = ["--max-steps", "3", *SGD_LIKE]

@@ -123,7 +123,8 @@ def _best_cut(values: Sequence[np.ndarray], answers: Sequence[np.ndarray]) -> tu
     highs[(np.array([a.sum() for a in answers]) == 1) & (highs > lows)] = np.inf
     solvable = lows < highs
     lows, highs = np.sort(lows[solvable]), np.sort(highs[solvable])
-    ends = np.unique(np.concatenate([lows, highs]))
+    # the largest value closes the open ends: a cut above every non-answer is a candidate too
+    ends = np.unique(np.concatenate([lows, highs, [max(float(v.max()) for v in values)]]))
     ends = ends[np.isfinite(ends)]
     if len(ends) < 2:
         return (float(ends[0]) if len(ends) else 0.0), float(solvable.mean())

@@ -324,9 +324,9 @@ class Trainer:
         env = self.env
         same_label = None
         if self.config.label_aware:
-            text_ids = torch.cat([distributed.gather(b[2], env) for b in micro_batches])
-            keys = torch.cat([distributed.gather(b[3], env) for b in micro_batches])
-            same_label = same_label_mask(text_ids, keys).to(env.device)
+            text_ids = torch.cat([distributed.gather(b[2].to(env.device), env) for b in micro_batches])
+            keys = torch.cat([distributed.gather(b[3].to(env.device), env) for b in micro_batches])
+            same_label = same_label_mask(text_ids, keys)  # (NCCL gathers CUDA tensors only)
         self.optimizer.zero_grad(set_to_none=True)
         cached: list[tuple[torch.Tensor, torch.Tensor]] = []
         if len(micro_batches) > 1:
@@ -337,7 +337,7 @@ class Trainer:
             sync = contextlib.nullcontext() if last or not env.distributed else self.ddp.no_sync()
             with sync:
                 image_features, text_features, scale = self._forward(images, tokens)
-                if index:  # every pass sees the whole loss: let one of them carry the logit scale's gradient
+                if not last:  # every pass sees the whole loss: the synced (last) one carries the scale's gradient
                     scale = scale.detach()
                 if cached:
                     image_features = torch.cat([f[0] for f in cached[:index]] + [image_features]
