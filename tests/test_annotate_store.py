@@ -1,6 +1,8 @@
 """Annotation state, scanning, export/import and the `clip-match annotate` command line."""
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 from pathlib import Path
@@ -184,6 +186,13 @@ def test_export_import_errors(tmp_path):
     with pytest.raises(ClipMatchError, match=r"train_imgs.tsv:1: not an image"):
         import_dataset(data, tmp_path / "new")
     assert not (tmp_path / "new" / "annotations.sqlite").exists()
+    good = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(good, format="PNG")
+    (data / "train_imgs.tsv").write_text(f"0\t{base64.b64encode(good.getvalue()).decode()}\n")
+    (data / "train_texts.jsonl").write_text(json.dumps({"text_id": 1, "text": "x" * 300, "image_ids": [0]}) + "\n")
+    with pytest.raises(ClipMatchError, match=r"train_texts.jsonl:1: label is longer than"):
+        import_dataset(data, tmp_path / "new")
+    assert not (tmp_path / "new" / "annotations.sqlite").exists()  # a retry is not refused
 
 
 def test_command_line(tmp_path, capsys):

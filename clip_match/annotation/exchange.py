@@ -22,7 +22,7 @@ from ..data.prepare import SPLIT_NAMES, write_dataset
 from ..errors import ClipMatchError, where
 from ..fsutil import atomic_file
 from .scan import resolve_inside, scan_images
-from .store import DB_NAME, LabelStore
+from .store import DB_NAME, LabelStore, clean_label
 
 IMPORTED_IMAGES = "images"
 
@@ -82,15 +82,17 @@ def import_dataset(data_dir: str | os.PathLike, dataset_dir: str | os.PathLike) 
     for split in splits:
         names = {line.image_id: _unpack(line.b64, image_dir, where(imgs_path(data_dir, split), line.line))
                  for line in read_tsv(imgs_path(data_dir, split))}
-        for name in names.values():
-            labels.setdefault(name, [])
         if texts_path(data_dir, split).is_file():
             for line in read_jsonl(texts_path(data_dir, split)):
+                place = where(texts_path(data_dir, split), line.line)
+                try:  # checked before the label store exists, so a bad text leaves no half-made DATASET_DIR
+                    text = clean_label(line.text)
+                except ClipMatchError as error:
+                    raise ClipMatchError(f"{place}: {error}") from None
                 for image_id in line.image_ids:
                     if image_id not in names:
-                        raise ClipMatchError(f"{where(texts_path(data_dir, split), line.line)}: "
-                                             f"image_id {image_id} is not in {imgs_path(data_dir, split).name}")
-                    labels[names[image_id]].append(line.text)
+                        raise ClipMatchError(f"{place}: image_id {image_id} is not in {imgs_path(data_dir, split).name}")
+                    labels[names[image_id]].append(text)
     store = LabelStore(dataset_dir)
     counts = attach_image_dir(store, image_dir)
     labelled = store.import_labels({path: texts for path, texts in labels.items() if texts})
