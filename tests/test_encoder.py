@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import subprocess
 import sys
@@ -125,6 +126,12 @@ def test_damaged_bundles_are_named(tiny_bundle, tmp_path):
         Encoder.load(copy, device="cpu", precision="int8")
     (copy / "image.fp32.onnx").unlink()
     with pytest.raises(ClipMatchError, match=r"image.fp32.onnx: file listed in the bundle manifest is missing"):
+        Encoder.load(copy)
+    shutil.copyfile(tiny_bundle / "image.fp32.onnx", copy / "image.fp32.onnx")
+    manifest = json.loads((copy / "clip_match.json").read_text(encoding="utf-8"))
+    del manifest["precisions"]["int8"]["text"]
+    (copy / "clip_match.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(ClipMatchError, match="precision 'int8' must name an image and a text file"):
         Encoder.load(copy)
     (copy / "clip_match.json").unlink()
     with pytest.raises(ClipMatchError, match="not a model bundle"):

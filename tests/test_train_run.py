@@ -269,3 +269,12 @@ def test_rn50_checkpoint_from_this_trainer_loads_in_cn_clip_create_model(tmp_pat
     for key, value in model.state_dict().items():
         target = loaded.state_dict()[key]
         assert torch.equal(target, value.to(target.dtype)), key
+
+
+def test_rerun_of_a_finished_run_restores_a_missing_slim_checkpoint(shapes, configs, tmp_path):
+    """A run stopped between epoch_latest.pt and slim.pt must not stay without weights for export."""
+    flags = _flags(shapes, tmp_path / "run", configs["micro_vit"], "--batch-size", "8", "--max-steps", "1", *SGD_LIKE)
+    slim = train(parse(flags)) / "checkpoints" / "slim.pt"
+    slim.unlink()
+    train(parse(flags))
+    assert slim.is_file()

@@ -85,6 +85,14 @@ class Bundle:
         for name in manifest["files"]:
             if not (path / name).is_file():
                 raise ClipMatchError(f"{path / name}: file listed in the bundle manifest is missing")
+        precisions = manifest["precisions"]
+        if not isinstance(precisions, dict) or not precisions:
+            raise ClipMatchError(f"{path / MANIFEST_NAME}: field 'precisions' lists no precision")
+        for precision, towers in precisions.items():
+            check_precision(precision)
+            if not isinstance(towers, dict) or any(towers.get(tower) not in manifest["files"] for tower in TOWERS):
+                raise ClipMatchError(f"{path / MANIFEST_NAME}: precision {precision!r} must name an image and a text "
+                                     "file listed under 'files'")
         bundle.checked_file(bundle.manifest.get("vocab", VOCAB_NAME))
         return bundle
 

@@ -239,6 +239,8 @@ class Trainer:
                  self.epochs, "label-aware loss" if config.label_aware else "plain InfoNCE", env.device)
         if self.step >= self.total_steps:
             log.info("nothing to do: already at step %d of %d", self.step, self.total_steps)
+            if not (self.checkpoint_dir / "slim.pt").is_file():  # stopped between epoch_latest.pt and slim.pt
+                self._save_slim()
             return self.run_dir
         progress = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                         disable=True if not env.is_main else None)
@@ -248,11 +250,15 @@ class Trainer:
         finally:
             progress.close()
         self._save_latest()
-        if env.is_main:
+        self._save_slim()
+        return self.run_dir
+
+    def _save_slim(self) -> None:
+        """The final weights alone, for `clip-match export` (rank 0 writes them)."""
+        if self.env.is_main:
             slim = save_slim_checkpoint(self.model, self.checkpoint_dir / "slim.pt", self.model_config,
                                         epoch=self.epochs, step=self.step)
             log.info("training done: %d steps; weights for `clip-match export`: %s", self.step, slim)
-        return self.run_dir
 
     def _run_epoch(self, epoch: int, progress: tqdm) -> None:
         config = self.config
