@@ -251,6 +251,7 @@ class Trainer:
             progress.close()
         self._save_latest()
         self._save_slim()
+        distributed.barrier(self.env)  # no rank tears the process group down while another still writes
         return self.run_dir
 
     def _save_slim(self) -> None:
