@@ -11,7 +11,7 @@ from PIL import Image
 from clip_match.data.formats import decode_b64, read_jsonl, read_tsv
 from clip_match.errors import ClipMatchError
 from clip_match.grid.emoji import STYLES, EmojiSet
-from clip_match.grid.synth import EN_TEMPLATES, ZH_TEMPLATES, make_puzzle, write_pairs, write_puzzles
+from clip_match.grid.synth import EN_TEMPLATES, ZH_TEMPLATES, all_captions, make_puzzle, write_pairs, write_puzzles
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +94,25 @@ def test_write_pairs(tmp_path):
     again = write_pairs(tmp_path / "again", per_emoji=2, valid_per_emoji=1, seed=0, size=64, emoji=small)
     assert again == counts
     assert (tmp_path / "again" / "train_imgs.tsv").read_bytes() == (tmp_path / "pairs" / "train_imgs.tsv").read_bytes()
+
+
+def test_write_pairs_all_captions_links_every_true_caption(tmp_path):
+    small = EmojiSet()
+    small.emoji = small.emoji[:12]
+    counts = write_pairs(tmp_path / "pairs", per_emoji=2, valid_per_emoji=1, seed=0, size=64, emoji=small,
+                         captions="all")
+    texts = {t.text: set(t.image_ids) for t in read_jsonl(tmp_path / "pairs" / "train_texts.jsonl")}
+    expected: dict[str, set[int]] = {}
+    for image_id in range(48):  # order: style, emoji, rendering
+        for text in all_captions(small, image_id // 2 % 12):
+            expected.setdefault(text, set()).add(image_id)
+    assert texts == expected
+    assert counts["train_pairs"] == sum(map(len, expected.values())) > 48
+    e = small.emoji[0]
+    assert all_captions(small, 0)[:2] == [e.zh, e.en]
+    with pytest.raises(ClipMatchError, match="captions must be one of"):
+        write_pairs(tmp_path / "bad", per_emoji=1, emoji=small, captions="some")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_generate_script(tmp_path, capsys):

@@ -12,7 +12,7 @@ from clip_match.errors import ClipMatchError
 from clip_match.eval.retrieval import retrieval_metrics
 from clip_match.train import checkpoint
 from clip_match.train.config import parse
-from clip_match.train.data import text_key
+from clip_match.train.data import KnownPairs, text_key
 from clip_match.train.loss import clip_loss, contrastive_logits, same_label_mask
 
 
@@ -56,6 +56,27 @@ def test_label_aware_loss_does_not_push_apart_images_of_one_label():
     plain = clip_loss(contrastive_logits(images, texts, scale))
     assert aware.item() < 1e-6
     assert plain.item() > 0.4  # log 2 for each of the four same-label rows
+
+
+def test_known_pairs_mask_stated_crosswise_matches_only():
+    """Image 10 is linked to texts 1 (its name) and 2 (a tag); image 11 to 3 (its name) and 2 (the same tag)."""
+    known = KnownPairs([10, 10, 11, 11], [1, 2, 3, 2])
+    image_ids, text_ids = torch.tensor([10, 10, 11]), torch.tensor([1, 2, 3])  # pairs as a batch holds them
+    expected = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 1, 1]], dtype=torch.bool)  # [i, j]: image i matches text j
+    assert torch.equal(known.mask(image_ids, text_ids), expected)
+    with pytest.raises(ClipMatchError, match="image_id outside"):
+        known.mask(torch.tensor([-1]), torch.tensor([1]))
+
+
+def test_crosswise_mask_removes_the_stated_match_from_one_direction_only():
+    """Image 2 is a stated match of text 1, not the reverse (text 2 does not describe image 1)."""
+    torch.manual_seed(0)
+    images = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    texts = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    mask = torch.eye(3, dtype=torch.bool)
+    mask[2, 1] = True
+    logits = contrastive_logits(images, texts, torch.tensor(10.0), mask)
+    assert torch.isinf(logits[2, 1]) and not torch.isinf(logits[1, 2])
 
 
 def test_retrieval_counts_a_text_hit_when_any_of_its_images_ranks_in_top_k():

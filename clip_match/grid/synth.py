@@ -120,11 +120,24 @@ def pair_text(emoji: EmojiSet, index: int, rng: np.random.Generator) -> str:
     return str(rng.choice(EN_TEMPLATES)).format(e.en)
 
 
+def all_captions(emoji: EmojiSet, index: int) -> list[str]:
+    """Every caption that is true of emoji ``index`` and that puzzles ask for: both names and its prompt tags."""
+    e = emoji.emoji[index]
+    return [e.zh, e.en, *sorted(t for t in e.tags_zh if emoji.is_prompt(t, "zh"))]
+
+
+CAPTIONS = ("one", "all")
+
+
 def write_pairs(out_dir: str | os.PathLike, per_emoji: int = 16, valid_per_emoji: int = 1, seed: int = 0,
                 styles: Sequence[str] = STYLES, size: int = 96, restyle: float = 0.3,
-                emoji: EmojiSet | None = None, overwrite: bool = False) -> dict[str, int]:
+                emoji: EmojiSet | None = None, overwrite: bool = False, captions: str = "one") -> dict[str, int]:
     """Training pairs in Chinese-CLIP's TSV/JSONL format: ``per_emoji`` renderings of every emoji in
-    each of ``styles`` for train, ``valid_per_emoji`` for valid; each rendering gets one caption."""
+    each of ``styles`` for train, ``valid_per_emoji`` for valid. ``captions="one"``: each rendering
+    gets one drawn caption (`pair_text`); ``"all"``: each is linked to all its `all_captions`, so the
+    data states every true match and the trainer's label-aware loss never takes one as a negative."""
+    if captions not in CAPTIONS:
+        raise ClipMatchError(f"captions must be one of {', '.join(CAPTIONS)}, not {captions!r}")
     for style in styles:
         check_style(style)
     emoji = emoji or EmojiSet()
@@ -134,9 +147,10 @@ def write_pairs(out_dir: str | os.PathLike, per_emoji: int = 16, valid_per_emoji
         for split_number, (split, repeats) in enumerate((("train", per_emoji), ("valid", valid_per_emoji))):
             items = [(s, e, r) for s in range(len(styles)) for e in range(len(emoji)) for r in range(repeats)]
             rngs = [np.random.default_rng([seed, split_number, s, e, r]) for s, e, r in items]
-            captions: dict[str, list[int]] = {}
+            linked: dict[str, list[int]] = {}
             for image_id, ((_, e, _), rng) in enumerate(zip(items, rngs)):
-                captions.setdefault(pair_text(emoji, e, rng), []).append(image_id)
+                for text in [pair_text(emoji, e, rng)] if captions == "one" else all_captions(emoji, e):
+                    linked.setdefault(text, []).append(image_id)
 
             def images() -> Iterator[tuple[int, bytes]]:
                 bar = tqdm(total=len(items), desc=f"{split} pairs", unit="img", disable=None, leave=False)
@@ -147,7 +161,8 @@ def write_pairs(out_dir: str | os.PathLike, per_emoji: int = 16, valid_per_emoji
                     yield image_id, buffer.getvalue()
                 bar.close()
 
-            texts = ((text_id, text, ids) for text_id, (text, ids) in enumerate(sorted(captions.items())))
+            texts = ((text_id, text, ids) for text_id, (text, ids) in enumerate(sorted(linked.items())))
             write_split(tmp, split, images(), texts)
-            counts[f"{split}_images"], counts[f"{split}_texts"] = len(items), len(captions)
+            counts[f"{split}_images"], counts[f"{split}_texts"] = len(items), len(linked)
+            counts[f"{split}_pairs"] = sum(map(len, linked.values()))
     return counts

@@ -12,11 +12,13 @@ import itertools
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
 
 from ..data import LMDBReader
 from ..errors import ClipMatchError
@@ -35,6 +37,36 @@ def encode_texts(texts: list[str], context_length: int) -> torch.Tensor:
     return torch.from_numpy(tokenize([normalize_text(t) for t in texts], context_length))
 
 
+class KnownPairs:
+    """Every (image, text) link a dataset states: a stated match is never used as a negative.
+
+    Classification-style data links one image to several texts (a name, an English name, tags)
+    and one text to many images; two pairs in a batch can then match each other crosswise.
+    """
+
+    def __init__(self, image_ids: Iterable[int], text_ids: Iterable[int]):
+        self.codes = np.unique(_pair_codes(np.fromiter(image_ids, np.int64), np.fromiter(text_ids, np.int64)))
+
+    @classmethod
+    def read(cls, reader: LMDBReader) -> KnownPairs:
+        pairs = [(pair.image_id, pair.text_id) for pair in tqdm(reader, total=len(reader), desc="known pairs",
+                                                                  unit="pair", disable=None, leave=False)]
+        return cls((i for i, _ in pairs), (t for _, t in pairs))
+
+    def mask(self, image_ids: torch.Tensor, text_ids: torch.Tensor) -> torch.Tensor:
+        """(n, n) bool: entry [i, j] says image ``image_ids[i]`` is a stated match of text ``text_ids[j]``."""
+        codes = _pair_codes(image_ids.cpu().numpy()[:, None], text_ids.cpu().numpy()[None, :])
+        return torch.from_numpy(np.isin(codes, self.codes)).to(image_ids.device)
+
+
+def _pair_codes(image_ids: np.ndarray, text_ids: np.ndarray) -> np.ndarray:
+    """One int64 per (image_id, text_id); ids are non-negative and below 2**31 (Chinese-CLIP ids are)."""
+    for ids, name in ((image_ids, "image_id"), (text_ids, "text_id")):
+        if ids.size and (ids.min() < 0 or ids.max() >= 2**31):
+            raise ClipMatchError(f"{name} outside 0..2**31-1; the label-aware loss cannot key it (--no-label-aware)")
+    return (image_ids.astype(np.int64) << 32) | text_ids.astype(np.int64)
+
+
 def open_split(split_dir: str | Path, role: str) -> LMDBReader:
     """Open an LMDB split, refusing a missing or empty one with a message naming it."""
     reader = LMDBReader(split_dir)
@@ -44,7 +76,7 @@ def open_split(split_dir: str | Path, role: str) -> LMDBReader:
 
 
 class PairDataset(Dataset):
-    """(image, tokens, text_id, text_key) per LMDB pair; ``epoch`` seeds the augmentation."""
+    """(image, tokens, image_id, text_id, text_key) per LMDB pair; ``epoch`` seeds the augmentation."""
 
     def __init__(self, split_dir: str | Path, resolution: int, context_length: int,
                  augment: str = "none", seed: int = 0):
@@ -58,23 +90,24 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.reader)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, int, int]:
         pair = self.reader[index]
         image = self.reader.image(pair.image_id)
         if self.augment is not None:
             image = self.augment(image, random.Random(f"{self.seed}:{self.epoch}:{index}"))
         pixels = torch.from_numpy(preprocess([image], self.resolution)[0])
         tokens = encode_texts([pair.text], self.context_length)[0]
-        return pixels, tokens, pair.text_id, text_key(pair.text)
+        return pixels, tokens, pair.image_id, pair.text_id, text_key(pair.text)
 
 
-def collate_pairs(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate_pairs(batch: list) -> tuple[torch.Tensor, ...]:
     """Stack a batch; token columns that are padding in every row are dropped (the text tower's
     cost grows with length, and attention already ignores padding, so features do not change)."""
-    pixels, tokens, text_ids, keys = zip(*batch)
+    pixels, tokens, image_ids, text_ids, keys = zip(*batch)
     tokens = torch.stack(tokens)
     length = max(int((tokens != 0).sum(1).max()), 1)
-    return torch.stack(pixels), tokens[:, :length], torch.tensor(text_ids), torch.tensor(keys)
+    return (torch.stack(pixels), tokens[:, :length], torch.tensor(image_ids), torch.tensor(text_ids),
+            torch.tensor(keys))
 
 
 class ResumableSampler(DistributedSampler):

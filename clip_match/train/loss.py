@@ -2,8 +2,10 @@
 
 Classification-style data pairs many images with one label text. cn_clip's loss counts two
 pairs with the same label as negatives of each other, pushing apart what should match, and
-fine-tuning on such data fails to converge. Here, pairs that share a ``text_id`` or the same
-normalised text are removed from each other's denominators; the diagonal stays the target.
+fine-tuning on such data fails to converge. Here, an image and a text that the data says match
+(they share a ``text_id`` or the same normalised text, or the dataset links them: see
+`clip_match.train.data.KnownPairs`) are removed from each other's denominators; the diagonal
+stays the target.
 """
 from __future__ import annotations
 
@@ -18,9 +20,9 @@ def same_label_mask(text_ids: torch.Tensor, text_keys: torch.Tensor) -> torch.Te
 
 def contrastive_logits(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
                        same_label: torch.Tensor | None = None) -> torch.Tensor:
-    """Image->text logits (n, n); off-diagonal same-label entries are -inf (not negatives) when given.
-
-    The mask is symmetric, so the transpose serves as the text->image logits.
+    """Image->text logits (n, n); off-diagonal entries where ``same_label[i, j]`` (image i matches
+    text j) are -inf, not negatives. Row i is image i's softmax, column j text j's, so the
+    transpose serves as the text->image logits whether or not the mask is symmetric.
     """
     logits = logit_scale * image_features @ text_features.t()
     if same_label is not None:

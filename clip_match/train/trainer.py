@@ -29,7 +29,7 @@ from ..fsutil import atomic_file
 from ..model import create_model, load_checkpoint, load_config, save_slim_checkpoint
 from . import checkpoint, distributed
 from .config import TrainConfig, parse
-from .data import ImageDataset, PairDataset, ResumableSampler, ValidationSet, collate_pairs, encode_texts
+from .data import ImageDataset, KnownPairs, PairDataset, ResumableSampler, ValidationSet, collate_pairs, encode_texts
 from .distributed import DistEnv
 from .loss import batch_accuracy, clip_loss, contrastive_logits, same_label_mask
 from .metrics import MetricsLog
@@ -97,6 +97,7 @@ class Trainer:
 
         self.train_set = PairDataset(config.train_data, self.model_config.image_resolution,
                                      self.model_config.context_length, config.augment, config.seed)
+        self.known_pairs = KnownPairs.read(self.train_set.reader) if config.label_aware else None
         self.val_set = ValidationSet.read(config.val_data) if config.val_data else None
         pairs_per_step = self.global_batch * config.accum_freq
         self.steps_per_epoch = len(self.train_set) // pairs_per_step
@@ -330,16 +331,17 @@ class Trainer:
         """
         env = self.env
         same_label = None
-        if self.config.label_aware:
-            text_ids = torch.cat([distributed.gather(b[2].to(env.device), env) for b in micro_batches])
-            keys = torch.cat([distributed.gather(b[3].to(env.device), env) for b in micro_batches])
-            same_label = same_label_mask(text_ids, keys)  # (NCCL gathers CUDA tensors only)
+        if self.known_pairs is not None:
+            image_ids, text_ids, keys = (torch.cat([distributed.gather(b[column].to(env.device), env)
+                                                    for b in micro_batches]) for column in (2, 3, 4))
+            same_label = same_label_mask(text_ids, keys) | self.known_pairs.mask(image_ids, text_ids)
+            # (NCCL gathers CUDA tensors only)
         self.optimizer.zero_grad(set_to_none=True)
         cached: list[tuple[torch.Tensor, torch.Tensor]] = []
         if len(micro_batches) > 1:
             with torch.no_grad():
                 cached = [self._forward(b[0], b[1])[:2] for b in micro_batches]
-        for index, (images, tokens, _, _) in enumerate(micro_batches):
+        for index, (images, tokens, *_) in enumerate(micro_batches):
             last = index == len(micro_batches) - 1
             sync = contextlib.nullcontext() if last or not env.distributed else self.ddp.no_sync()
             with sync:
@@ -447,12 +449,13 @@ class Trainer:
             log.warning("%s: %d validation pairs, fewer than --valid-batch-size %d; the loss uses one batch of %d",
                         val.split_dir, len(val.pairs), size, len(val.pairs))
         pairs = torch.tensor(val.pairs)[torch.from_numpy(np.random.default_rng(0).permutation(len(val.pairs)))]
-        text_ids, keys = torch.tensor(val.text_ids), torch.from_numpy(val.text_keys())
+        keys = torch.from_numpy(val.text_keys())
+        known = KnownPairs(*zip(*val.pairs)) if self.config.label_aware else None  # rows stand in for ids
         scale = self.model.logit_scale.exp().float().cpu()
         total = 0.0
         for start in range(0, len(pairs), size):
             images, texts = pairs[start:start + size, 0], pairs[start:start + size, 1]
-            same_label = same_label_mask(text_ids[texts], keys[texts]) if self.config.label_aware else None
+            same_label = same_label_mask(texts, keys[texts]) | known.mask(images, texts) if known else None
             logits = contrastive_logits(image_features[images], text_features[texts], scale, same_label)
             total += clip_loss(logits).item() * len(images)
         return total / len(pairs)

@@ -5,6 +5,8 @@
     python datasets/emoji/generate.py pairs data/emoji_pairs --per-emoji 16 --seed 0
     # hold the Fluent style out of training (to measure robustness to unseen art)
     python datasets/emoji/generate.py pairs data/emoji_pairs_noto --styles noto --seed 0
+    # every rendering linked to all its names and puzzle tags (no drawn caption)
+    python datasets/emoji/generate.py pairs data/emoji_pairs_all --captions all --seed 1
     # 1,000 puzzles (2x3 and 3x3 alternate) in one style
     python datasets/emoji/generate.py puzzles data/puzzles_fluent --count 1000 --style fluent --seed 1
 
@@ -22,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a check
 from clip_match.errors import ClipMatchError  # noqa: E402
 from clip_match.grid.emoji import STYLES  # noqa: E402
 from clip_match.grid.layout import LAYOUTS  # noqa: E402
-from clip_match.grid.synth import write_pairs, write_puzzles  # noqa: E402
+from clip_match.grid.synth import CAPTIONS, write_pairs, write_puzzles  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     pairs.add_argument("--styles", nargs="+", default=list(STYLES), choices=STYLES)
     pairs.add_argument("--size", type=int, default=96, help="tile side in px")
     pairs.add_argument("--restyle", type=float, default=0.3, help="probability of each art-style change")
+    pairs.add_argument("--captions", choices=CAPTIONS, default="one",
+                       help="one drawn caption per rendering, or all its names and puzzle tags (default: one)")
     puzzles = sub.add_parser("puzzles", help="puzzle PNGs + puzzles.jsonl")
     puzzles.add_argument("out", type=Path)
     puzzles.add_argument("--count", type=int, default=1000)
@@ -48,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.what == "pairs":
             result = write_pairs(args.out, args.per_emoji, args.valid_per_emoji, args.seed, args.styles, args.size,
-                                 args.restyle, overwrite=args.overwrite)
+                                 args.restyle, overwrite=args.overwrite, captions=args.captions)
         else:
             write_puzzles(args.out, args.count, args.seed, args.style, args.layouts, overwrite=args.overwrite,
                           prompt=args.prompt)
