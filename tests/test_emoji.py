@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+from functools import partial
 
 import numpy as np
 import pytest
@@ -110,6 +111,8 @@ def test_write_pairs_all_captions_links_every_true_caption(tmp_path):
     assert counts["train_pairs"] == sum(map(len, expected.values())) > 48
     e = small.emoji[0]
     assert all_captions(small, 0)[:2] == [e.zh, e.en]
+    full = EmojiSet()
+    assert all(len(set(c)) == len(c) for c in map(partial(all_captions, full), range(len(full))))  # no caption twice
     with pytest.raises(ClipMatchError, match="captions must be one of"):
         write_pairs(tmp_path / "bad", per_emoji=1, emoji=small, captions="some")
     assert not (tmp_path / "bad").exists()

@@ -123,7 +123,7 @@ def pair_text(emoji: EmojiSet, index: int, rng: np.random.Generator) -> str:
 def all_captions(emoji: EmojiSet, index: int) -> list[str]:
     """Every caption that is true of emoji ``index`` and that puzzles ask for: both names and its prompt tags."""
     e = emoji.emoji[index]
-    return [e.zh, e.en, *sorted(t for t in e.tags_zh if emoji.is_prompt(t, "zh"))]
+    return list(dict.fromkeys([e.zh, e.en, *sorted(t for t in e.tags_zh if emoji.is_prompt(t, "zh"))]))  # a tag may be the name
 
 
 CAPTIONS = ("one", "all")
