@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "query": ("clip_match.query_cli", "rank candidate texts for images, or images for a text"),
     "grid": ("clip_match.grid.cli", "solve a 2x3 / 3x3 tile puzzle for a prompt"),
     "eval-grid": ("clip_match.eval.grid_cli", "accuracy and latency on a puzzles.jsonl"),
+    "eval-retrieval": ("clip_match.eval.formulas_cli", "formula retrieval R@1/5/10 of real query images"),
     "annotate": ("clip_match.annotate_cli", "label image-text pairs in the browser; export them"),
 }
 
