@@ -258,13 +258,14 @@ def test_rn50_checkpoint_from_this_trainer_loads_in_cn_clip_create_model(tmp_pat
     from cn_clip.clip.utils import create_model as cn_clip_create_model
 
     from clip_match.model import create_model
-    from clip_match.train.checkpoint import model_state, save
+    from clip_match.model.checkpoint import cn_clip_state
+    from clip_match.train.checkpoint import save
 
     torch.manual_seed(0)
     model = create_model(load_config("RN50@RBT3-chinese"))
     optimizer = torch.optim.AdamW(model.parameters())
     path = save(tmp_path / "epoch_latest.pt", {"trainer": "clip_match.train", "epoch": 0, "step": 0, "name": "rn50",
-                                               "state_dict": model_state(model), "optimizer": optimizer.state_dict()})
+                                               "state_dict": cn_clip_state(model), "optimizer": optimizer.state_dict()})
     loaded = cn_clip_create_model("RN50@RBT3-chinese", torch.load(path, map_location="cpu", weights_only=True))
     for key, value in model.state_dict().items():
         target = loaded.state_dict()[key]

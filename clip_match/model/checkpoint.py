@@ -30,6 +30,11 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ClipMatchError(f"{path}: checkpoint not found") from None
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as error:
         raise ClipMatchError(f"{path}: not a readable PyTorch checkpoint: {str(error).splitlines()[0]}") from None
+    return checkpoint_weights(checkpoint, path)
+
+
+def checkpoint_weights(checkpoint: object, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """`read_state_dict` for a checkpoint already loaded from ``path``."""
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ClipMatchError(f"{path}: expected {{'state_dict': {{name: tensor}}, ...}} (CN-CLIP checkpoint format)")
@@ -83,13 +88,17 @@ def save_slim_checkpoint(model: torch.nn.Module, path: str | os.PathLike, config
 
         model = copy.deepcopy(model).cpu()
         convert_weights(model)
-    state = {f"module.{key}": value.detach().cpu().clone() for key, value in model.state_dict().items()}
     checkpoint = {"epoch": int(epoch), "step": int(step), "name": config.name,
-                  "model_config": config.to_dict(), "state_dict": state}
+                  "model_config": config.to_dict(), "state_dict": cn_clip_state(model)}
     path = Path(path)
     with atomic_file(path, "wb") as handle:
         torch.save(checkpoint, handle)
     return path
+
+
+def cn_clip_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights in cn_clip's layout: every key prefixed with ``module.`` (as saved from DDP)."""
+    return {f"module.{key}": value.detach().cpu() for key, value in model.state_dict().items()}
 
 
 def _strip(key: str) -> str:

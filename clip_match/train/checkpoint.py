@@ -41,11 +41,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
 
 
-def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """cn_clip's layout: every key prefixed with ``module.`` (as saved from DDP)."""
-    return {f"module.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
-
-
 def save(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
     """Write ``checkpoint`` to ``path`` atomically; on failure (disk full) the previous file is intact."""
     path = Path(path)

@@ -29,12 +29,23 @@ from .augment import make_augment
 
 def text_key(text: str) -> int:
     """A 63-bit fingerprint of the normalised text: equal texts are the same label."""
-    digest = hashlib.blake2b(normalize_text(text).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
+    return normalized_text_key(normalize_text(text))
+
+
+def normalized_text_key(normalized: str) -> int:
+    """`text_key` of a text that went through `normalize_text` already."""
+    return int.from_bytes(hashlib.blake2b(normalized.encode("utf-8"), digest_size=8).digest(), "little") >> 1
 
 
 def encode_texts(texts: list[str], context_length: int) -> torch.Tensor:
-    return torch.from_numpy(tokenize([normalize_text(t) for t in texts], context_length))
+    """Token ids without the columns that are padding in every row (see `trim_padding`)."""
+    return trim_padding(torch.from_numpy(tokenize([normalize_text(t) for t in texts], context_length)))
+
+
+def trim_padding(tokens: torch.Tensor) -> torch.Tensor:
+    """Drop token columns that are padding in every row: the text tower's cost grows with length,
+    and attention already ignores padding, so features do not change."""
+    return tokens[:, :max(int((tokens != 0).sum(1).max()), 1)]
 
 
 class KnownPairs:
@@ -96,18 +107,16 @@ class PairDataset(Dataset):
         if self.augment is not None:
             image = self.augment(image, random.Random(f"{self.seed}:{self.epoch}:{index}"))
         pixels = torch.from_numpy(preprocess([image], self.resolution)[0])
-        tokens = encode_texts([pair.text], self.context_length)[0]
-        return pixels, tokens, pair.image_id, pair.text_id, text_key(pair.text)
+        text = normalize_text(pair.text)
+        tokens = torch.from_numpy(tokenize([text], self.context_length))[0]
+        return pixels, tokens, pair.image_id, pair.text_id, normalized_text_key(text)
 
 
 def collate_pairs(batch: list) -> tuple[torch.Tensor, ...]:
-    """Stack a batch; token columns that are padding in every row are dropped (the text tower's
-    cost grows with length, and attention already ignores padding, so features do not change)."""
+    """Stack a batch, without the all-padding token columns."""
     pixels, tokens, image_ids, text_ids, keys = zip(*batch)
-    tokens = torch.stack(tokens)
-    length = max(int((tokens != 0).sum(1).max()), 1)
-    return (torch.stack(pixels), tokens[:, :length], torch.tensor(image_ids), torch.tensor(text_ids),
-            torch.tensor(keys))
+    return (torch.stack(pixels), trim_padding(torch.stack(tokens)), torch.tensor(image_ids),
+            torch.tensor(text_ids), torch.tensor(keys))
 
 
 class ResumableSampler(DistributedSampler):

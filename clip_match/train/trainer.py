@@ -26,7 +26,8 @@ from tqdm import tqdm
 from ..errors import ClipMatchError
 from ..eval.retrieval import retrieval_metrics
 from ..fsutil import atomic_file
-from ..model import create_model, load_checkpoint, load_config, save_slim_checkpoint
+from ..model import create_model, load_config, save_slim_checkpoint
+from ..model.checkpoint import checkpoint_weights, cn_clip_state, load_weights
 from . import checkpoint, distributed
 from .config import TrainConfig, parse
 from .data import ImageDataset, KnownPairs, PairDataset, ResumableSampler, ValidationSet, collate_pairs, encode_texts
@@ -110,7 +111,10 @@ class Trainer:
 
         resume = self._resume_path()
         _seed_everything(config.seed)  # same initial weights on every rank and for every world size
-        model = load_checkpoint(resume, self.model_config) if resume else create_model(self.model_config)
+        saved = checkpoint.load(resume) if resume else None
+        model = create_model(self.model_config)
+        if saved is not None:
+            load_weights(model, checkpoint_weights(saved, resume), f"{resume} (model {self.model_config.name})")
         self.model = self._prepare(model)
         self.optimizer = self._optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
@@ -118,8 +122,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
         self.step = 0
         _seed_everything(config.seed + env.rank)  # dropout etc. differ between ranks
-        if resume:
-            self._restore(resume)
+        if saved is not None:
+            self._restore(resume, saved)
         self.loader = self._train_loader()
         self.metrics = MetricsLog(self.run_dir)
         self.last_saved: Path | None = resume  # the last good weights, for the message if training fails
@@ -199,9 +203,8 @@ class Trainer:
                           pin_memory=self.env.device.type == "cuda",
                           generator=torch.Generator().manual_seed(self.config.seed))
 
-    def _restore(self, path: Path) -> None:
-        """Weights are loaded already; restore the rest where the checkpoint is this trainer's."""
-        state = checkpoint.load(path)
+    def _restore(self, path: Path, state: dict) -> None:
+        """Weights are loaded already; restore the rest where the checkpoint ``state`` is this trainer's."""
         config = self.config
         if state.get("trainer") != TRAINER_TAG:
             log.info("=> %s: weights loaded (no trainer state: fresh optimiser, step 0)", path)
@@ -437,7 +440,6 @@ class Trainer:
         for start in range(0, len(rows), size):
             texts = [self.val_set.texts[i] for i in rows[start:start + size]]
             tokens = encode_texts(texts, self.model_config.context_length)
-            tokens = tokens[:, : max(int((tokens != 0).sum(1).max()), 1)]
             with self._autocast():
                 parts.append(self.model.encode_text(tokens.to(self.env.device)).float())
         return torch.nn.functional.normalize(torch.cat(parts), dim=-1)
@@ -482,7 +484,7 @@ class Trainer:
             "step": self.step,
             "name": self.config.name,
             "model_config": self.model_config.to_dict(),
-            "state_dict": checkpoint.model_state(self.model),
+            "state_dict": cn_clip_state(self.model),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,

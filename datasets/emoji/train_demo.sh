@@ -25,8 +25,10 @@ BUNDLE=${BUNDLE:-clip_match/assets/demo_bundle}
 PER_EMOJI=${PER_EMOJI:-24}             # training renderings per emoji and style
 STEPS=${STEPS:-2000}                   # stage-1 optimiser steps of batch 128
 STEPS2=${STEPS2:-1200}                 # stage-2 steps (0: none)
+STEPS3=${STEPS3:-2500}                 # stage-3 steps (0: none)
 WARMUP=${WARMUP:-150}
-PAIR_SEED=0                            # training pairs
+PAIR_SEED=0                            # training pairs (stages 1 and 2)
+PAIR_SEED3=1                           # stage-3 training pairs: fresh renderings
 TRAIN_SEED=123                         # model init, data order, trainer augmentation
 # (stage-2 captions: numpy seed [7, image_id], fixed in the code below)
 VALID_SEEDS=(101 102)                  # calibration puzzles (noto, fluent), 500 each
@@ -96,6 +98,23 @@ if (( STEPS2 > 0 )); then
   [[ -f ${resume} ]] || resume=${checkpoint}
   train "${NAME}_tags" "${pairs}_tags" "${STEPS2}" 50 5e-4 --resume="${resume}"
   checkpoint=${WORK}/runs/${NAME}_tags/checkpoints/slim.pt
+fi
+
+# Stage 3 (STEPS3=0 skips it): fresh renderings, each linked to *all* its true captions (both names
+# and every puzzle tag), so the label-aware loss knows every match in a batch: the same emoji under
+# another caption, or another emoji sharing the tag, is no longer pushed away as a negative.
+if (( STEPS3 > 0 )); then
+  pairs3=${WORK}/pairs_${NAME}_all
+  if [[ ! -d ${pairs3}/lmdb ]]; then
+    # shellcheck disable=SC2086
+    "${PYTHON}" datasets/emoji/generate.py pairs "${pairs3}" --per-emoji "${PER_EMOJI}" --valid-per-emoji 1 \
+      --styles ${STYLES} --captions all --seed "${PAIR_SEED3}" --overwrite
+    clip_match build-lmdb "${pairs3}" --splits train,valid --overwrite
+  fi
+  resume=${WORK}/runs/${NAME}_all/checkpoints/epoch_latest.pt
+  [[ -f ${resume} ]] || resume=${checkpoint}
+  train "${NAME}_all" "${pairs3}" "${STEPS3}" 50 5e-4 --resume="${resume}"
+  checkpoint=${WORK}/runs/${NAME}_all/checkpoints/slim.pt
 fi
 
 # fp32 + int8 side by side (not shipped) to check that int8 keeps the puzzle answers; the shipped
