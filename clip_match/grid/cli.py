@@ -39,9 +39,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
         return 0
     print(json.dumps(result.coordinates))
-    cols = LAYOUTS[result.layout][1]
-    base = 0 if args.zero_based else 1
-    print(f"# layout {result.layout} ({result.split}), {result.rule}; [row, col] {'0' if base == 0 else '1'}-based")
-    for i, (score, chosen) in enumerate(zip(result.scores, result.selected)):
-        print(f"# [{i // cols + base}, {i % cols + base}] {score:+.4f}{'  *' if chosen else ''}")
+    print(f"# layout {result.layout} ({result.split}), {result.rule}; [row, col] {0 if args.zero_based else 1}-based")
+    for (row, col), score, chosen in zip(result.positions(), result.scores, result.selected):
+        print(f"# [{row}, {col}] {score:+.4f}{'  *' if chosen else ''}")
     return 0

@@ -37,6 +37,16 @@ class GridResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def positions(self) -> list[list[int]]:
+        """Every tile's [row, col] (row-major, in this result's base); `coordinates` are the selected ones."""
+        return tile_positions(self.layout, self.zero_based)
+
+
+def tile_positions(layout: str, zero_based: bool = False) -> list[list[int]]:
+    rows, cols = LAYOUTS[layout]
+    base = 0 if zero_based else 1
+    return [[i // cols + base, i % cols + base] for i in range(rows * cols)]
+
 
 class GridSolver:
     """Solve grid puzzles with one model bundle (None = the bundled demo model)."""
@@ -66,9 +76,8 @@ class GridSolver:
         tiles, grid = self.tiles(image_or_tiles, layout)
         scores = self.scores(tiles, prompt)
         chosen, rule = self.choose(scores, k, threshold)
-        cols = LAYOUTS[grid.layout][1]
-        base = 0 if zero_based else 1
-        coordinates = [[i // cols + base, i % cols + base] for i in np.flatnonzero(chosen).tolist()]
+        positions = tile_positions(grid.layout, zero_based)
+        coordinates = [positions[i] for i in np.flatnonzero(chosen).tolist()]
         return GridResult(grid.layout, coordinates, scores.tolist(), chosen.tolist(), rule, grid.method, zero_based)
 
     def tiles(self, image_or_tiles: ImageInput | Sequence[ImageInput], layout: str = "auto") -> tuple[list, Grid]:
