@@ -119,6 +119,24 @@ def test_other_origins_are_refused(served):
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
 
 
+def test_wildcard_bind_answers_this_machines_names_only(tmp_path):
+    import socket
+
+    from clip_match.annotation.server import AnnotationServer
+    from clip_match.annotation.store import LabelStore
+
+    image_dir = tmp_path / "images"
+    make_images(image_dir, 1)
+    server = AnnotationServer(image_dir, LabelStore(tmp_path / "labels"), host="0.0.0.0", port=0)
+    try:
+        port = server.server_address[1]
+        assert {f"127.0.0.1:{port}", f"localhost:{port}", f"{socket.gethostname()}:{port}"} <= server.allowed_hosts
+        assert f"0.0.0.0:{port}" not in server.allowed_hosts and f"evil.example:{port}" not in server.allowed_hosts
+        assert server.url == f"http://{socket.gethostname()}:{port}/"
+    finally:
+        server.server_close()
+
+
 def test_bad_writes_get_clear_errors(served):
     server, _ = served
     url = server.url

@@ -2,8 +2,9 @@
 
 Safety rules, enforced on every request:
 
-- Only the page's own origin may talk to it: the ``Host`` must be the address it serves on
-  (defeats DNS rebinding), an ``Origin`` or ``Sec-Fetch-Site`` from elsewhere is refused, and
+- Only the page's own origin may talk to it: the ``Host`` must be the address it serves on, or
+  for a wildcard bind (``0.0.0.0``, ``::``) one of this machine's names and addresses (defeats
+  DNS rebinding), an ``Origin`` or ``Sec-Fetch-Site`` from elsewhere is refused, and
   writes must carry the ``X-Clip-Match-Client`` header, which no cross-site form can send and
   which cross-site scripts cannot send without a CORS preflight this server never grants.
 - Images are served by database id only. The stored relative path is resolved (symlinks
@@ -33,6 +34,7 @@ from .thumbs import BROWSER_FORMATS, THUMBNAIL_TYPES, needs_thumbnail, thumbnail
 CLIENT_HEADER = "X-Clip-Match-Client"
 MAX_BODY = 64 * 1024
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+WILDCARD_HOSTS = ("0.0.0.0", "::")
 STATIC_DIR = Path(__file__).with_name("static")
 STATIC_FILES = {"/": "index.html", "/static/app.js": "app.js", "/static/style.css": "style.css"}
 PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -40,6 +42,31 @@ PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src
 
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _IMAGE_ROUTE = re.compile(r"/api/images/(\d{1,18})/(view|labels|skip)")
+
+
+def _url_name(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def _served_names(host: str) -> set[str]:
+    """The names a browser may put in ``Host`` for a server bound to ``host``."""
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return {_url_name(host), *LOOPBACK_NAMES}
+    if host not in WILDCARD_HOSTS:
+        return {_url_name(host)}
+    hostname = socket.gethostname()
+    names = {*LOOPBACK_NAMES, hostname, socket.getfqdn()}
+    try:
+        names |= {_url_name(info[4][0]) for info in socket.getaddrinfo(hostname, None)}
+    except OSError:
+        pass  # a host name that does not resolve: its name and the loopback names still work
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:  # the address outgoing traffic uses
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent
+            names.add(probe.getsockname()[0])
+        except OSError:
+            pass  # no route: offline machine
+    return names
 
 
 class AnnotationServer(ThreadingHTTPServer):
@@ -56,11 +83,10 @@ class AnnotationServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__((host, port), AnnotationHandler)
         bound_port = self.server_address[1]
-        name = f"[{host}]" if ":" in host else host
-        names = {name, *LOOPBACK_NAMES} if host in ("127.0.0.1", "localhost", "::1") else {name}
+        names = _served_names(host)
         self.allowed_hosts = {f"{n}:{bound_port}" for n in names}
         self.allowed_origins = {f"http://{h}" for h in self.allowed_hosts}
-        self.url = f"http://{name}:{bound_port}/"
+        self.url = f"http://{socket.gethostname() if host in WILDCARD_HOSTS else _url_name(host)}:{bound_port}/"
 
     def warm_thumbnails(self) -> threading.Thread:
         """Start making display copies of large images, from the first unlabelled image on."""
