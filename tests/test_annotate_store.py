@@ -163,7 +163,7 @@ def test_export_then_import_round_trip(tmp_path):
         import_dataset(tmp_path / "data", tmp_path / "again")
 
 
-def test_export_import_errors(tmp_path):
+def test_export_import_errors(tmp_path, monkeypatch):
     with pytest.raises(ClipMatchError, match="no annotations here"):
         export_dataset(tmp_path / "nothing", tmp_path / "out")
     store, ids = labelled_store(tmp_path)
@@ -184,6 +184,13 @@ def test_export_import_errors(tmp_path):
     data.mkdir()
     (data / "train_imgs.tsv").write_text("0\taGVsbG8=\n")  # base64 of b"hello": not an image
     with pytest.raises(ClipMatchError, match=r"train_imgs.tsv:1: not an image"):
+        import_dataset(data, tmp_path / "new")
+    assert not (tmp_path / "new" / "annotations.sqlite").exists()
+    bomb = io.BytesIO()
+    Image.new("1", (8000, 8000)).save(bomb, format="PNG")  # 64 Mpx, over the limit set below
+    (data / "train_imgs.tsv").write_text(f"0\t{base64.b64encode(bomb.getvalue()).decode()}\n")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000_000)
+    with pytest.raises(ClipMatchError, match=r"train_imgs.tsv:1: image too large"):
         import_dataset(data, tmp_path / "new")
     assert not (tmp_path / "new" / "annotations.sqlite").exists()
     good = io.BytesIO()

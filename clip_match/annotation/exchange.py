@@ -15,9 +15,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..data.formats import decode_b64, imgs_path, read_jsonl, read_tsv, texts_path
+from ..data.images import decode_image
 from ..data.prepare import SPLIT_NAMES, write_dataset
 from ..errors import ClipMatchError, where
 from ..fsutil import atomic_file
@@ -100,13 +101,14 @@ def import_dataset(data_dir: str | os.PathLike, dataset_dir: str | os.PathLike) 
 
 
 def _unpack(b64: bytes, image_dir: Path, source: str) -> str:
-    """Write one TSV image to ``image_dir`` under its content hash; returns the file name."""
+    """Write one TSV image to ``image_dir`` under its content hash; returns the file name.
+
+    The image is fully decoded first, so one the labelling page could not show (corrupt,
+    truncated, over the pixel limit) stops the import before the label store exists."""
     data = decode_b64(b64, source)
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            extension = (image.format or "img").lower()
-    except (UnidentifiedImageError, OSError) as error:
-        raise ClipMatchError(f"{source}: not an image: {error}") from None
+    decode_image(data, source).close()
+    with Image.open(io.BytesIO(data)) as image:  # the format, from the header (decoding may convert)
+        extension = (image.format or "img").lower()
     name = f"{hashlib.sha256(data).hexdigest()[:20]}.{'jpg' if extension == 'jpeg' else extension}"
     target = image_dir / name
     if not target.exists():
