@@ -62,7 +62,7 @@ def _tsv_split(data_dir: Path, split: str, samples: int) -> dict:
 def _lmdb_split(split_dir: Path, samples: int) -> dict:
     with LMDBReader(split_dir) as reader:
         stats = _Stats(list(reader), samples)
-        stats.add_images((image_id, reader.image_b64(image_id)) for image_id in reader.image_ids())
+        stats.add_images(reader.images())
         return {**stats.summary(str(split_dir / "imgs")), "num_images_key": reader.num_images}
 
 

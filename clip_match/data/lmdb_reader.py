@@ -134,11 +134,19 @@ class LMDBReader:
     def image_ids(self) -> list[int]:
         """All image ids, in key order."""
         with self._open()[0].cursor() as cursor:
-            keys = [key for key in cursor.iternext(keys=True, values=False) if key != NUM_IMAGES_KEY]
-        bad = next((key for key in keys if not key.lstrip(b"-").isdigit()), None)
-        if bad is not None:
-            raise ClipMatchError(f"{where(self.imgs_dir, key=bad.decode('utf-8', 'replace'))}: key is not an integer id")
-        return [int(key) for key in keys]
+            return [self._image_id(key) for key in cursor.iternext(keys=True, values=False) if key != NUM_IMAGES_KEY]
+
+    def images(self) -> Iterator[tuple[int, bytes]]:
+        """Every (image id, stored base64 text), in key order, in one pass over the database."""
+        with self._open()[0].cursor() as cursor:
+            for key, b64 in cursor.iternext(keys=True, values=True):
+                if key != NUM_IMAGES_KEY:
+                    yield self._image_id(key), b64
+
+    def _image_id(self, key: bytes) -> int:
+        if not key.lstrip(b"-").isdigit():
+            raise ClipMatchError(f"{where(self.imgs_dir, key=key.decode('utf-8', 'replace'))}: key is not an integer id")
+        return int(key)
 
     def close(self) -> None:
         if self._txns is not None and self._pid == os.getpid():
