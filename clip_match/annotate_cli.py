@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from .data.prepare import split_fractions
 from .errors import ClipMatchError
 
 ACTIONS = ("export", "import")
@@ -26,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="DATASET_DIR (annotation state) or, for export, DATA_DIR")
     parser.add_argument("--port", type=int, default=8765, help="port to serve on (default 8765; 0 picks a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
-    parser.add_argument("--split", type=_fractions, help="export: train,valid,test fractions (default 0.8,0.1,0.1)")
+    parser.add_argument("--split", type=split_fractions, help="export: train,valid,test fractions (default 0.8,0.1,0.1)")
     parser.add_argument("--seed", type=int, help="export: shuffle seed for the split (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="export: replace existing TSV/JSONL files")
 
@@ -97,13 +98,3 @@ def _import(args: argparse.Namespace) -> int:
     print(json.dumps(summary, ensure_ascii=False))
     print(f"next: clip-match annotate {summary['image_dir']} --out {args.out}", file=sys.stderr)
     return 0
-
-
-def _fractions(text: str) -> tuple[float, float, float]:
-    try:
-        parts = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}") from None
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"expected train,valid,test fractions, got {text!r}")
-    return parts  # type: ignore[return-value]

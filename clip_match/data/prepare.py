@@ -8,6 +8,7 @@ before anything is written; all files are staged and renamed together at the end
 """
 from __future__ import annotations
 
+import argparse
 import io
 import math
 import os
@@ -98,6 +99,17 @@ def _collect(records: Iterable[Record]) -> dict[str, tuple[ImageSource, list[str
     if not by_key:
         raise ClipMatchError("no images to write")
     return by_key
+
+
+def split_fractions(text: str) -> tuple[float, float, float]:
+    """The ``--split`` option's type: "0.8,0.1,0.1" -> (0.8, 0.1, 0.1) (the sum is checked by `write_dataset`)."""
+    try:
+        parts = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}") from None
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected train,valid,test fractions, got {text!r}")
+    return parts  # type: ignore[return-value]
 
 
 def _check_fractions(split: Sequence[float]) -> tuple[float, float, float]:

@@ -4,16 +4,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..errors import ClipMatchError
 from .labels import folder_records, labels_file_records
-from .prepare import write_dataset
+from .prepare import split_fractions, write_dataset
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", help="image folder: one sub-folder per label, or any layout with --labels")
     parser.add_argument("--labels", help="CSV, TSV or JSONL file mapping image paths (relative to IMAGES) to texts")
     parser.add_argument("--out", required=True, help="output directory for {split}_imgs.tsv and {split}_texts.jsonl")
-    parser.add_argument("--split", default="0.8,0.1,0.1", help="train,valid,test fractions (default 0.8,0.1,0.1)")
+    parser.add_argument("--split", type=split_fractions, default=(0.8, 0.1, 0.1),
+                        help="train,valid,test fractions (default 0.8,0.1,0.1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split shuffle (default 0)")
     parser.add_argument("--max-side", type=int, help="re-encode images whose longer side exceeds N pixels")
     parser.add_argument("--overwrite", action="store_true", help="replace existing split files in --out")
@@ -21,12 +21,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        fractions = tuple(float(f) for f in args.split.split(","))
-    except ValueError:
-        raise ClipMatchError(f"--split: expected three comma-separated fractions, got {args.split!r}") from None
     records = labels_file_records(args.images, args.labels) if args.labels else folder_records(args.images)
-    summary = write_dataset(records, args.out, split=fractions, seed=args.seed, max_side=args.max_side, overwrite=args.overwrite)
+    summary = write_dataset(records, args.out, split=args.split, seed=args.seed, max_side=args.max_side, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(summary, ensure_ascii=False))
     else:
