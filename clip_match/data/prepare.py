@@ -4,7 +4,9 @@ Ids are stable: image ids number the sorted record keys, text ids the sorted dis
 so the same input always gives the same files. The split is a seeded shuffle of the images
 (so an image is never in two splits); each split's JSONL holds one line per distinct text
 with all of that split's images for it. Every image is decoded once to reject bad files
-before anything is written; all files are staged and renamed together at the end.
+before anything is written. All six files are written to a staging folder and renamed into
+place only when every one is complete: no file is ever half-written, and only a crash within
+the final renames (six system calls) could leave old and new splits side by side.
 """
 from __future__ import annotations
 
