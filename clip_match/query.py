@@ -15,7 +15,7 @@ from .data.images import ImageInput, open_image
 from .data.labels import IMAGE_SUFFIXES
 from .errors import ClipMatchError
 from .index.candidates import candidate_key
-from .index.label_index import LOGIT_SCALE, Hit, LabelIndex, Ranking
+from .index.label_index import Hit, LabelIndex, Ranking, softmax_probabilities
 from .runtime.encoder import Encoder, positive_batch_size
 
 
@@ -27,13 +27,11 @@ class Matcher:
                  index: str | os.PathLike | LabelIndex | None = None, device: str = "auto",
                  precision: str | None = None):
         self.encoder = bundle if isinstance(bundle, Encoder) else Encoder.load(bundle, device, precision)
-        if index is None or isinstance(index, LabelIndex):
-            self.index = index
-        else:
-            self.index = LabelIndex.load(index, fingerprint=self.encoder.fingerprint)
-        if self.index is not None and self.index.fingerprint != self.encoder.fingerprint:
-            raise ClipMatchError(f"the index was built with model bundle {self.index.fingerprint}, "
-                                 f"not with {self.encoder.fingerprint}; rebuild it with this bundle")
+        if isinstance(index, LabelIndex):
+            index.check_bundle(self.encoder.fingerprint)
+        elif index is not None:
+            index = LabelIndex.load(index, fingerprint=self.encoder.fingerprint)
+        self.index = index
 
     def rank(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5, batch_size: int = 16) -> list[Ranking]:
         """Top ``top_k`` candidates for each image; an unreadable image raises `ClipMatchError`."""
@@ -99,9 +97,7 @@ def rank_vectors(query: np.ndarray, vectors: np.ndarray, names: list[str], top_k
     """Exact ranking of ``vectors`` (unit rows) for one unit ``query``; softmax over all of them."""
     scores = vectors @ query
     order = np.argsort(-scores, kind="stable")[: max(1, min(top_k, len(names)))]
-    logits = LOGIT_SCALE * scores
-    probabilities = np.exp(logits - logits.max())
-    probabilities /= probabilities.sum()
+    probabilities = softmax_probabilities(scores)[0]
     hits = [Hit(rank, names[row], names[row], float(scores[row]), float(probabilities[row]))
             for rank, row in enumerate(order, 1)]
     return Ranking(hits, softmax_scope="all", softmax_over=len(names))

@@ -24,7 +24,6 @@ from .index.candidates import candidate_key
 from .index.cli import one_line_warnings
 from .index.label_index import Ranking
 from .query import Matcher, expand_images, rank_vectors
-from .text.tokenizer import default_tokenizer, normalize_text
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -75,8 +74,7 @@ def _label_images(matcher: Matcher, args: argparse.Namespace) -> int:
 
 def _rank_images(matcher: Matcher, args: argparse.Namespace) -> int:
     latex = args.latex or (matcher.index is not None and matcher.index.latex)
-    if len(default_tokenizer().encode(normalize_text(candidate_key(args.text, latex)))) > \
-            matcher.encoder.context_length - 2:
+    if matcher.encoder.count_truncated([candidate_key(args.text, latex)]):
         print(f"clip-match query: warning: the text exceeds the context length of "
               f"{matcher.encoder.context_length} tokens and was truncated", file=sys.stderr)
     query = matcher.text_vector(args.text, latex)

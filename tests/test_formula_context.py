@@ -61,7 +61,7 @@ def test_training_texts_keep_the_long_context():
     from clip_match.train.data import encode_texts
 
     tokens = encode_texts([LONG_X, LONG_Y], load_config("formula160").context_length)
-    assert tokens.shape[1] == CONTEXT and int((tokens[0] != 0).sum()) == _tokens(LONG_X) > 52
+    assert tokens.shape[1] <= CONTEXT and int((tokens[0] != 0).sum()) == _tokens(LONG_X) > 52  # padding columns trimmed
     assert not tokens[0].equal(tokens[1])
 
 

@@ -31,7 +31,6 @@ from ..errors import ClipMatchError
 from ..fsutil import atomic_dir
 from ..jsonio import read_manifest
 from ..runtime.bundle import sha256_file
-from ..text.tokenizer import default_tokenizer, normalize_text
 from .candidates import Candidate, candidate_key, check_unique_ids, read_candidates
 from .faiss_index import (EXACT_LIMIT, choose_factory, is_exact, l2_normalised, new_index,
                           set_search_parameters, to_search_device, train_if_needed)
@@ -51,6 +50,8 @@ class TextEncoder(Protocol):
     context_length: int
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = ...) -> np.ndarray: ...
+
+    def count_truncated(self, texts: Sequence[str]) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -121,10 +122,12 @@ class LabelIndex:
     def add(self, encoder: TextEncoder, candidates: str | os.PathLike | Iterable[Candidate | str],
             batch_size: int = 256, progress: bool = True) -> int:
         """Embed and add candidates whose normalised text is new; returns how many were added."""
-        if encoder.fingerprint != self.fingerprint:
-            raise ClipMatchError(_mismatch("this index", self.fingerprint, encoder.fingerprint))
+        self.check_bundle(encoder.fingerprint)
         entries = [entry for _, entry in self._new_entries(candidates)]
-        _warn_truncated([entry.key for entry in entries], encoder.context_length)
+        long = encoder.count_truncated([entry.key for entry in entries])
+        if long:
+            warnings.warn(f"{long} candidate(s) exceed the context length of {encoder.context_length} tokens "
+                          "and were truncated", stacklevel=2)
         vectors = np.empty((len(entries), self.dim), dtype=np.float32)
         steps = range(0, len(entries), batch_size)
         for start in tqdm(steps, desc="embedding candidates", unit="batch", disable=not progress or len(steps) < 2):
@@ -202,6 +205,10 @@ class LabelIndex:
     def candidates(self) -> list[Candidate]:
         return [entry.candidate for entry in self._entries]
 
+    def check_bundle(self, fingerprint: str) -> None:
+        """Refuse a model bundle other than the one the index was built with."""
+        _check_bundle("this index", self.fingerprint, fingerprint)
+
     @property
     def exact(self) -> bool:
         return is_exact(self._index)
@@ -217,10 +224,7 @@ class LabelIndex:
         everything = self.exact and len(self) <= EXACT_LIMIT
         pool = len(self) if everything else min(len(self), max(top_k, SOFTMAX_POOL))
         scores, rows = self._searcher().search(queries, pool)
-        logits = np.where(rows >= 0, LOGIT_SCALE * scores, -np.inf)
-        peak = np.maximum(logits.max(axis=1, keepdims=True), -1e30)  # a row with no hit stays all zero
-        probabilities = np.exp(logits - peak)
-        probabilities /= np.maximum(probabilities.sum(axis=1, keepdims=True), 1e-30)
+        probabilities = softmax_probabilities(np.where(rows >= 0, scores, -np.inf))
         scope = "all" if everything else "top"
         return [
             Ranking(
@@ -270,8 +274,8 @@ class LabelIndex:
         manifest = read_manifest(path, MANIFEST_NAME, "clip_match index", FORMAT, FORMAT_VERSION, "rebuild the index",
                                  ("bundle_fingerprint", "dim", "normalization", "factory", "search_parameters",
                                   "count", "files"))
-        if fingerprint is not None and manifest["bundle_fingerprint"] != fingerprint:
-            raise ClipMatchError(_mismatch(str(path), manifest["bundle_fingerprint"], fingerprint))
+        if fingerprint is not None:
+            _check_bundle(str(path), manifest["bundle_fingerprint"], fingerprint)
         for name in (INDEX_NAME, CANDIDATES_NAME):
             file = path / name
             if not file.is_file():
@@ -295,17 +299,18 @@ def _as_candidates(items: Iterable[Candidate | str]) -> Iterable[Candidate]:
         yield item if isinstance(item, Candidate) else Candidate(id=item.strip(), text=item)
 
 
-def _warn_truncated(keys: list[str], context_length: int) -> None:
-    tokenizer = default_tokenizer()
-    long = sum(len(tokenizer.encode(normalize_text(key))) > context_length - 2 for key in keys)
-    if long:
-        warnings.warn(f"{long} candidate(s) exceed the context length of {context_length} tokens and were truncated",
-                      stacklevel=3)
+def _check_bundle(what: str, built_with: str, given: str) -> None:
+    if built_with != given:
+        raise ClipMatchError(f"{what} was built with model bundle {built_with}, not with the given bundle {given}; "
+                             "rebuild it with `clip-match index build` and this bundle")
 
 
-def _mismatch(what: str, built_with: str, given: str) -> str:
-    return (f"{what} was built with model bundle {built_with}, not with the given bundle {given}; "
-            "rebuild it with `clip-match index build` and this bundle")
+def softmax_probabilities(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax over ``LOGIT_SCALE`` x cosine; -inf scores (no hit) get 0, an all -inf row all 0."""
+    logits = LOGIT_SCALE * np.atleast_2d(scores)
+    peak = np.maximum(logits.max(axis=1, keepdims=True), -1e30)
+    probabilities = np.exp(logits - peak)
+    return probabilities / np.maximum(probabilities.sum(axis=1, keepdims=True), 1e-30)
 
 
 def _read_entries(path: Path) -> list[_Entry]:

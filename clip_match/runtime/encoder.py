@@ -102,6 +102,11 @@ class Encoder:
             features[rows] = self._text_session.run(None, {TEXT_INPUT: batch})[0]
         return _l2_normalise(features)
 
+    def count_truncated(self, texts: Sequence[str]) -> int:
+        """How many of ``texts`` exceed the context length (`encode_texts` truncates them)."""
+        room = self.context_length - 2  # [CLS] and [SEP]
+        return sum(len(self._tokenizer.encode(normalize_text(text))) > room for text in texts)
+
     def encode_images(self, items: ImageInput | Iterable[ImageInput], batch_size: int = 32) -> np.ndarray:
         """(n, embed_dim) L2-normalised float32 embeddings of paths, bytes, PIL images or uint8 arrays.
 
