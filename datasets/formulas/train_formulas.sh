@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+
+# Reproduce the two formula-retrieval models and their numbers from a fresh checkout, on CPU:
+#   render the bank / open datasets -> build-lmdb -> train "formula160" from scratch on renders
+#   -> export (fp32 + int8) -> `clip-match eval-retrieval` on the real IM2LaTeX query images
+#   -> a LaTeX candidate index over the bank and `clip-match query` on a few real images.
+#
+#   bash datasets/formulas/train_formulas.sh                 # both protocols, bank first
+#   PROTOCOLS=bank bash datasets/formulas/train_formulas.sh  # one protocol only
+#
+# Needs the shared data (../shared/data/im2latex and ../shared/data/formulas, or
+# $CLIP_MATCH_SHARED_DATA) and TeX Live + dvipng (datasets/formulas/install_tex.sh, run below).
+# Work data goes to $WORK (default /tmp/formula_work); nothing there is committed. Seeds are fixed
+# below. Training sees renders only: the builder's query-leak check (always on) refuses a training
+# split that holds a real query image, or for `open` a query formula. Results: RESULTS.md here.
+#
+# Budget: written for a 2-core machine shared with other work: one thread, one loader worker,
+# ~40 min (bank) + ~25 min (open) of training. An interrupted run resumes from its
+# checkpoints/epoch_latest.pt (saved every 50 steps); that file also exports as it is.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+PYTHON=${PYTHON:-python3}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+WORK=${WORK:-/tmp/formula_work}
+PROTOCOLS=${PROTOCOLS:-bank open}
+MODEL=formula160                    # 160 px, 180-token context (clip_match/model/configs/formula160.json)
+DATA_SEED=0                         # protocol split, bank sample, render augmentation
+TRAIN_SEED=123                      # model init, data order
+BANK_RENDERS=10                     # augmented renders per bank formula (4,000 formulas)
+OPEN_RENDERS=3                      # per training formula (first half + CROHME, ~14,000 formulas)
+BANK_STEPS=${BANK_STEPS:-650}       # optimiser steps of batch 128
+OPEN_STEPS=${OPEN_STEPS:-420}
+EXAMPLES=3                          # real bank images shown through `clip-match query`
+clip_match() { "${PYTHON}" -m clip_match.cli "$@"; }
+
+bash datasets/formulas/install_tex.sh
+
+for protocol in ${PROTOCOLS}; do
+  data=${WORK}/${protocol}
+  renders=${BANK_RENDERS}; steps=${BANK_STEPS}
+  [[ ${protocol} == open ]] && renders=${OPEN_RENDERS} && steps=${OPEN_STEPS}
+  if [[ ! -d ${data}/lmdb ]]; then
+    "${PYTHON}" -m datasets.formulas.build "${protocol}" "${data}" --seed "${DATA_SEED}" --renders "${renders}" \
+      --valid-size 500 --workers 1 --overwrite
+    clip_match build-lmdb "${data}" --splits train,valid --overwrite
+  fi
+
+  # From scratch: symmetric InfoNCE with label-aware negatives (the trainer's default), AdamW lr 1e-3,
+  # wd 0.1, short warm-up then cosine. No trainer augmentation: the builder's renders already vary
+  # scale, margins, ink, blur, noise, JPEG and rotation, and a random crop would cut symbols off.
+  "${PYTHON}" -m clip_match.train --device=cpu --model="${MODEL}" \
+    --train-data="${data}/lmdb/train" --val-data="${data}/lmdb/valid" --logs="${WORK}/runs" --name="${protocol}" \
+    --seed="${TRAIN_SEED}" --batch-size=128 --valid-batch-size=256 --lr=1e-3 --wd=0.1 --warmup=60 \
+    --max-steps="${steps}" --augment=none --num-workers=1 --valid-num-workers=0 --log-interval=10 \
+    --save-step-frequency=50
+
+  bundle=${WORK}/${protocol}_bundle
+  clip_match export "${WORK}/runs/${protocol}/checkpoints/slim.pt" --arch "${MODEL}" --precision fp32,int8 \
+    --out "${bundle}" --overwrite
+  for precision in fp32 int8; do
+    echo "== ${protocol} protocol, ${precision}: clip-match eval-retrieval ${bundle} ${data} --precision ${precision}"
+    clip_match eval-retrieval "${bundle}" "${data}" --precision "${precision}" --threads 1
+  done
+done
+
+# The bank as a LaTeX candidate index, and a few of its real images through `clip-match query`.
+if [[ " ${PROTOCOLS} " == *" bank "* ]]; then
+  "${PYTHON}" - "${WORK}/bank" "${WORK}/bank_examples" "${EXAMPLES}" <<'EOF'
+"""bank_candidates.jsonl (id = formula id, text = its LaTeX) and the first real query images as PNG files."""
+import json, sys
+from pathlib import Path
+from clip_match.data.formats import decode_b64, read_jsonl, read_tsv
+data, examples, count = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+with open(data / "bank_candidates.jsonl", "w", encoding="utf-8") as out:
+    for text in read_jsonl(data / "test_texts.jsonl"):
+        out.write(json.dumps({"id": text.text_id, "text": text.text}) + "\n")
+examples.mkdir(exist_ok=True)
+truth = {image_id: text.text for text in read_jsonl(data / "test_texts.jsonl") for image_id in text.image_ids}
+for line, _ in zip(read_tsv(data / "test_imgs.tsv"), range(count)):
+    (examples / f"{line.image_id}.png").write_bytes(decode_b64(line.b64, str(line.line)))
+    print(f"{line.image_id}.png is {truth[line.image_id]}", file=sys.stderr)
+EOF
+  clip_match index build --candidates "${WORK}/bank/bank_candidates.jsonl" --latex --bundle "${WORK}/bank_bundle" \
+    --out "${WORK}/bank_index" --overwrite
+  clip_match query --latex --image "${WORK}"/bank_examples/*.png --index "${WORK}/bank_index" \
+    --bundle "${WORK}/bank_bundle" --top-k 3
+fi
