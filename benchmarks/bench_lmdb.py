@@ -32,8 +32,9 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from clip_match.data.formats import imgs_path, iter_lines, parse_image_line, write_split
+from clip_match.data.formats import imgs_path, scan_file, scan_tsv, write_split
 from clip_match.data.lmdb_build import build_lmdb, check_image
+from clip_match.errors import where
 
 
 def make_data(n_images: int) -> Path:
@@ -68,13 +69,13 @@ def run_cn_clip(data_dir: Path, out: Path) -> None:
 
 
 def decode_loop(data_dir: Path) -> None:
-    """What full verification does for every image, in one process: parse, base64, decode."""
+    """What full verification does for every image, in one process: read, parse, base64, decode."""
     tsv = imgs_path(data_dir, "train")
-    for number, content, _ in iter_lines(tsv):
-        _, start, stop = parse_image_line(content, tsv, number)
-        problem = check_image(content[start:stop], str(number))
-        if problem:
-            raise RuntimeError(problem)
+    for chunk, entries in scan_file(tsv, scan_tsv):
+        for number, _, start, stop, problem in entries:
+            problem = problem or check_image(chunk.data[start:stop], where(tsv, number))
+            if problem:
+                raise RuntimeError(problem)
 
 
 def timed(job: Callable[[Path], None], scratch: Path) -> tuple[float, float]:

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from clip_match.data import LMDBReader, Pair
+from clip_match.data import formats
 from clip_match.data.formats import write_split
-from clip_match.data.lmdb_build import RANGE_BYTES, REPORT_NAME, build_lmdb
+from clip_match.data.lmdb_build import REPORT_NAME, build_lmdb
 from clip_match.errors import ClipMatchError
 from test_data_helpers import image_bytes, tiny_dataset, tsv_line, write_lines
 
@@ -49,11 +50,12 @@ def test_reader_reads_what_build_wrote(tmp_path):
 
 
 @pytest.mark.parametrize("verify", [True, False])
-def test_parallel_build_writes_the_same_database(tmp_path, verify):
-    images = {i: image_bytes(seed=i) for i in range(600)}  # several byte ranges per file
+def test_parallel_build_writes_the_same_database(tmp_path, monkeypatch, verify):
+    monkeypatch.setattr(formats, "CHUNK_BYTES", 64 << 10)
+    images = {i: image_bytes(seed=i) for i in range(600)}  # several chunks per file
     texts = [(i, f"text {i}", [i, (i + 1) % 600]) for i in range(0, 600, 2)] + [(1000, "all", sorted(images))]
     write_split(tmp_path, "train", images.items(), texts)
-    assert (tmp_path / "train_imgs.tsv").stat().st_size > 2 * RANGE_BYTES
+    assert (tmp_path / "train_imgs.tsv").stat().st_size > 2 * formats.CHUNK_BYTES
     build_lmdb(tmp_path, "train", lmdb_dir=tmp_path / "one", verify=verify, workers=1)
     build_lmdb(tmp_path, "train", lmdb_dir=tmp_path / "two", verify=verify, workers=2)
     with LMDBReader(tmp_path / "one" / "train") as one, LMDBReader(tmp_path / "two" / "train") as two:

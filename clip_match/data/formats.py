@@ -5,6 +5,12 @@ TSV line: ``image_id<TAB>base64(image file bytes)``. JSONL line:
 and name ``file:line`` in errors; they accept CRLF line endings and a UTF-8 byte-order mark
 (both common in files edited on Windows) but reject invalid UTF-8. Ids are normalised to
 ``int`` so that ``007`` and ``7`` cannot become two different LMDB keys.
+
+Files are read in chunks of whole lines (`read_chunks`) and each chunk is parsed at once
+(`scan_tsv`, `scan_jsonl`): ordinary lines are recognised with a few C-level byte searches or
+one JSON scan, and only unusual lines go through the per-line parsers, which accept the odd
+but valid ones and word the error for the bad ones. Chunks are named by byte offsets, so worker
+processes can read their share of a file themselves.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ import binascii
 import json
 import re
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 
 from ..errors import ClipMatchError, where
 from ..jsonio import parse_object
@@ -24,6 +30,14 @@ _INT = re.compile(rb"-?[0-9]+")
 _INT_TYPE = {int}
 _WHITESPACE = frozenset(b" \t\r\n\x0b\x0c")
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_JSON = json.JSONDecoder()
+CHUNK_BYTES = 1 << 20  # a worker's task in `clip-match build-lmdb`: ~400 small JPEGs
+_CR, _SPACE = 13, 32
+
+# one parsed TSV line: (line, image_id, b64 start, b64 stop, problem or None); offsets in its chunk
+ImageEntry = tuple[int, int, int, int, Optional[str]]
+# one parsed JSONL line: (line, text_id, text, image_ids, problem or None)
+TextEntry = tuple[int, int, str, tuple[int, ...], Optional[str]]
 
 
 class ImageLine(NamedTuple):
@@ -32,6 +46,14 @@ class ImageLine(NamedTuple):
     image_id: int
     b64: bytes
     line: int
+
+
+class Chunk(NamedTuple):
+    """Whole lines of a file: ``data`` starts at byte ``start``, on line ``first_line``."""
+
+    start: int
+    first_line: int
+    data: bytes
 
 
 class TextLine(NamedTuple):
@@ -71,30 +93,138 @@ def decode_b64(b64: bytes | str, source: str) -> bytes:
         raise ClipMatchError(f"{source}: corrupt base64 image data: {error}") from None
 
 
+def _open(path: Path):
+    try:
+        return open(path, "rb")
+    except OSError as error:
+        raise ClipMatchError(f"{path}: cannot read: {error.strerror or error}") from None
+
+
+def scan_file(path: Path, scan: Callable[[Chunk, Path], tuple[list, int]]) -> Iterator[tuple[Chunk, list]]:
+    """``(chunk, entries)`` for each chunk of ``path`` in order, ``scan`` (`scan_tsv` or
+    `scan_jsonl`) numbering the lines (which also says where the next chunk's numbers start)."""
+    line = 1
+    for start, data in _chunks(path, CHUNK_BYTES):
+        chunk = Chunk(start, line, data)
+        entries, line = scan(chunk, path)
+        yield chunk, entries
+
+
+def _chunks(path: Path, size: int) -> Iterator[tuple[int, bytes]]:
+    """``(offset, data)`` for pieces of ``path`` of about ``size`` bytes that end at line ends."""
+    with _open(path) as handle:
+        start = 0
+        while data := handle.read(size):
+            if not data.endswith(b"\n"):
+                data += handle.readline()
+            yield start, data
+            start += len(data)
+
+
+def read_chunk(path: Path, start: int, size: int, first_line: int) -> Chunk:
+    """The chunk of ``path`` that `scan_file` yielded at byte ``start``."""
+    with _open(path) as handle:
+        handle.seek(start)
+        return Chunk(start, first_line, handle.read(size))
+
+
+def _content(raw: bytes, file_start: bool) -> tuple[int, bytes | None]:
+    """``(offset, content)`` of a raw line: without the BOM (on a file's first line) and line
+    ending, starting at ``raw[offset:]``; ``content`` is None for a blank line."""
+    offset = len(BOM) if file_start and raw.startswith(BOM) else 0
+    content = raw[offset:].rstrip(b"\r\n")
+    return offset, (content if content and not content.isspace() else None)  # (strip() would copy every line)
+
+
 def iter_lines(
     path: Path, start: int = 0, stop: int | None = None, first_line: int = 1
 ) -> Iterator[tuple[int, bytes, int]]:
     """Yield ``(line_number, content, offset)`` for each non-blank line of the byte range
     ``[start, stop)`` (which must begin a line, numbered ``first_line``), without BOM or line
-    ending; ``offset`` is where ``content`` starts in the file. Byte ranges let worker
-    processes read their share of a file themselves.
+    ending; ``offset`` is where ``content`` starts in the file.
     """
-    try:
-        handle = open(path, "rb")
-    except OSError as error:
-        raise ClipMatchError(f"{path}: cannot read: {error.strerror or error}") from None
-    with handle:
+    with _open(path) as handle:
         handle.seek(start)
         offset = start
         for number, raw in enumerate(handle, first_line):
             if stop is not None and offset >= stop:
                 return
-            line_start, offset = offset, offset + len(raw)
-            if line_start == 0 and raw.startswith(BOM):
-                raw, line_start = raw[len(BOM):], len(BOM)
-            content = raw.rstrip(b"\r\n")
-            if content and not content.isspace():  # (strip() would copy every line)
-                yield number, content, line_start
+            skip, content = _content(raw, offset == 0)
+            if content is not None:
+                yield number, content, offset + skip
+            offset += len(raw)
+
+
+def scan_tsv(chunk: Chunk, path: Path) -> tuple[list[ImageEntry], int]:
+    """Parse every non-blank TSV line of ``chunk``, whose base64 field is ``chunk.data[start:stop]``;
+    also return the number of the line after the chunk.
+
+    A plain ``digits<TAB>base64`` line is recognised by byte searches; any other line goes
+    through `parse_image_line` (blanks around fields, a BOM, negative ids; errors).
+    """
+    data, entries, number, pos = chunk.data, [], chunk.first_line, 0
+    find, size, ascii_only = data.find, len(data), data.isascii()
+    while pos < size:
+        end = find(b"\n", pos)
+        end = size if end < 0 else end
+        tab = find(b"\t", pos, end)
+        stop = end - (data[end - 1] == _CR)  # CRLF
+        if (ascii_only and pos < tab < stop - 1 and data[tab + 1] > _SPACE and data[stop - 1] > _SPACE
+                and data[pos:tab].isdigit() and find(b"\t", tab + 1, stop) < 0):
+            entries.append((number, int(data[pos:tab]), tab + 1, stop, None))
+        else:
+            entries += _odd_image_line(data, pos, end, number, path, chunk.start)
+        pos, number = end + 1, number + 1
+    return entries, number
+
+
+def _odd_image_line(data: bytes, pos: int, end: int, number: int, path: Path, chunk_start: int) -> list[ImageEntry]:
+    """The entry of a TSV line that is not plain: none when blank, else parsed or its problem."""
+    skip, content = _content(data[pos:end], chunk_start + pos == 0)
+    if content is None:
+        return []
+    try:
+        image_id, start, stop = parse_image_line(content, path, number)
+    except ClipMatchError as error:
+        return [(number, 0, 0, 0, str(error))]
+    return [(number, image_id, pos + skip + start, pos + skip + stop, None)]
+
+
+def scan_jsonl(chunk: Chunk, path: Path) -> tuple[list[TextEntry], int]:
+    """Parse every non-blank JSONL line of ``chunk``; also return the number of the line after it.
+
+    One UTF-8 decode for the chunk and one JSON scan per line; other lines (invalid UTF-8, a
+    BOM, blanks around the object, errors) go through `parse_text_line`.
+    """
+    try:
+        lines: list = chunk.data.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        lines = chunk.data.split(b"\n")
+    entries: list[TextEntry] = []
+    for number, line in enumerate(lines, chunk.first_line):
+        obj = _plain_json_object(line)
+        try:
+            if obj is not None:
+                entries.append((number, *_text_fields(obj, path, number), None))
+                continue
+            _, content = _content(line if isinstance(line, bytes) else line.encode(), chunk.start == 0 and number == 1)
+            if content is not None:
+                entries.append((number, *parse_text_line(content, path, number), None))
+        except ClipMatchError as error:
+            entries.append((number, 0, "", (), str(error)))
+    return entries, chunk.first_line + len(lines) - 1
+
+
+def _plain_json_object(line: str | bytes) -> dict | None:
+    """The JSON object that ``line`` consists of (CR allowed after it), else None."""
+    if isinstance(line, bytes):
+        return None
+    line = line.rstrip("\r")
+    try:
+        obj, end = _JSON.raw_decode(line)
+    except json.JSONDecodeError:
+        return None
+    return obj if end == len(line) and type(obj) is dict else None
 
 
 def parse_image_line(content: bytes, path: Path, number: int) -> tuple[int, int, int]:
@@ -125,7 +255,11 @@ def parse_image_line(content: bytes, path: Path, number: int) -> tuple[int, int,
 
 def parse_text_line(content: bytes, path: Path, number: int) -> tuple[int, str, tuple[int, ...]]:
     """Decode and validate one JSONL line; return (text_id, text, image_ids)."""
-    obj = parse_object(content, where(path, number))
+    return _text_fields(parse_object(content, where(path, number)), path, number)
+
+
+def _text_fields(obj: dict, path: Path, number: int) -> tuple[int, str, tuple[int, ...]]:
+    """(text_id, text, image_ids) of a JSONL object, checked."""
     try:
         text_id, text, image_ids = obj["text_id"], obj["text"], obj["image_ids"]
         if (type(text_id) is int and type(text) is str and text and not text.isspace()
@@ -165,24 +299,28 @@ def read_tsv(path: str | Path, unique: bool = True) -> Iterator[ImageLine]:
     """Yield validated TSV lines; with ``unique``, a duplicate image id is an error."""
     path = Path(path)
     seen: set[int] = set()
-    for number, content, _ in iter_lines(path):
-        image_id, start, stop = parse_image_line(content, path, number)
-        if unique and image_id in seen:
-            raise ClipMatchError(f"{where(path, number)}: duplicate image_id {image_id}")
-        seen.add(image_id)
-        yield ImageLine(image_id, content[start:stop], number)
+    for chunk, entries in scan_file(path, scan_tsv):
+        for number, image_id, start, stop, problem in entries:
+            if problem is not None:
+                raise ClipMatchError(problem)
+            if unique and image_id in seen:
+                raise ClipMatchError(f"{where(path, number)}: duplicate image_id {image_id}")
+            seen.add(image_id)
+            yield ImageLine(image_id, chunk.data[start:stop], number)
 
 
 def read_jsonl(path: str | Path) -> Iterator[TextLine]:
     """Yield validated JSONL lines; duplicate text ids are an error."""
     path = Path(path)
     seen: set[int] = set()
-    for number, content, _ in iter_lines(path):
-        record = TextLine(*parse_text_line(content, path, number), number)
-        if record.text_id in seen:
-            raise ClipMatchError(f"{where(path, number)}: duplicate text_id {record.text_id}")
-        seen.add(record.text_id)
-        yield record
+    for _, entries in scan_file(path, scan_jsonl):
+        for number, text_id, text, image_ids, problem in entries:
+            if problem is not None:
+                raise ClipMatchError(problem)
+            if text_id in seen:
+                raise ClipMatchError(f"{where(path, number)}: duplicate text_id {text_id}")
+            seen.add(text_id)
+            yield TextLine(text_id, text, image_ids, number)
 
 
 def write_split(

@@ -8,46 +8,39 @@ Unlike cn_clip's script it checks every line and (with ``verify``) decodes every
 starts from a map size fitted to the input and grows it when full instead of reserving
 1 TiB, and builds under a temporary name that is renamed only when every split is complete.
 
-How the work is shared: the input files are cut into byte ranges at line boundaries. With
-verification, worker processes read and parse a range themselves, decode its images and send
-back only ids, offsets and problems; without it (or with one worker) the main process scans
-the ranges itself. The main process checks what spans records (duplicate ids, dangling image
-ids) and writes one ordered stream, copying each base64 field from the memory-mapped TSV.
+How the work is shared: the main process reads each file in chunks of whole lines, parses
+them (`formats.scan_tsv`, `formats.scan_jsonl`), checks what spans records (duplicate ids,
+dangling image ids) and writes one ordered stream, each base64 field going from the chunk
+straight into the LMDB. With verification, worker processes are given the same chunks as byte
+offsets, read and decode them themselves and send back only the lines whose image is bad, so
+no image data crosses between processes.
 """
 from __future__ import annotations
 
 import collections
 import contextlib
 import json
-import mmap
 import os
 import pickle
 import threading
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Sequence
 
 import lmdb
 from tqdm import tqdm
 
 from ..errors import ClipMatchError, where
 from ..fsutil import atomic_dir, atomic_file
-from .formats import decode_b64, imgs_path, iter_lines, parse_image_line, parse_text_line, texts_path
+from .formats import Chunk, ImageEntry, decode_b64, imgs_path, read_chunk, scan_file, scan_jsonl, scan_tsv, texts_path
 from .images import decode_image
 from .lmdb_reader import NUM_IMAGES_KEY, NUM_SAMPLES_KEY
 
 REPORT_NAME = "build_report.json"
 MIN_MAP_SIZE = 64 << 20
-TXN_BYTES = 8 << 20  # one commit per 8 MiB (not per 1,000 records); writes overlap decoding
-RANGE_BYTES = 256 << 10  # input per task
-IN_FLIGHT = 64  # tasks queued ahead of the writer
-
-_Span = tuple[int, Optional[int], int]  # (start, stop, first_line) of a byte range of a file
-# one scanned TSV line: (line, image_id, b64 start, b64 stop, problem or None)
-_ImageEntry = tuple[int, int, int, int, Optional[str]]
-# one scanned JSONL line: (line, text_id, [(image_id, pickled pair), ...], problem or None)
-_TextEntry = tuple[int, int, list, Optional[str]]
+TXN_BYTES = 1 << 20  # one commit per MiB: the chunks' memory is soon reused (and stays in cache)
+IN_FLIGHT = 8  # chunks being verified ahead of the writer
 
 
 def check_image(b64: bytes, source: str) -> str | None:
@@ -71,31 +64,15 @@ def _exit_with(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _scan_images(path: str, start: int, stop: int | None, first_line: int, verify: bool) -> list[_ImageEntry]:
-    """Task: parse (and with ``verify`` decode) the TSV lines of one byte range."""
-    tsv, entries = Path(path), []
-    for number, content, offset in iter_lines(tsv, start, stop, first_line):
-        try:
-            image_id, b64_start, b64_stop = parse_image_line(content, tsv, number)
-        except ClipMatchError as error:
-            entries.append((number, 0, 0, 0, str(error)))
-            continue
-        problem = check_image(content[b64_start:b64_stop], where(path, number)) if verify else None
-        entries.append((number, image_id, offset + b64_start, offset + b64_stop, problem))
-    return entries
-
-
-def _scan_texts(path: str, start: int, stop: int | None, first_line: int) -> list[_TextEntry]:
-    """Task: parse the JSONL lines of one byte range into ready-to-write pickled pairs."""
-    jsonl, entries = Path(path), []
-    for number, content, _ in iter_lines(jsonl, start, stop, first_line):
-        try:
-            text_id, text, image_ids = parse_text_line(content, jsonl, number)
-        except ClipMatchError as error:
-            entries.append((number, 0, [], str(error)))
-            continue
-        entries.append((number, text_id, [(i, pickle.dumps((i, text_id, text))) for i in image_ids], None))
-    return entries
+def _bad_images(path: str, start: int, size: int, first_line: int) -> dict[int, str]:
+    """Task: decode every image of one chunk; return ``{line: why}`` for the bad ones (lines
+    that are bad already as text are the main process's to report)."""
+    chunk = read_chunk(Path(path), start, size, first_line)
+    bad = {}
+    for number, _, b64_start, b64_stop, problem in scan_tsv(chunk, Path(path))[0]:
+        if problem is None and (problem := check_image(chunk.data[b64_start:b64_stop], where(path, number))):
+            bad[number] = problem
+    return bad
 
 
 class _Problems:
@@ -112,19 +89,19 @@ class _Problems:
 
 
 class _Writer:
-    """Writes one LMDB in large transactions; when the map is full, doubles it and retries."""
+    """Writes one LMDB in transactions of about TXN_BYTES; when the map is full, doubles it and
+    retries. Syncing to disk happens once, at the end, in a background thread (an interrupted
+    build is thrown away as a whole), so that the disk writes overlap the rest of the build."""
 
     def __init__(self, path: Path, map_size: int):
         path.mkdir(parents=True)
-        self.path = path
-        # writemap halves the CPU cost of writing; syncing once at the end is enough because an
-        # interrupted build is thrown away as a whole.
-        self.env = lmdb.open(str(path), map_size=map_size, writemap=True, sync=False, metasync=False, meminit=False)
-        self.batch: list[tuple[bytes, bytes]] = []
+        self.env = lmdb.open(str(path), map_size=map_size, sync=False, metasync=False, meminit=False)
+        self.batch: list[tuple[bytes, bytes | memoryview]] = []
         self.batch_bytes = 0
+        self.closing: Future | None = None
 
-    def add(self, items: list[tuple[bytes, bytes]], size: int) -> None:
-        """Queue ``items`` (about ``size`` bytes); commit once a transaction's worth is queued."""
+    def add(self, items: list[tuple[bytes, bytes | memoryview]], size: int) -> None:
+        """Queue ``items`` (about ``size`` bytes of input); commit once a transaction's worth is queued."""
         self.batch += items
         self.batch_bytes += size
         if self.batch_bytes >= TXN_BYTES:
@@ -140,22 +117,28 @@ class _Writer:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
         self.batch, self.batch_bytes = [], 0
 
+    def finish(self, count_key: bytes, count: int) -> None:
+        """Write the count and commit; sync and close in the background (joined on exit)."""
+        self.add([(count_key, str(count).encode())], 0)
+        self.flush()
+        closer = ThreadPoolExecutor(1)
+        self.closing = closer.submit(self._sync_and_close)
+        closer.shutdown(wait=False)  # the thread ends when the sync is done
+
+    def _sync_and_close(self) -> None:
+        self.env.sync(True)
+        self.env.close()
+
     def __enter__(self) -> "_Writer":
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        """On failure drop what is pending and close."""
-        if exc_info[0] is not None:
+        """Wait for the sync (raising its error); on failure before it, drop what is pending and close."""
+        if self.closing is not None:
+            self.closing.result()
+        else:
             self.batch = []
             self.env.close()
-
-    def finish(self, count_key: bytes, count: int) -> None:
-        self.add([(count_key, str(count).encode())], 0)
-        self.flush()
-        used = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
-        self.env.sync(True)
-        self.env.close()
-        os.truncate(self.path / "data.mdb", used)  # writemap grew the file to the whole map
 
 
 def build_lmdb(
@@ -223,133 +206,100 @@ def _build_split(
 ) -> dict:
     tsv, jsonl = imgs_path(data_dir, split), texts_path(data_dir, split)
     skipped_before = len(problems.skipped)
-    written = _write_images(tsv, out / "imgs", split, verify, pool, problems, map_size)
-    skipped_images = len(problems.skipped) - skipped_before
-
-    with _Writer(out / "pairs", map_size or max(MIN_MAP_SIZE, 4 * jsonl.stat().st_size)) as pairs:
-        count, seen = _write_pairs(jsonl, tsv.name, split, written, pairs, pool, problems)
+    with _Writer(out / "imgs", map_size or max(MIN_MAP_SIZE, 2 * tsv.stat().st_size)) as images, \
+            _Writer(out / "pairs", map_size or max(MIN_MAP_SIZE, 4 * jsonl.stat().st_size)) as pairs:
+        written = _write_images(tsv, split, images, verify, pool, problems)
+        skipped_images = len(problems.skipped) - skipped_before
+        count, seen = _write_pairs(jsonl, tsv.name, split, written, pairs, problems)
     return {"images": len(written), "pairs": count, "texts": len(seen),
             "skipped_images": skipped_images,
             "skipped_pair_lines": len(problems.skipped) - skipped_before - skipped_images}
 
 
+def _write_images(
+    tsv: Path, split: str, images: "_Writer", verify: bool, pool: Executor | None, problems: _Problems
+) -> set[int]:
+    """Write the good images of ``tsv``; return their ids."""
+    written: set[int] = set()
+    for chunk, entries, bad_images in _checked_images(tsv, f"{split} images", verify, pool):
+        items = []
+        view = memoryview(chunk.data)  # values are slices of the chunk, copied once, by LMDB
+        for number, image_id, start, stop, problem in entries:
+            problem = problem or bad_images.get(number)
+            if problem is not None:
+                problems.bad(problem, tsv, number, split)
+            elif image_id in written:
+                problems.bad(f"{where(tsv, number)}: duplicate image_id {image_id}", tsv, number, split)
+            else:
+                items.append((str(image_id).encode(), view[start:stop]))
+                written.add(image_id)
+        images.add(items, len(chunk.data))
+    images.finish(NUM_IMAGES_KEY, len(written))
+    return written
+
+
 def _write_pairs(
-    jsonl: Path,
-    tsv_name: str,
-    split: str,
-    written: set[int],
-    pairs: "_Writer",
-    pool: Executor | None,
-    problems: _Problems,
+    jsonl: Path, tsv_name: str, split: str, written: set[int], pairs: "_Writer", problems: _Problems
 ) -> tuple[int, set[int]]:
     """Write one pair per (text, image) whose image was written; return the count and text ids."""
     count = 0
     seen: set[int] = set()
-    for entries, size in _scanned(jsonl, f"{split} texts", _scan_texts, (), pool):
+    for chunk, entries in _progress(scan_file(jsonl, scan_jsonl), jsonl, f"{split} texts"):
         items = []
-        for number, text_id, values, problem in entries:
+        for number, text_id, text, image_ids, problem in entries:
             if problem is not None:
                 problems.bad(problem, jsonl, number, split)
             elif text_id in seen:
                 problems.bad(f"{where(jsonl, number)}: duplicate text_id {text_id}", jsonl, number, split)
             else:
                 seen.add(text_id)
-                for image_id, value in values:
+                for image_id in image_ids:
                     if image_id in written:
-                        items.append((str(count + len(items)).encode(), value))
+                        items.append((str(count + len(items)).encode(), pickle.dumps((image_id, text_id, text))))
                     else:
                         message = f"{where(jsonl, number)}: image_id {image_id} has no (valid) image in {tsv_name}"
                         problems.bad(message, jsonl, number, split)
         count += len(items)
-        pairs.add(items, size)
+        pairs.add(items, len(chunk.data))
     pairs.finish(NUM_SAMPLES_KEY, count)
     return count, seen
 
 
-def _write_images(
-    tsv: Path,
-    out: Path,
-    split: str,
-    verify: bool,
-    pool: Executor | None,
-    problems: _Problems,
-    map_size: int | None,
-) -> set[int]:
-    """Write the good images of ``tsv``; return their ids."""
-    written: set[int] = set()
-    with open(tsv, "rb") as handle, _mapped(handle) as data, \
-            _Writer(out, map_size or max(MIN_MAP_SIZE, 2 * tsv.stat().st_size)) as images:
-        for entries, size in _scanned(tsv, f"{split} images", _scan_images, (verify,), pool):
-            images.add(_image_items(entries, data, written, tsv, split, problems), size)
-        images.finish(NUM_IMAGES_KEY, len(written))
-    return written
-
-
-def _image_items(
-    entries: list[_ImageEntry], data: bytes | mmap.mmap, written: set[int], tsv: Path, split: str, problems: _Problems
-) -> list[tuple[bytes, bytes]]:
-    """LMDB items for the good images of one range that are not yet written."""
-    items = []
-    for number, image_id, start, stop, problem in entries:
-        if problem is not None:
-            problems.bad(problem, tsv, number, split)
-        elif image_id in written:
-            problems.bad(f"{where(tsv, number)}: duplicate image_id {image_id}", tsv, number, split)
-        else:
-            items.append((str(image_id).encode(), data[start:stop]))
-            written.add(image_id)
-    return items
-
-
-@contextlib.contextmanager
-def _mapped(handle) -> Iterator[bytes | mmap.mmap]:
-    """The whole file, memory-mapped rather than read (slices of it are bytes)."""
-    if os.fstat(handle.fileno()).st_size == 0:
-        yield b""
+def _checked_images(
+    tsv: Path, label: str, verify: bool, pool: Executor | None
+) -> Iterator[tuple[Chunk, list[ImageEntry], dict[int, str]]]:
+    """``(chunk, entries, {line: why its image is bad})`` for each chunk of ``tsv`` in order;
+    the images are decoded only with ``verify``, by ``pool`` if given."""
+    scanned = _progress(scan_file(tsv, scan_tsv), tsv, label)
+    if not verify:
+        yield from ((chunk, entries, {}) for chunk, entries in scanned)
         return
-    with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        yield mapped
+    jobs = (((chunk, entries), (str(tsv), chunk.start, len(chunk.data), chunk.first_line)) for chunk, entries in scanned)
+    for (chunk, entries), bad in _in_order(_bad_images, jobs, pool):
+        yield chunk, entries, bad
 
 
-def _scanned(path: Path, label: str, scan: Callable[..., list], extra: tuple, pool: Executor | None) -> Iterator[tuple[list, int]]:
-    """``(entries, range size)`` of ``scan`` for each byte range of ``path``, in file order,
-    with a progress bar on stderr."""
-    size = path.stat().st_size
-    tasks = ((str(path), *span, *extra) for span in _spans(path))
-    with tqdm(total=size, unit="B", unit_scale=True, desc=label, disable=None, leave=False) as bar:
-        for (_, start, stop, *_), entries in _in_order(scan, tasks, pool):
-            span_size = (size if stop is None else stop) - start
-            bar.update(span_size)
-            yield entries, span_size
+def _progress(scanned: Iterator[tuple[Chunk, list]], path: Path, label: str) -> Iterator[tuple[Chunk, list]]:
+    """Pass ``scanned`` through, with a progress bar on stderr."""
+    with tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=label, disable=None, leave=False) as bar:
+        for chunk, entries in scanned:
+            bar.update(len(chunk.data))
+            yield chunk, entries
 
 
-def _in_order(task: Callable[..., list], arguments: Iterator[tuple], pool: Executor | None) -> Iterator[tuple[tuple, list]]:
-    """``(args, task(*args))`` in order. With a pool, up to IN_FLIGHT tasks run ahead of the
-    consumer (tasks and results are small), so workers rarely wait for the writer."""
+def _in_order(task: Callable[..., dict], jobs: Iterator[tuple[object, tuple]], pool: Executor | None
+              ) -> Iterator[tuple[object, dict]]:
+    """``(item, task(*args))`` for each ``(item, args)`` in order. With a pool, up to IN_FLIGHT
+    tasks run ahead of the consumer (tasks and results are small), so workers rarely wait."""
     if pool is None:
-        yield from ((args, task(*args)) for args in arguments)
+        yield from ((item, task(*args)) for item, args in jobs)
         return
     pending: collections.deque = collections.deque()
-    for args in arguments:
-        pending.append((args, pool.submit(task, *args)))
+    for item, args in jobs:
+        pending.append((item, pool.submit(task, *args)))
         if len(pending) >= IN_FLIGHT:
-            args, future = pending.popleft()
-            yield args, future.result()
+            item, future = pending.popleft()
+            yield item, future.result()
     while pending:
-        args, future = pending.popleft()
-        yield args, future.result()
-
-
-def _spans(path: Path) -> Iterator[_Span]:
-    """Cut ``path`` into byte ranges of about RANGE_BYTES that start at line beginnings."""
-    size = path.stat().st_size
-    if size == 0:
-        return
-    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        start, line = 0, 1
-        while start < size:
-            newline = data.find(b"\n", min(start + RANGE_BYTES, size) - 1)
-            stop = size if newline < 0 else newline + 1
-            yield start, (None if stop == size else stop), line
-            line += data[start:stop].count(b"\n")
-            start = stop
+        item, future = pending.popleft()
+        yield item, future.result()
