@@ -30,7 +30,7 @@ _INT = re.compile(rb"-?[0-9]+")
 _INT_TYPE = {int}
 _WHITESPACE = frozenset(b" \t\r\n\x0b\x0c")
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_JSON = json.JSONDecoder()
+_SCAN = json.JSONDecoder().scan_once  # what json.loads runs, without its per-call wrapping
 CHUNK_BYTES = 1 << 20  # a worker's task in `clip-match build-lmdb`: ~400 small JPEGs
 _CR, _SPACE = 13, 32
 
@@ -202,29 +202,22 @@ def scan_jsonl(chunk: Chunk, path: Path) -> tuple[list[TextEntry], int]:
         lines = chunk.data.split(b"\n")
     entries: list[TextEntry] = []
     for number, line in enumerate(lines, chunk.first_line):
-        obj = _plain_json_object(line)
         try:
-            if obj is not None:
-                entries.append((number, *_text_fields(obj, path, number), None))
-                continue
-            _, content = _content(line if isinstance(line, bytes) else line.encode(), chunk.start == 0 and number == 1)
-            if content is not None:
-                entries.append((number, *parse_text_line(content, path, number), None))
+            obj, end = _SCAN(line, 0)
+        except (StopIteration, ValueError, TypeError):  # not JSON at the line's start, or bytes (not UTF-8)
+            obj, end = None, 0
+        try:
+            if type(obj) is dict and (end == len(line) or line[end:] == "\r"):
+                text_id, text, image_ids = _text_fields(obj, path, number)
+            else:
+                _, content = _content(line if isinstance(line, bytes) else line.encode(), chunk.start == 0 and number == 1)
+                if content is None:
+                    continue
+                text_id, text, image_ids = parse_text_line(content, path, number)
+            entries.append((number, text_id, text, image_ids, None))
         except ClipMatchError as error:
             entries.append((number, 0, "", (), str(error)))
     return entries, chunk.first_line + len(lines) - 1
-
-
-def _plain_json_object(line: str | bytes) -> dict | None:
-    """The JSON object that ``line`` consists of (CR allowed after it), else None."""
-    if isinstance(line, bytes):
-        return None
-    line = line.rstrip("\r")
-    try:
-        obj, end = _JSON.raw_decode(line)
-    except json.JSONDecodeError:
-        return None
-    return obj if end == len(line) and type(obj) is dict else None
 
 
 def parse_image_line(content: bytes, path: Path, number: int) -> tuple[int, int, int]:
