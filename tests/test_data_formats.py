@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from clip_match.data.formats import decode_b64, iter_lines, read_jsonl, read_tsv, texts_path, write_split
+from clip_match.data import formats
+from clip_match.data.formats import (decode_b64, iter_lines, parse_image_line, parse_text_line, read_jsonl, read_tsv,
+                                     scan_file, scan_jsonl, scan_tsv, texts_path, write_split)
 from clip_match.errors import ClipMatchError
 from test_data_helpers import image_bytes, write_lines
 
@@ -50,3 +52,69 @@ def test_readers_name_duplicates_and_bad_split_names(tmp_path):
         list(read_jsonl(tmp_path / "a_texts.jsonl"))
     with pytest.raises(ClipMatchError, match="invalid split name"):
         texts_path(tmp_path, "../train")
+
+
+def _per_line(path, parse):
+    """Reference: every non-blank line through the per-line parser (result or error message)."""
+    results = []
+    for number, content, offset in iter_lines(path):
+        try:
+            results.append((number, parse(content, path, number), offset))
+        except ClipMatchError as error:
+            results.append((number, str(error), None))
+    return results
+
+
+ODD_TSV = [
+    b"\xef\xbb\xbf7\tQUFBQQ==", b"8\tQUFBQQ==\r", b"", b"  ", b" 9 \t QUFBQQ== ", b"-3\tQUFBQQ==", b"010\tQUFB-_==",
+    b"x\tQUFB", b"4", b"5\tQU\tFB", b"6\t", b"11\t\xff\xfe", b"12\tQUFB\x01", b"\t", b"13\tQUFBQQ==\r\r",
+    b"15\t QUFBQQ==", b"16\tQUFBQQ== ",
+]
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 16, 1])
+def test_scan_tsv_agrees_with_the_per_line_parser(tmp_path, monkeypatch, chunk_bytes):
+    monkeypatch.setattr(formats, "CHUNK_BYTES", chunk_bytes)  # 1 byte: every line its own chunk
+    path = tmp_path / "odd_imgs.tsv"
+    write_lines(path, ODD_TSV * 2 + [b"14\tQUFBQQ=="], ending=b"\n")
+    path.write_bytes(path.read_bytes()[:-1])  # no newline at the end
+    data = path.read_bytes()
+    scanned = []
+    for chunk, entries in scan_file(path, scan_tsv):
+        for number, image_id, start, stop, problem in entries:
+            b64 = chunk.data[start:stop]
+            assert data[chunk.start + start:chunk.start + stop] == b64
+            scanned.append((number, problem) if problem else (number, image_id, b64))
+    expected = [(n, r) if isinstance(r, str) else (n, r[0], c[r[1]:r[2]])
+                for n, r, c in ((n, r, _content_at(data, o)) for n, r, o in _per_line(path, parse_image_line))]
+    assert scanned == expected
+    accepted = [n for n, *rest in scanned if len(rest) == 2]
+    assert accepted == [1, 2, 5, 6, 7, 13, 15, 16, 17, 19, 22, 23, 24, 30, 32, 33, 34, 35]  # a BOM counts on line 1 only
+
+
+def _content_at(data: bytes, offset: int | None) -> bytes:
+    """The line content starting at ``offset`` (as iter_lines gives it)."""
+    if offset is None:
+        return b""
+    end = data.find(b"\n", offset)
+    return data[offset:end if end >= 0 else len(data)].rstrip(b"\r\n")
+
+
+ODD_JSONL = [
+    '\ufeff{"text_id": 1, "text": "a", "image_ids": [1]}', '{"text_id": 2, "text": "b", "image_ids": [2]}\r', "",
+    ' {"text_id": 3, "text": "c", "image_ids": [3]} ', '{"text_id": 4, "text": "d\\u2028\u2028", "image_ids": [4]}',
+    '{"text_id": 5, "text": "e", "image_ids": [5]} {"x": 1}', '{"text_id": 6, "text": "f", "image_ids": [6]',
+    "[1]", '{"text_id": 7, "text": "", "image_ids": [7]}', b'{"text_id": 8, "text": "\xff", "image_ids": [8]}',
+    '{"text_id": 9, "text": "g", "image_ids": [9], "more": {"k": [1, 2]}}', "\x0b", "null",
+]
+
+
+@pytest.mark.parametrize("chunk_bytes", [1 << 20, 40, 1])
+def test_scan_jsonl_agrees_with_the_per_line_parser(tmp_path, monkeypatch, chunk_bytes):
+    monkeypatch.setattr(formats, "CHUNK_BYTES", chunk_bytes)
+    path = tmp_path / "odd_texts.jsonl"
+    write_lines(path, ODD_JSONL + ODD_JSONL[1:])
+    scanned = [(n, problem) if problem else (n, (text_id, text, image_ids))
+               for _, entries in scan_file(path, scan_jsonl) for n, text_id, text, image_ids, problem in entries]
+    assert scanned == [(n, r) for n, r, _ in _per_line(path, parse_text_line)]
+    assert [n for n, r in scanned if not isinstance(r, str)] == [1, 2, 4, 5, 11, 14, 16, 17, 23]

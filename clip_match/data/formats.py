@@ -169,8 +169,8 @@ def scan_tsv(chunk: Chunk, path: Path) -> tuple[list[ImageEntry], int]:
         end = size if end < 0 else end
         tab = find(b"\t", pos, end)
         stop = end - (data[end - 1] == _CR)  # CRLF
-        if (ascii_only and pos < tab < stop - 1 and data[tab + 1] > _SPACE and data[stop - 1] > _SPACE
-                and data[pos:tab].isdigit() and find(b"\t", tab + 1, stop) < 0):
+        if (pos < tab < stop - 1 and data[tab + 1] > _SPACE and data[stop - 1] > _SPACE and data[pos:tab].isdigit()
+                and find(b"\t", tab + 1, stop) < 0 and (ascii_only or data[pos:end].isascii())):
             entries.append((number, int(data[pos:tab]), tab + 1, stop, None))
         else:
             entries += _odd_image_line(data, pos, end, number, path, chunk.start)
