@@ -65,13 +65,14 @@ def _exit_with(parent: int) -> None:
 
 
 def _bad_images(path: str, start: int, size: int, first_line: int) -> dict[int, str]:
-    """Task: decode every image of one chunk; return ``{line: why}`` for the bad ones (lines
-    that are bad already as text are the main process's to report)."""
+    """Task: decode every image of one chunk; return ``{line: why}`` for the bad ones."""
     chunk = read_chunk(Path(path), start, size, first_line)
     bad = {}
     for number, _, b64_start, b64_stop, problem in scan_tsv(chunk, Path(path))[0]:
-        if problem is None and (problem := check_image(chunk.data[b64_start:b64_stop], where(path, number))):
-            bad[number] = problem
+        if problem is None:  # (lines bad as text are the main process's to report)
+            problem = check_image(chunk.data[b64_start:b64_stop], where(path, number))
+            if problem is not None:
+                bad[number] = problem
     return bad
 
 
