@@ -6,7 +6,7 @@ and name ``file:line`` in errors; they accept CRLF line endings and a UTF-8 byte
 (both common in files edited on Windows) but reject invalid UTF-8. Ids are normalised to
 ``int`` so that ``007`` and ``7`` cannot become two different LMDB keys.
 
-Files are read in chunks of whole lines (`read_chunks`) and each chunk is parsed at once
+Files are read in chunks of whole lines (`scan_file`) and each chunk is parsed at once
 (`scan_tsv`, `scan_jsonl`): ordinary lines are recognised with a few C-level byte searches or
 one JSON scan, and only unusual lines go through the per-line parsers, which accept the odd
 but valid ones and word the error for the bad ones. Chunks are named by byte offsets, so worker
@@ -19,7 +19,7 @@ import binascii
 import json
 import re
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple, Optional
+from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple, Optional
 
 from ..errors import ClipMatchError, where
 from ..jsonio import parse_object
@@ -93,7 +93,7 @@ def decode_b64(b64: bytes | str, source: str) -> bytes:
         raise ClipMatchError(f"{source}: corrupt base64 image data: {error}") from None
 
 
-def _open(path: Path):
+def _open(path: Path) -> BinaryIO:
     try:
         return open(path, "rb")
     except OSError as error:
