@@ -165,3 +165,20 @@ def test_skip_bad_keeps_the_good_records_and_reports_the_rest(tmp_path, capsys):
     with LMDBReader(tmp_path / "lmdb" / "train") as reader:
         assert [tuple(p) for p in reader] == [(1, 1, "猫"), (4, 1, "猫"), (4, 3, "狗")]
         assert sorted(reader.image_ids()) == [1, 4]
+
+
+def test_skip_bad_with_only_text_problems_keeps_every_pair_of_the_good_lines(tmp_path, capsys):
+    jsonl = ['{"text_id": 1, "text": "猫", "image_ids": [1]}', "{broken", '{"text_id": 1, "text": "dup", "image_ids": [2]}',
+             '{"text_id": 3, "text": "狗", "image_ids": [2, 1]}']
+    write_data(tmp_path, jsonl=jsonl)
+    assert build(tmp_path, "--skip-bad", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(s["file"], s["line"]) for s in report["skipped"]] == [("train_texts.jsonl", 2), ("train_texts.jsonl", 3)]
+    assert report["splits"]["train"] == {"images": 2, "pairs": 3, "texts": 2, "skipped_images": 0, "skipped_pair_lines": 2}
+    with LMDBReader(tmp_path / "lmdb" / "train") as reader:
+        assert [tuple(p) for p in reader] == [(1, 1, "猫"), (2, 3, "狗"), (1, 3, "狗")]
+
+
+def test_an_image_problem_is_reported_before_a_text_problem(tmp_path, capsys):
+    write_data(tmp_path, tsv=[tsv_line(1, GOOD), tsv_line(2, b"not an image")], jsonl=["{broken"])
+    assert_refused(tmp_path, capsys, "train_imgs.tsv:2: not an image")

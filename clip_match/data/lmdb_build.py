@@ -13,15 +13,19 @@ them (`formats.scan_tsv`, `formats.scan_jsonl`), checks what spans records (dupl
 dangling image ids) and writes one ordered stream, each base64 field going from the chunk
 straight into the LMDB. With verification, worker processes are given the same chunks as byte
 offsets, read and decode them themselves and send back only the lines whose image is bad, so
-no image data crosses between processes.
+no image data crosses between processes. The main process writes the pairs while the first
+images are being decoded, and a thread per database syncs it to disk as it grows, so little
+work is left once the last image is decoded.
 """
 from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import json
 import os
 import pickle
+import shutil
 import threading
 import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -84,21 +88,27 @@ class _Problems:
         self.skipped: list[dict] = []
 
     def bad(self, message: str, path: Path, line: int, split: str) -> None:
-        if not self.skip_bad:
-            raise ClipMatchError(f"{message} (pass --skip-bad to skip bad records and report them)")
-        self.skipped.append({"split": split, "file": path.name, "line": line, "reason": message})
+        self.take([{"split": split, "file": path.name, "line": line, "reason": message}])
+
+    def take(self, skipped: list[dict]) -> None:
+        """Raise on the first of ``skipped``, or with ``skip_bad`` record them all."""
+        if skipped and not self.skip_bad:
+            raise ClipMatchError(f"{skipped[0]['reason']} (pass --skip-bad to skip bad records and report them)")
+        self.skipped += skipped
 
 
 class _Writer:
     """Writes one LMDB in transactions of about TXN_BYTES; when the map is full, doubles it and
-    retries. Syncing to disk happens once, at the end, in a background thread (an interrupted
-    build is thrown away as a whole), so that the disk writes overlap the rest of the build."""
+    retries. A thread syncs to disk after commits, so that the disk writes overlap the build,
+    and closes the database at the end (an interrupted build is thrown away as a whole)."""
 
     def __init__(self, path: Path, map_size: int):
         path.mkdir(parents=True)
         self.env = lmdb.open(str(path), map_size=map_size, sync=False, metasync=False, meminit=False)
         self.batch: list[tuple[bytes, bytes | memoryview]] = []
         self.batch_bytes = 0
+        self.disk = ThreadPoolExecutor(1)
+        self.syncing: Future | None = None
         self.closing: Future | None = None
 
     def add(self, items: list[tuple[bytes, bytes | memoryview]], size: int) -> None:
@@ -117,14 +127,16 @@ class _Writer:
             except lmdb.MapFullError:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
         self.batch, self.batch_bytes = [], 0
+        if self.syncing is None or self.syncing.done():
+            if self.syncing is not None:
+                self.syncing.result()  # (raises its error)
+            self.syncing = self.disk.submit(self.env.sync, True)
 
     def finish(self, count_key: bytes, count: int) -> None:
-        """Write the count and commit; sync and close in the background (joined on exit)."""
+        """Write the count and commit; the disk thread then syncs and closes (joined on exit)."""
         self.add([(count_key, str(count).encode())], 0)
         self.flush()
-        closer = ThreadPoolExecutor(1)
-        self.closing = closer.submit(self._sync_and_close)
-        closer.shutdown(wait=False)  # the thread ends when the sync is done
+        self.closing = self.disk.submit(self._sync_and_close)
 
     def _sync_and_close(self) -> None:
         self.env.sync(True)
@@ -134,7 +146,8 @@ class _Writer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        """Wait for the sync (raising its error); on failure before it, drop what is pending and close."""
+        """Wait for the disk thread (raising its error); after a failure, drop what is pending and close."""
+        self.disk.shutdown(wait=True)
         if self.closing is not None:
             self.closing.result()
         else:
@@ -205,24 +218,35 @@ def _build_split(
     problems: _Problems,
     map_size: int | None,
 ) -> dict:
+    """Build one split. The pairs are written while the images are being verified, as if every
+    image they name will be written; only if one is not are the pairs written again."""
     tsv, jsonl = imgs_path(data_dir, split), texts_path(data_dir, split)
+    checked = _checked_images(tsv, f"{split} images", verify, pool)  # (decoding starts now)
+    text_problems = _Problems(skip_bad=True)  # taken over once the images are known
+    with _Writer(out / "pairs", map_size or max(MIN_MAP_SIZE, 4 * jsonl.stat().st_size)) as pairs:
+        count, seen, named = _write_pairs(jsonl, tsv.name, split, None, pairs, text_problems)
     skipped_before = len(problems.skipped)
-    with _Writer(out / "imgs", map_size or max(MIN_MAP_SIZE, 2 * tsv.stat().st_size)) as images, \
-            _Writer(out / "pairs", map_size or max(MIN_MAP_SIZE, 4 * jsonl.stat().st_size)) as pairs:
-        written = _write_images(tsv, split, images, verify, pool, problems)
-        skipped_images = len(problems.skipped) - skipped_before
-        count, seen = _write_pairs(jsonl, tsv.name, split, written, pairs, problems)
+    with _Writer(out / "imgs", map_size or max(MIN_MAP_SIZE, 2 * tsv.stat().st_size)) as images:
+        written = _write_images(checked, tsv, split, images, problems)
+    skipped_images = len(problems.skipped) - skipped_before
+    if named <= written:
+        problems.take(text_problems.skipped)
+    else:
+        shutil.rmtree(out / "pairs")
+        with _Writer(out / "pairs", map_size or max(MIN_MAP_SIZE, 4 * jsonl.stat().st_size)) as pairs:
+            count, seen, _ = _write_pairs(jsonl, tsv.name, split, written, pairs, problems)
     return {"images": len(written), "pairs": count, "texts": len(seen),
             "skipped_images": skipped_images,
             "skipped_pair_lines": len(problems.skipped) - skipped_before - skipped_images}
 
 
 def _write_images(
-    tsv: Path, split: str, images: "_Writer", verify: bool, pool: Executor | None, problems: _Problems
+    checked: Iterator[tuple[Chunk, list[ImageEntry], dict[int, str]]], tsv: Path, split: str, images: "_Writer",
+    problems: _Problems,
 ) -> set[int]:
-    """Write the good images of ``tsv``; return their ids."""
+    """Write the good images of ``tsv`` (from `_checked_images`); return their ids."""
     written: set[int] = set()
-    for chunk, entries, bad_images in _checked_images(tsv, f"{split} images", verify, pool):
+    for chunk, entries, bad_images in checked:
         items = []
         view = memoryview(chunk.data)  # values are slices of the chunk, copied once, by LMDB
         for number, image_id, start, stop, problem in entries:
@@ -240,11 +264,13 @@ def _write_images(
 
 
 def _write_pairs(
-    jsonl: Path, tsv_name: str, split: str, written: set[int], pairs: "_Writer", problems: _Problems
-) -> tuple[int, set[int]]:
-    """Write one pair per (text, image) whose image was written; return the count and text ids."""
+    jsonl: Path, tsv_name: str, split: str, written: set[int] | None, pairs: "_Writer", problems: _Problems
+) -> tuple[int, set[int], set[int]]:
+    """Write one pair per (text, image) whose image was written (every image while ``written`` is
+    not known yet); return the count, the text ids and the image ids named."""
     count = 0
     seen: set[int] = set()
+    named: set[int] = set()
     for chunk, entries in _progress(scan_file(jsonl, scan_jsonl), jsonl, f"{split} texts"):
         items = []
         for number, text_id, text, image_ids, problem in entries:
@@ -254,8 +280,9 @@ def _write_pairs(
                 problems.bad(f"{where(jsonl, number)}: duplicate text_id {text_id}", jsonl, number, split)
             else:
                 seen.add(text_id)
+                named.update(image_ids)
                 for image_id in image_ids:
-                    if image_id in written:
+                    if written is None or image_id in written:
                         items.append((str(count + len(items)).encode(), pickle.dumps((image_id, text_id, text))))
                     else:
                         message = f"{where(jsonl, number)}: image_id {image_id} has no (valid) image in {tsv_name}"
@@ -263,21 +290,19 @@ def _write_pairs(
         count += len(items)
         pairs.add(items, len(chunk.data))
     pairs.finish(NUM_SAMPLES_KEY, count)
-    return count, seen
+    return count, seen, named
 
 
 def _checked_images(
     tsv: Path, label: str, verify: bool, pool: Executor | None
 ) -> Iterator[tuple[Chunk, list[ImageEntry], dict[int, str]]]:
     """``(chunk, entries, {line: why its image is bad})`` for each chunk of ``tsv`` in order;
-    the images are decoded only with ``verify``, by ``pool`` if given."""
+    the images are decoded only with ``verify``, by ``pool`` if given (which starts at once)."""
     scanned = _progress(scan_file(tsv, scan_tsv), tsv, label)
     if not verify:
-        yield from ((chunk, entries, {}) for chunk, entries in scanned)
-        return
+        return ((chunk, entries, {}) for chunk, entries in scanned)
     jobs = (((chunk, entries), (str(tsv), chunk.start, len(chunk.data), chunk.first_line)) for chunk, entries in scanned)
-    for (chunk, entries), bad in _in_order(_bad_images, jobs, pool):
-        yield chunk, entries, bad
+    return ((chunk, entries, bad) for (chunk, entries), bad in _in_order(_bad_images, jobs, pool))
 
 
 def _progress(scanned: Iterator[tuple[Chunk, list]], path: Path, label: str) -> Iterator[tuple[Chunk, list]]:
@@ -290,17 +315,20 @@ def _progress(scanned: Iterator[tuple[Chunk, list]], path: Path, label: str) -> 
 
 def _in_order(task: Callable[..., dict], jobs: Iterator[tuple[object, tuple]], pool: Executor | None
               ) -> Iterator[tuple[object, dict]]:
-    """``(item, task(*args))`` for each ``(item, args)`` in order. With a pool, up to IN_FLIGHT
-    tasks run ahead of the consumer (tasks and results are small), so workers rarely wait."""
+    """``(item, task(*args))`` for each ``(item, args)`` in order. With a pool, the first IN_FLIGHT
+    tasks are submitted now and then each result taken lets one more start (tasks and results
+    are small), so workers rarely wait."""
     if pool is None:
-        yield from ((item, task(*args)) for item, args in jobs)
-        return
-    pending: collections.deque = collections.deque()
+        return ((item, task(*args)) for item, args in jobs)
+    pending = collections.deque((item, pool.submit(task, *args)) for item, args in itertools.islice(jobs, IN_FLIGHT))
+    return _results(pending, task, jobs, pool)
+
+
+def _results(pending: collections.deque, task: Callable[..., dict], jobs: Iterator[tuple[object, tuple]],
+             pool: Executor) -> Iterator[tuple[object, dict]]:
+    """The rest of `_in_order`: taking a result submits the next task."""
     for item, args in jobs:
         pending.append((item, pool.submit(task, *args)))
-        if len(pending) >= IN_FLIGHT:
-            item, future = pending.popleft()
-            yield item, future.result()
-    while pending:
-        item, future = pending.popleft()
-        yield item, future.result()
+        oldest, future = pending.popleft()
+        yield oldest, future.result()
+    yield from ((item, future.result()) for item, future in pending)
