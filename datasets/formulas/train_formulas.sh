@@ -30,7 +30,7 @@ TRAIN_SEED=123                      # model init, data order
 BANK_RENDERS=10                     # augmented renders per bank formula (4,000 formulas)
 OPEN_RENDERS=3                      # per training formula (first half + CROHME, ~14,000 formulas)
 BANK_STEPS=${BANK_STEPS:-650}       # optimiser steps of batch 128
-OPEN_STEPS=${OPEN_STEPS:-420}
+OPEN_STEPS=${OPEN_STEPS:-400}
 EXAMPLES=3                          # real bank images shown through `clip-match query`
 clip_match() { "${PYTHON}" -m clip_match.cli "$@"; }
 
@@ -59,7 +59,7 @@ for protocol in ${PROTOCOLS}; do
   clip_match export "${WORK}/runs/${protocol}/checkpoints/slim.pt" --arch "${MODEL}" --precision fp32,int8 \
     --out "${bundle}" --overwrite
   for precision in fp32 int8; do
-    echo "== ${protocol} protocol, ${precision}: clip-match eval-retrieval ${bundle} ${data} --precision ${precision}"
+    echo "== ${protocol} protocol, ${precision}: clip-match eval-retrieval ${bundle} ${data} --precision ${precision} --threads 1"
     clip_match eval-retrieval "${bundle}" "${data}" --precision "${precision}" --threads 1
   done
 done
