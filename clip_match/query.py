@@ -98,7 +98,7 @@ def rank_vectors(query: np.ndarray, vectors: np.ndarray, names: list[str], top_k
     scores = vectors @ query
     order = np.argsort(-scores, kind="stable")[: max(1, min(top_k, len(names)))]
     probabilities = softmax_probabilities(scores)[0]
-    hits = [Hit(rank, names[row], names[row], float(scores[row]), float(probabilities[row]))
+    hits = [Hit(rank, names[row], names[row], names[row], float(scores[row]), float(probabilities[row]))
             for rank, row in enumerate(order, 1)]
     return Ranking(hits, softmax_scope="all", softmax_over=len(names))
 

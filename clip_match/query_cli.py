@@ -2,8 +2,11 @@
 
 JSON output, one object per line and per image, written as soon as its batch is answered::
 
-    {"image": "a.png", "results": [{"rank": 1, "id": "...", "text": "...", "score": 0.31,
+    {"image": "a.png", "results": [{"rank": 1, "id": "...", "text": "...", "key": "...", "score": 0.31,
      "probability": 0.97, "metadata": {}}], "softmax": {"scope": "all", "over": 120}}
+
+``text`` is the candidate as given, ``key`` as the index embedded it (normalised; for an index built
+with ``--latex``, the normalised LaTeX, which the table prints).
 
 ``score`` is the cosine; ``probability`` a softmax over 100 x cosine across ``softmax.over``
 candidates: all of them ("all") or the top ones retrieved from a large/approximate index ("top").
@@ -35,7 +38,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", help="model bundle directory (default: the packaged demo model)")
     parser.add_argument("--top-k", type=int, default=5, help="results per query (default 5)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
-    parser.add_argument("--latex", action="store_true", help="with --text: normalise it as LaTeX")
+    parser.add_argument("--latex", action="store_true",
+                        help="LaTeX mode: with --text, normalise it as LaTeX; with --image, the index must be a --latex one")
     parser.add_argument("--batch-size", type=int, default=16, help="images per image-tower call")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="tower precision (default: best)")
@@ -54,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _label_images(matcher: Matcher, args: argparse.Namespace) -> int:
+    if args.latex and not matcher.index.latex:
+        raise ClipMatchError(f"--latex: the index {args.index} was built without --latex; "
+                             "rebuild it with `clip-match index build --latex`")
     _note_clipped(args.top_k, len(matcher.index), "candidates")
     failures = answered = 0
     for name, answer in matcher.iter_rank(expand_images(args.image), args.top_k, args.batch_size):
@@ -66,7 +73,7 @@ def _label_images(matcher: Matcher, args: argparse.Namespace) -> int:
             print(json.dumps({"image": name, "results": [vars(hit) for hit in answer.hits], **_softmax(answer)},
                              ensure_ascii=False), flush=True)
         else:
-            _print_table(name, answer, "text")
+            _print_table(name, answer, "key" if matcher.index.latex else "text")
     if not answered:
         raise ClipMatchError(f"no images found in {' '.join(args.image)}")
     return 1 if failures else 0

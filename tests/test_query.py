@@ -70,7 +70,7 @@ def test_query_json_schema_and_bad_image(index_dir, tiny_bundle, images, capsys)
         assert record["softmax"] == {"scope": "all", "over": 5}
         assert [hit["rank"] for hit in record["results"]] == [1, 2]
         for hit in record["results"]:
-            assert set(hit) == {"rank", "id", "text", "score", "probability", "metadata"}
+            assert set(hit) == {"rank", "id", "text", "key", "score", "probability", "metadata"}
             assert -1 <= hit["score"] <= 1 and 0 <= hit["probability"] <= 1
         assert record["results"][0]["score"] >= record["results"][1]["score"]
 
@@ -121,7 +121,7 @@ def test_build_errors_and_warnings(tiny_bundle, encoder, tmp_path, capsys) -> No
         LabelIndex.build(encoder, [], progress=False)
 
 
-def test_latex_index_and_add(tiny_bundle, tmp_path, capsys) -> None:
+def test_latex_index_and_add(tiny_bundle, images, tmp_path, capsys) -> None:
     formulas = tmp_path / "formulas.jsonl"
     rows = [{"id": "a", "text": r"\left( x^2 \right)", "source": "test"}, {"id": "b", "text": "( x ^ { 2 } )"},
             {"id": "c", "text": r"\frac{1}{2}"}]
@@ -138,6 +138,21 @@ def test_latex_index_and_add(tiny_bundle, tmp_path, capsys) -> None:
     assert index.candidates[0].metadata == {"source": "test"}
     keys = [json.loads(line)["key"] for line in (out / "candidates.jsonl").read_text().splitlines()]
     assert keys == ["( x ^ { 2 } )", r"\frac { 1 } { 2 }", "E = m c ^ { 2 }"]
+
+    assert main(["query", "--bundle", str(tiny_bundle), "--index", str(out), "--image", str(images / "0.png"),
+                 "--latex", "--top-k", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "( x ^ { 2 } )" in printed and r"\left(" not in printed  # the table shows normalised LaTeX
+    assert main(["query", "--bundle", str(tiny_bundle), "--index", str(out), "--image", str(images / "0.png"),
+                 "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)["results"]
+    assert {(h["text"], h["key"]) for h in hits} >= {(r"\left( x^2 \right)", "( x ^ { 2 } )")}
+
+
+def test_query_latex_refuses_a_plain_index(index_dir, tiny_bundle, images, capsys) -> None:
+    assert main(["query", "--bundle", str(tiny_bundle), "--index", str(index_dir), "--image", str(images / "0.png"),
+                 "--latex"]) == 2
+    assert "was built without --latex" in capsys.readouterr().err
 
 
 def test_matcher_without_index_refuses_rank(encoder, images) -> None:

@@ -58,7 +58,8 @@ class TextEncoder(Protocol):
 class Hit:
     rank: int
     id: str
-    text: str
+    text: str           # as given
+    key: str            # as embedded and deduplicated: normalised (as LaTeX, for a --latex index)
     score: float
     probability: float
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -238,8 +239,9 @@ class LabelIndex:
         ]
 
     def _hit(self, rank: int, row: int, score: float, probability: float) -> Hit:
-        candidate = self._entries[row].candidate
-        return Hit(rank, candidate.id, candidate.text, score, probability, dict(candidate.metadata))
+        entry = self._entries[row]
+        candidate = entry.candidate
+        return Hit(rank, candidate.id, candidate.text, entry.key, score, probability, dict(candidate.metadata))
 
     def _searcher(self) -> faiss.Index:
         if self._search_index is None:
