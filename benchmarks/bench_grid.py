@@ -64,12 +64,14 @@ PUZZLE_SEED, VALIDATION_SEED, CALIBRATION_SEED = 2024, 7, 11
 
 def interleaved(cases: dict, rounds: int) -> dict[str, float]:
     """Best-of-``rounds`` seconds per case; the cases take turns within each round (after one
-    warm-up call each), so load from other processes hits them all alike."""
+    warm-up call each), so load from other processes hits them all alike, with a pause between
+    cases so that threads one case left spinning do not slow the next."""
     for function in cases.values():
         function()
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(rounds):
         for name, function in cases.items():
+            time.sleep(0.1)  # the previous case's spinning threads (if any) go idle first
             start = time.perf_counter()
             function()
             samples[name].append(time.perf_counter() - start)
@@ -106,17 +108,21 @@ def random_bundle(config_name: str, out: Path, calibration: Path) -> Path:
                          calibration_images=calibration)
 
 
-def session(path: Path) -> ort.InferenceSession:
+def session(path: Path, spinning: bool) -> ort.InferenceSession:
+    """``spinning``: onnxruntime's default (a hand-written loop's sessions); off is how `Encoder`
+    configures its sessions."""
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = ARGS.threads, 1
     options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def naive_solver(bundle: Bundle, precision: str):
     """The loop users write by hand: per tile one image call, prompt tokenised and encoded again."""
-    image_session = session(bundle.tower_path("image", precision))
-    text_session = session(bundle.tower_path("text", precision))
+    image_session = session(bundle.tower_path("image", precision), spinning=True)
+    text_session = session(bundle.tower_path("text", precision), spinning=True)
     tokenizer = Tokenizer(bundle.checked_file("vocab.txt"), cache_size=0)
     mean, std = tuple(bundle.manifest["mean"]), tuple(bundle.manifest["std"])
 
@@ -158,7 +164,7 @@ def bench_bundle(label: str, path: Path, puzzle_path: Path, prompt: str, validat
     cases, solvers = {"naive": lambda: naive(puzzle_path, prompt, 2)}, {}
     for precision in bundle.precisions:
         solver = GridSolver(path, device="cpu", precision=precision, threads=ARGS.threads)
-        tower = session(bundle.tower_path("image", precision))
+        tower = session(bundle.tower_path("image", precision), spinning=False)
         solvers[precision] = solver
         cases[f"{precision} encoder"] = lambda tower=tower: tower.run(None, {IMAGE_INPUT: batch})
         cases[f"{precision} solve"] = lambda solver=solver: solver.solve(puzzle_path, prompt, k=2)
