@@ -144,7 +144,6 @@ class ValidationSet:
     split_dir: Path
     image_ids: list[int]
     texts: list[str]
-    text_ids: list[int]
     pairs: list[tuple[int, int]]  # (image_row, text_row), in LMDB order
 
     @classmethod
@@ -162,7 +161,7 @@ class ValidationSet:
                     text_rows[pair.text_id] = len(texts)
                     texts.append(pair.text)
                 pairs.append((image_row, text_rows[pair.text_id]))
-        return cls(Path(split_dir), list(image_rows), texts, list(text_rows), pairs)
+        return cls(Path(split_dir), list(image_rows), texts, pairs)
 
     def text_keys(self) -> np.ndarray:
         return np.array([text_key(t) for t in self.texts], dtype=np.int64)
