@@ -123,3 +123,30 @@ def test_unreadable_checkpoint(tmp_path, content, message):
     with pytest.raises(ClipMatchError, match=message) as error:
         read_state_dict(path)
     assert str(path) in str(error.value)
+
+
+def test_resize_checkpoint_to_a_larger_resolution(tiny_checkpoint, tmp_path):
+    from clip_match.model.resize import POSITIONAL_EMBEDDING, resize_checkpoint
+
+    config96 = tmp_path / "tiny96.json"
+    config96.write_text(json.dumps(load_config("tiny").to_dict() | {"name": "tiny96", "image_resolution": 96}))
+    out = resize_checkpoint(tiny_checkpoint, load_config(config96), tmp_path / "tiny96.pt")
+    before, after = read_state_dict(tiny_checkpoint), read_state_dict(out)
+    assert after[POSITIONAL_EMBEDDING].shape[0] == 1 + 3 * 3 and before[POSITIONAL_EMBEDDING].shape[0] == 1 + 2 * 2
+    assert torch.equal(after[POSITIONAL_EMBEDDING][0], before[POSITIONAL_EMBEDDING][0])  # the pooled token's row
+    # a smooth resize: the 3x3 grid's centre is the mean of the 2x2 grid
+    assert torch.allclose(after[POSITIONAL_EMBEDDING][1 + 4], before[POSITIONAL_EMBEDDING][1:].mean(0), atol=1e-5)
+    assert all(torch.equal(after[k], v) for k, v in before.items() if k != POSITIONAL_EMBEDDING)
+    model = load_checkpoint(out, load_config(config96))
+    with torch.no_grad():
+        assert model.encode_image(torch.zeros(1, 3, 96, 96)).shape == (1, 64)
+
+
+def test_resize_checkpoint_refuses_other_architectures(tiny_checkpoint, tmp_path):
+    from clip_match.model.resize import resize_checkpoint
+
+    wider = tmp_path / "wider.json"
+    wider.write_text(json.dumps(load_config("tiny").to_dict() | {"name": "wider", "embed_dim": 128}))
+    with pytest.raises(ClipMatchError, match="incompatible checkpoint"):
+        resize_checkpoint(tiny_checkpoint, load_config(wider), tmp_path / "out.pt")
+    assert not (tmp_path / "out.pt").exists()

@@ -1,0 +1,65 @@
+"""Carry trained weights to another image resolution, so a model trained cheaply at a small input
+size can go on training at a larger one instead of starting over.
+
+Only the image tower's attention-pool positional embedding depends on the resolution (one row per
+cell of the final ``resolution / 32`` feature grid, plus the pooled token); every convolution is
+size-free. The grid rows are resized bicubically, as CLIP does when it changes resolution.
+
+    python -m clip_match.model.resize SLIM.pt --model demo --out RESIZED.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ClipMatchError
+from .checkpoint import load_weights, read_state_dict, save_slim_checkpoint
+from .config import ModelConfig, load_config
+from .factory import create_model
+
+POSITIONAL_EMBEDDING = "visual.attnpool.positional_embedding"
+
+
+def resize_positional_embedding(embedding: torch.Tensor, grid: int) -> torch.Tensor:
+    """Resize a ``(1 + g*g, width)`` attention-pool positional embedding to ``(1 + grid*grid, width)``."""
+    pooled, cells = embedding[:1], embedding[1:]
+    side = math.isqrt(len(cells))
+    if side * side != len(cells):
+        raise ClipMatchError(f"{POSITIONAL_EMBEDDING}: {len(cells)} grid rows are not a square grid")
+    if side == grid:
+        return embedding.clone()
+    image = cells.reshape(side, side, -1).permute(2, 0, 1).unsqueeze(0)
+    resized = F.interpolate(image.float(), size=(grid, grid), mode="bicubic", align_corners=False)
+    return torch.cat([pooled, resized[0].permute(1, 2, 0).reshape(grid * grid, -1).to(embedding.dtype)])
+
+
+def resize_checkpoint(source: Path, target: ModelConfig, out: Path) -> Path:
+    """Write ``source``'s weights as a slim checkpoint of ``target`` (same model but the resolution)."""
+    state = read_state_dict(source)
+    if target.vision_patch_size is not None:
+        raise ClipMatchError(f"{target.name}: only ResNet image towers are supported (ViT has no attention pool)")
+    if POSITIONAL_EMBEDDING not in state:
+        raise ClipMatchError(f"{source}: no {POSITIONAL_EMBEDDING}; not a ResNet CN-CLIP checkpoint")
+    state[POSITIONAL_EMBEDDING] = resize_positional_embedding(state[POSITIONAL_EMBEDDING],
+                                                              target.image_resolution // 32)
+    model = create_model(target)
+    load_weights(model, state, f"{source} resized to {target.name}")  # every other shape must match
+    return save_slim_checkpoint(model, out, target)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path, help="trained weights (trainer, slim or official checkpoint)")
+    parser.add_argument("--model", required=True, help="the target config: a name or a JSON file")
+    parser.add_argument("--out", type=Path, required=True, help="slim checkpoint to write")
+    args = parser.parse_args(argv)
+    print(resize_checkpoint(args.checkpoint, load_config(args.model), args.out))
+
+
+if __name__ == "__main__":
+    main()
