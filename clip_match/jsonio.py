@@ -19,6 +19,8 @@ def parse_object(content: str | bytes, place: str) -> dict[str, Any]:
         raise ClipMatchError(f"{place}: invalid UTF-8 at byte {error.start}") from None
     except json.JSONDecodeError as error:
         raise ClipMatchError(f"{place}: malformed JSON: {error.msg} (column {error.colno})") from None
+    except RecursionError:
+        raise ClipMatchError(f"{place}: malformed JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise ClipMatchError(f"{place}: expected a JSON object, got {type(obj).__name__}")
     return obj

@@ -153,3 +153,16 @@ def test_cli_output_into_a_closed_pipe_is_not_an_error():
     assert result.stdout == "line 0\n"
     assert result.stderr == ""
     assert result.returncode == 0
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"a": 1', "labels.jsonl:3: malformed JSON"),
+    ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "labels.jsonl:3: malformed JSON: nested too deeply"),
+    (b'{"a": "\xff"}', "labels.jsonl:3: invalid UTF-8"),
+    ("[1]", "labels.jsonl:3: expected a JSON object, got list"),
+])
+def test_parse_object_errors_name_the_place(content, message):
+    from clip_match.jsonio import parse_object
+
+    with pytest.raises(ClipMatchError, match=message):
+        parse_object(content, "labels.jsonl:3")
