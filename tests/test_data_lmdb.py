@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from clip_match.data import LMDBReader, Pair
-from clip_match.data import formats
+from clip_match.data import formats, lmdb_build
 from clip_match.data.formats import write_split
 from clip_match.data.lmdb_build import REPORT_NAME, build_lmdb
 from clip_match.errors import ClipMatchError
@@ -52,6 +52,7 @@ def test_reader_reads_what_build_wrote(tmp_path):
 @pytest.mark.parametrize("verify", [True, False])
 def test_parallel_build_writes_the_same_database(tmp_path, monkeypatch, verify):
     monkeypatch.setattr(formats, "CHUNK_BYTES", 64 << 10)
+    monkeypatch.setattr(lmdb_build, "TASK_BYTES", 48 << 10)
     images = {i: image_bytes(seed=i) for i in range(600)}  # several chunks per file
     texts = [(i, f"text {i}", [i, (i + 1) % 600]) for i in range(0, 600, 2)] + [(1000, "all", sorted(images))]
     write_split(tmp_path, "train", images.items(), texts)

@@ -10,13 +10,15 @@ Files are read in chunks of whole lines (`scan_file`) and each chunk is parsed a
 (`scan_tsv`, `scan_jsonl`): ordinary lines are recognised with a few C-level byte searches or
 one JSON scan, and only unusual lines go through the per-line parsers, which accept the odd
 but valid ones and word the error for the bad ones. Chunks are named by byte offsets, so worker
-processes can read their share of a file themselves.
+processes can read their share of a file themselves: `line_spans` deals a memory-mapped file
+(`map_file`) out in such pieces without reading it.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+import mmap
 import re
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple, Optional
@@ -54,6 +56,14 @@ class Chunk(NamedTuple):
     start: int
     first_line: int
     data: bytes
+
+
+class Span(NamedTuple):
+    """Whole lines of a file: bytes ``[start, stop)``, the first of them line ``first_line``."""
+
+    start: int
+    stop: int
+    first_line: int
 
 
 class TextLine(NamedTuple):
@@ -119,6 +129,31 @@ def _chunks(path: Path, size: int) -> Iterator[tuple[int, bytes]]:
                 data += handle.readline()
             yield start, data
             start += len(data)
+
+
+def map_file(path: Path) -> mmap.mmap | bytes:
+    """``path``'s bytes, memory-mapped read-only, so that slices of it can be passed on without a
+    copy (the file must not shrink while mapped); ``b""`` for an empty file, which mmap refuses."""
+    with _open(path) as handle:
+        try:
+            return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError:
+            return b""
+        except OSError as error:
+            raise ClipMatchError(f"{path}: cannot map: {error.strerror or error}") from None
+
+
+def line_spans(data: mmap.mmap | bytes, size: int) -> Iterator[Span]:
+    """Pieces of ``data`` of about ``size`` bytes that end at line ends (cut as `scan_file` cuts
+    chunks), each with the number of its first line; only line ends are looked at."""
+    find, end = data.find, len(data)
+    start, line = 0, 1
+    while start < end:
+        stop = find(b"\n", min(start + size, end) - 1) + 1 or end
+        yield Span(start, stop, line)
+        while start := find(b"\n", start, stop) + 1:  # (count the line ends)
+            line += 1
+        start = stop
 
 
 def read_chunk(path: Path, start: int, size: int, first_line: int) -> Chunk:

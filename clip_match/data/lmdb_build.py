@@ -8,43 +8,47 @@ Unlike cn_clip's script it checks every line and (with ``verify``) decodes every
 starts from a map size fitted to the input and grows it when full instead of reserving
 1 TiB, and builds under a temporary name that is renamed only when every split is complete.
 
-How the work is shared: the main process reads each file in chunks of whole lines, parses
-them (`formats.scan_tsv`, `formats.scan_jsonl`), checks what spans records (duplicate ids,
-dangling image ids) and writes one ordered stream, each base64 field going from the chunk
-straight into the LMDB. With verification, worker processes are given the same chunks as byte
-offsets, read and decode them themselves and send back only the lines whose image is bad, so
-no image data crosses between processes. The main process writes the pairs while the first
-images are being decoded, and a thread per database syncs it to disk as it grows, so little
-work is left once the last image is decoded.
+How the work is shared: the main process maps the images TSV into memory and deals it out in
+spans of whole lines (`formats.line_spans`, which only looks for line ends). With verification,
+worker processes read and parse each span themselves (`formats.scan_tsv`), decode every image
+and send back only the parsed entries (line, id, offsets, problem): no image data crosses
+between processes. The main process checks what spans records (duplicate ids, dangling image
+ids) and writes one ordered stream, each base64 field going from the mapped file straight into
+the LMDB. It writes the pairs while the first images are being decoded, and a thread per
+database syncs it to disk as it grows, so little work is left once the last image is decoded.
 """
 from __future__ import annotations
 
 import collections
 import contextlib
-import itertools
 import json
+import mmap
+import multiprocessing
 import os
 import pickle
 import shutil
-import threading
-import time
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+import signal
+from concurrent.futures import Future, ThreadPoolExecutor
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import lmdb
 from tqdm import tqdm
 
 from ..errors import ClipMatchError, where
 from ..fsutil import atomic_dir, atomic_file
-from .formats import Chunk, ImageEntry, decode_b64, imgs_path, read_chunk, scan_file, scan_jsonl, scan_tsv, texts_path
+from .formats import (ImageEntry, Span, decode_b64, imgs_path, line_spans, map_file, read_chunk, scan_file, scan_jsonl,
+                      scan_tsv, texts_path)
 from .images import decode_image
 from .lmdb_reader import NUM_IMAGES_KEY, NUM_SAMPLES_KEY
 
 REPORT_NAME = "build_report.json"
 MIN_MAP_SIZE = 64 << 20
 TXN_BYTES = 1 << 20  # one commit per MiB: the chunks' memory is soon reused (and stays in cache)
-IN_FLIGHT = 8  # chunks being verified ahead of the writer
+TASK_BYTES = 1 << 20  # of the TSV per verification task: ~400 small JPEGs
+TASKS_PER_WORKER = 2  # one being decoded, one waiting in the pipe
+T = TypeVar("T")
 
 
 def check_image(b64: bytes, source: str) -> str | None:
@@ -56,28 +60,115 @@ def check_image(b64: bytes, source: str) -> str | None:
     return None
 
 
-def _exit_with(parent: int) -> None:
-    """Worker initializer: end this worker when the build process is gone (even SIGKILLed),
-    which ProcessPoolExecutor's workers would not notice."""
+def _scan_images(path: str, span: Span, verify: bool) -> list[ImageEntry]:
+    """Task: parse the TSV lines of ``span`` and, with ``verify``, fully decode their images; the
+    entry of a bad image carries why it is bad."""
+    tsv = Path(path)
+    chunk = read_chunk(tsv, span.start, span.stop - span.start, span.first_line)
+    entries = scan_tsv(chunk, tsv)[0]
+    if not verify:
+        return entries
+    data = chunk.data
+    return [(number, image_id, start, stop, problem or check_image(data[start:stop], where(tsv, number)))
+            for number, image_id, start, stop, problem in entries]
 
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
 
-    threading.Thread(target=watch, daemon=True).start()
+class _Workers:
+    """Forked processes that run `_scan_images` and hand its results back in the order given.
+
+    Each worker has a pipe of its own and always holds TASKS_PER_WORKER tasks, so it never waits;
+    the next task goes to whichever worker returns one first. A worker exits when its pipe
+    closes, which happens when the build process ends, however it ends.
+    """
+
+    def __init__(self, count: int):
+        context = multiprocessing.get_context("fork")  # (no re-imports: a worker is ready at once)
+        self.pipes: list[Connection] = []
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+        for _ in range(count):
+            here, there = context.Pipe()
+            self.pipes.append(here)
+            process = context.Process(target=_serve, args=(there, self.pipes), daemon=True)
+            process.start()
+            there.close()
+            self.processes.append(process)
+        self.held: dict[Connection, collections.deque[list]] = {pipe: collections.deque() for pipe in self.pipes}
+        self.jobs: Iterator[tuple[object, tuple]] = iter(())
+
+    def map(self, jobs: Iterable[tuple[object, tuple]]) -> Iterator[tuple[object, list[ImageEntry]]]:
+        """``(item, _scan_images(*args))`` for each ``(item, args)`` of ``jobs``, in order; starts now."""
+        self.jobs = iter(jobs)
+        pending: collections.deque[list] = collections.deque()  # [item, args, result] in job order
+        for pipe in self.pipes * TASKS_PER_WORKER:
+            self._give(pipe, pending)
+        return self._results(pending)
+
+    def _give(self, pipe: Connection, pending: collections.deque[list]) -> None:
+        job = next(self.jobs, None)
+        if job is not None:
+            slot = [*job, _WAITING]
+            pending.append(slot)
+            self.held[pipe].append(slot)
+            pipe.send(job[1])
+
+    def _results(self, pending: collections.deque[list]) -> Iterator[tuple[object, list[ImageEntry]]]:
+        while pending:
+            while pending[0][2] is _WAITING:
+                for pipe in wait([pipe for pipe in self.pipes if self.held[pipe]]):
+                    self.held[pipe][0][2] = self._receive(pipe)
+                    self.held[pipe].popleft()
+                    self._give(pipe, pending)
+            item, _, result = pending.popleft()
+            yield item, result
+
+    def _receive(self, pipe: Connection) -> list[ImageEntry]:
+        try:
+            ok, result = pipe.recv()
+        except EOFError:
+            process = self.processes[self.pipes.index(pipe)]
+            process.join(1)
+            path, span, _ = self.held[pipe][0][1]
+            raise ClipMatchError(f"{where(path, span.first_line)}: the worker process checking the images from this "
+                                 f"line on died (exit code {process.exitcode})") from None
+        if not ok:
+            raise result
+        return result
+
+    def __enter__(self) -> "_Workers":
+        return self
+
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
+        """Close the pipes, so the workers exit; after a failure, do not wait for their tasks."""
+        for pipe in self.pipes:
+            pipe.close()
+        for process in self.processes:
+            if exc_type is not None:
+                process.terminate()
+            process.join()
 
 
-def _bad_images(path: str, start: int, size: int, first_line: int) -> dict[int, str]:
-    """Task: decode every image of one chunk; return ``{line: why}`` for the bad ones."""
-    chunk = read_chunk(Path(path), start, size, first_line)
-    bad = {}
-    for number, _, b64_start, b64_stop, problem in scan_tsv(chunk, Path(path))[0]:
-        if problem is None:  # (lines bad as text are the main process's to report)
-            problem = check_image(chunk.data[b64_start:b64_stop], where(path, number))
-            if problem is not None:
-                bad[number] = problem
-    return bad
+_WAITING = object()
+
+
+def _serve(pipe: Connection, build_ends: list[Connection]) -> None:
+    """Worker process: send back ``(True, _scan_images(*args))`` or ``(False, error)`` for each
+    ``args`` from ``pipe`` until it closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the build process's to handle
+    for end in build_ends:
+        end.close()  # (the build process's ends: copies held here would keep the pipes open)
+    while True:
+        try:
+            args = pipe.recv()
+        except EOFError:
+            return
+        try:
+            reply = (True, _scan_images(*args))
+        except Exception as error:  # (raised again in the build process)
+            reply = (False, error)
+        try:
+            pipe.send(reply)
+        except OSError:  # the build process has gone
+            return
 
 
 class _Problems:
@@ -191,7 +282,7 @@ def build_lmdb(
     with contextlib.ExitStack() as stack:
         pool = None
         if verify and workers > 1:  # parsing alone is cheaper in-process than shipped to workers
-            pool = stack.enter_context(ProcessPoolExecutor(workers, initializer=_exit_with, initargs=(os.getpid(),)))
+            pool = stack.enter_context(_Workers(workers))
         with atomic_dir(lmdb_dir, overwrite=overwrite, inputs=[data_dir]) as tmp:
             for split in split_names:
                 report["splits"][split] = _build_split(data_dir, split, tmp / split, verify, pool, problems, map_size)
@@ -214,20 +305,21 @@ def _build_split(
     split: str,
     out: Path,
     verify: bool,
-    pool: Executor | None,
+    pool: _Workers | None,
     problems: _Problems,
     map_size: int | None,
 ) -> dict:
     """Build one split. The pairs are written while the images are being verified, as if every
     image they name will be written; only if one is not are the pairs written again."""
     tsv, jsonl = imgs_path(data_dir, split), texts_path(data_dir, split)
-    checked = _checked_images(tsv, f"{split} images", verify, pool)  # (decoding starts now)
+    data = map_file(tsv)
+    checked = _checked_images(tsv, data, f"{split} images", verify, pool)  # (decoding starts now)
     text_problems = _Problems(skip_bad=True)  # taken over once the images are known
     with _Writer(out / "pairs", map_size or max(MIN_MAP_SIZE, 4 * jsonl.stat().st_size)) as pairs:
         count, seen, named = _write_pairs(jsonl, tsv.name, split, None, pairs, text_problems)
     skipped_before = len(problems.skipped)
     with _Writer(out / "imgs", map_size or max(MIN_MAP_SIZE, 2 * tsv.stat().st_size)) as images:
-        written = _write_images(checked, tsv, split, images, problems)
+        written = _write_images(checked, data, tsv, split, images, problems)
     skipped_images = len(problems.skipped) - skipped_before
     if named <= written:
         problems.take(text_problems.skipped)
@@ -241,24 +333,23 @@ def _build_split(
 
 
 def _write_images(
-    checked: Iterator[tuple[Chunk, list[ImageEntry], dict[int, str]]], tsv: Path, split: str, images: "_Writer",
+    checked: Iterator[tuple[Span, list[ImageEntry]]], data: mmap.mmap | bytes, tsv: Path, split: str, images: "_Writer",
     problems: _Problems,
 ) -> set[int]:
-    """Write the good images of ``tsv`` (from `_checked_images`); return their ids."""
+    """Write the good images of ``tsv`` (from `_checked_images`; ``data`` is the mapped file); return their ids."""
     written: set[int] = set()
-    for chunk, entries, bad_images in checked:
+    view = memoryview(data)  # values are slices of the mapped file, copied once, by LMDB
+    for span, entries in checked:
         items = []
-        view = memoryview(chunk.data)  # values are slices of the chunk, copied once, by LMDB
         for number, image_id, start, stop, problem in entries:
-            problem = problem or bad_images.get(number)
             if problem is not None:
                 problems.bad(problem, tsv, number, split)
             elif image_id in written:
                 problems.bad(f"{where(tsv, number)}: duplicate image_id {image_id}", tsv, number, split)
             else:
-                items.append((str(image_id).encode(), view[start:stop]))
+                items.append((str(image_id).encode(), view[span.start + start:span.start + stop]))
                 written.add(image_id)
-        images.add(items, len(chunk.data))
+        images.add(items, span.stop - span.start)
     images.finish(NUM_IMAGES_KEY, len(written))
     return written
 
@@ -271,7 +362,8 @@ def _write_pairs(
     count = 0
     seen: set[int] = set()
     named: set[int] = set()
-    for chunk, entries in _progress(scan_file(jsonl, scan_jsonl), jsonl, f"{split} texts"):
+    for chunk, entries in _progress(scan_file(jsonl, scan_jsonl), lambda scanned: len(scanned[0].data), jsonl,
+                                    f"{split} texts"):
         items = []
         for number, text_id, text, image_ids, problem in entries:
             if problem is not None:
@@ -294,41 +386,20 @@ def _write_pairs(
 
 
 def _checked_images(
-    tsv: Path, label: str, verify: bool, pool: Executor | None
-) -> Iterator[tuple[Chunk, list[ImageEntry], dict[int, str]]]:
-    """``(chunk, entries, {line: why its image is bad})`` for each chunk of ``tsv`` in order;
-    the images are decoded only with ``verify``, by ``pool`` if given (which starts at once)."""
-    scanned = _progress(scan_file(tsv, scan_tsv), tsv, label)
-    if not verify:
-        return ((chunk, entries, {}) for chunk, entries in scanned)
-    jobs = (((chunk, entries), (str(tsv), chunk.start, len(chunk.data), chunk.first_line)) for chunk, entries in scanned)
-    return ((chunk, entries, bad) for (chunk, entries), bad in _in_order(_bad_images, jobs, pool))
-
-
-def _progress(scanned: Iterator[tuple[Chunk, list]], path: Path, label: str) -> Iterator[tuple[Chunk, list]]:
-    """Pass ``scanned`` through, with a progress bar on stderr."""
-    with tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=label, disable=None, leave=False) as bar:
-        for chunk, entries in scanned:
-            bar.update(len(chunk.data))
-            yield chunk, entries
-
-
-def _in_order(task: Callable[..., dict], jobs: Iterator[tuple[object, tuple]], pool: Executor | None
-              ) -> Iterator[tuple[object, dict]]:
-    """``(item, task(*args))`` for each ``(item, args)`` in order. With a pool, the first IN_FLIGHT
-    tasks are submitted now and then each result taken lets one more start (tasks and results
-    are small), so workers rarely wait."""
+    tsv: Path, data: mmap.mmap | bytes, label: str, verify: bool, pool: _Workers | None
+) -> Iterator[tuple[Span, list[ImageEntry]]]:
+    """``(span, entries)`` for each span of ``tsv`` (mapped as ``data``) in order; the images are
+    decoded only with ``verify``, by ``pool`` if given (which starts at once)."""
+    spans = _progress(line_spans(data, TASK_BYTES), lambda span: span.stop - span.start, tsv, label)
+    jobs = ((span, (str(tsv), span, verify)) for span in spans)
     if pool is None:
-        return ((item, task(*args)) for item, args in jobs)
-    pending = collections.deque((item, pool.submit(task, *args)) for item, args in itertools.islice(jobs, IN_FLIGHT))
-    return _results(pending, task, jobs, pool)
+        return ((span, _scan_images(*args)) for span, args in jobs)
+    return pool.map(jobs)
 
 
-def _results(pending: collections.deque, task: Callable[..., dict], jobs: Iterator[tuple[object, tuple]],
-             pool: Executor) -> Iterator[tuple[object, dict]]:
-    """The rest of `_in_order`: taking a result submits the next task."""
-    for item, args in jobs:
-        pending.append((item, pool.submit(task, *args)))
-        oldest, future = pending.popleft()
-        yield oldest, future.result()
-    yield from ((item, future.result()) for item, future in pending)
+def _progress(pieces: Iterator[T], size: Callable[[T], int], path: Path, label: str) -> Iterator[T]:
+    """Pass the pieces of ``path`` through, with a progress bar of their ``size`` on stderr."""
+    with tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=label, disable=None, leave=False) as bar:
+        for piece in pieces:
+            bar.update(size(piece))
+            yield piece
