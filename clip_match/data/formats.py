@@ -110,11 +110,14 @@ def _open(path: Path) -> BinaryIO:
         raise ClipMatchError(f"{path}: cannot read: {error.strerror or error}") from None
 
 
-def scan_file(path: Path, scan: Callable[[Chunk, Path], tuple[list, int]]) -> Iterator[tuple[Chunk, list]]:
-    """``(chunk, entries)`` for each chunk of ``path`` in order, ``scan`` (`scan_tsv` or
-    `scan_jsonl`) numbering the lines (which also says where the next chunk's numbers start)."""
+def scan_file(
+    path: Path, scan: Callable[[Chunk, Path], tuple[list, int]], size: int | None = None
+) -> Iterator[tuple[Chunk, list]]:
+    """``(chunk, entries)`` for each chunk of ``path`` (of about ``size`` bytes, default
+    CHUNK_BYTES) in order, ``scan`` (`scan_tsv` or `scan_jsonl`) numbering the lines (which also
+    says where the next chunk's numbers start)."""
     line = 1
-    for start, data in _chunks(path, CHUNK_BYTES):
+    for start, data in _chunks(path, size or CHUNK_BYTES):
         chunk = Chunk(start, line, data)
         entries, line = scan(chunk, path)
         yield chunk, entries

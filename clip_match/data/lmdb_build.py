@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import json
 import mmap
 import multiprocessing
@@ -47,6 +48,7 @@ REPORT_NAME = "build_report.json"
 MIN_MAP_SIZE = 64 << 20
 TXN_BYTES = 1 << 20  # one commit per MiB: the chunks' memory is soon reused (and stays in cache)
 TASK_BYTES = 1 << 20  # of the TSV per verification task: ~400 small JPEGs
+TEXT_CHUNK_BYTES = 64 << 10  # of the JSONL at a time: each chunk's objects reuse the memory of the last
 TASKS_PER_WORKER = 2  # one being decoded, one waiting in the pipe
 T = TypeVar("T")
 
@@ -283,6 +285,7 @@ def build_lmdb(
         pool = None
         if verify and workers > 1:  # parsing alone is cheaper in-process than shipped to workers
             pool = stack.enter_context(_Workers(workers))
+        stack.enter_context(_collector_paused())  # (after the fork: the workers keep theirs)
         with atomic_dir(lmdb_dir, overwrite=overwrite, inputs=[data_dir]) as tmp:
             for split in split_names:
                 report["splits"][split] = _build_split(data_dir, split, tmp / split, verify, pool, problems, map_size)
@@ -290,6 +293,20 @@ def build_lmdb(
             with atomic_file(tmp / REPORT_NAME, "w", encoding="utf-8") as handle:
                 json.dump(report, handle, ensure_ascii=False, indent=1)
     return report
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: the build makes many small objects but no cycles, so
+    collecting would only scan memory (and copy the pages it touches, shared with forked workers)."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _split_list(splits: str | Sequence[str]) -> list[str]:
@@ -362,8 +379,8 @@ def _write_pairs(
     count = 0
     seen: set[int] = set()
     named: set[int] = set()
-    for chunk, entries in _progress(scan_file(jsonl, scan_jsonl), lambda scanned: len(scanned[0].data), jsonl,
-                                    f"{split} texts"):
+    scanned = scan_file(jsonl, scan_jsonl, TEXT_CHUNK_BYTES)
+    for chunk, entries in _progress(scanned, lambda piece: len(piece[0].data), jsonl, f"{split} texts"):
         items = []
         for number, text_id, text, image_ids, problem in entries:
             if problem is not None:
