@@ -30,7 +30,7 @@ import pickle
 import shutil
 import signal
 from concurrent.futures import Future, ThreadPoolExecutor
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
@@ -46,7 +46,7 @@ from .lmdb_reader import NUM_IMAGES_KEY, NUM_SAMPLES_KEY
 
 REPORT_NAME = "build_report.json"
 MIN_MAP_SIZE = 64 << 20
-TXN_BYTES = 1 << 20  # one commit per MiB: the chunks' memory is soon reused (and stays in cache)
+TXN_BYTES = 4 << 20  # per commit: a few large writes; a sync after each, while none is running
 TASK_BYTES = 1 << 20  # of the TSV per verification task: ~400 small JPEGs
 TEXT_CHUNK_BYTES = 64 << 10  # of the JSONL at a time: each chunk's objects reuse the memory of the last
 TASKS_PER_WORKER = 2  # one being decoded, one waiting in the pipe
@@ -78,12 +78,13 @@ def _scan_images(path: str, span: Span, verify: bool) -> list[ImageEntry]:
 class _Workers:
     """Forked processes that run `_scan_images` and hand its results back in the order given.
 
-    Each worker has a pipe of its own and always holds TASKS_PER_WORKER tasks, so it never waits;
-    the next task goes to whichever worker returns one first. A worker exits when its pipe
-    closes, which happens when the build process ends, however it ends.
+    Each worker has a pipe of its own and holds TASKS_PER_WORKER tasks, so it never waits; taking
+    a worker's result gives it the next task. After the last of ``rounds`` calls to `map` the
+    pipes are closed, so the workers exit while the build finishes, and a worker also exits when
+    the build process ends, however it ends (its pipe closes then too).
     """
 
-    def __init__(self, count: int):
+    def __init__(self, count: int, rounds: int):
         context = multiprocessing.get_context("fork")  # (no re-imports: a worker is ready at once)
         self.pipes: list[Connection] = []
         self.processes: list[multiprocessing.process.BaseProcess] = []
@@ -94,62 +95,60 @@ class _Workers:
             process.start()
             there.close()
             self.processes.append(process)
-        self.held: dict[Connection, collections.deque[list]] = {pipe: collections.deque() for pipe in self.pipes}
+        self.rounds = rounds
         self.jobs: Iterator[tuple[object, tuple]] = iter(())
+        self.pending: collections.deque[tuple[object, tuple, Connection]] = collections.deque()  # in job order
 
     def map(self, jobs: Iterable[tuple[object, tuple]]) -> Iterator[tuple[object, list[ImageEntry]]]:
         """``(item, _scan_images(*args))`` for each ``(item, args)`` of ``jobs``, in order; starts now."""
         self.jobs = iter(jobs)
-        pending: collections.deque[list] = collections.deque()  # [item, args, result] in job order
         for pipe in self.pipes * TASKS_PER_WORKER:
-            self._give(pipe, pending)
-        return self._results(pending)
+            self._give(pipe)
+        return self._results()
 
-    def _give(self, pipe: Connection, pending: collections.deque[list]) -> None:
+    def _give(self, pipe: Connection) -> None:
         job = next(self.jobs, None)
         if job is not None:
-            slot = [*job, _WAITING]
-            pending.append(slot)
-            self.held[pipe].append(slot)
+            self.pending.append((*job, pipe))
             pipe.send(job[1])
 
-    def _results(self, pending: collections.deque[list]) -> Iterator[tuple[object, list[ImageEntry]]]:
-        while pending:
-            while pending[0][2] is _WAITING:
-                for pipe in wait([pipe for pipe in self.pipes if self.held[pipe]]):
-                    self.held[pipe][0][2] = self._receive(pipe)
-                    self.held[pipe].popleft()
-                    self._give(pipe, pending)
-            item, _, result = pending.popleft()
+    def _results(self) -> Iterator[tuple[object, list[ImageEntry]]]:
+        while self.pending:
+            item, args, pipe = self.pending.popleft()
+            result = self._receive(pipe, args)
+            self._give(pipe)
             yield item, result
+        self.rounds -= 1
+        if not self.rounds:
+            self._close()
 
-    def _receive(self, pipe: Connection) -> list[ImageEntry]:
+    def _receive(self, pipe: Connection, args: tuple) -> list[ImageEntry]:
         try:
             ok, result = pipe.recv()
         except EOFError:
             process = self.processes[self.pipes.index(pipe)]
             process.join(1)
-            path, span, _ = self.held[pipe][0][1]
+            path, span, _ = args
             raise ClipMatchError(f"{where(path, span.first_line)}: the worker process checking the images from this "
                                  f"line on died (exit code {process.exitcode})") from None
         if not ok:
             raise result
         return result
 
+    def _close(self) -> None:
+        for pipe in self.pipes:
+            pipe.close()
+
     def __enter__(self) -> "_Workers":
         return self
 
     def __exit__(self, exc_type: object, *exc_info: object) -> None:
         """Close the pipes, so the workers exit; after a failure, do not wait for their tasks."""
-        for pipe in self.pipes:
-            pipe.close()
+        self._close()
         for process in self.processes:
             if exc_type is not None:
                 process.terminate()
             process.join()
-
-
-_WAITING = object()
 
 
 def _serve(pipe: Connection, build_ends: list[Connection]) -> None:
@@ -284,7 +283,7 @@ def build_lmdb(
     with contextlib.ExitStack() as stack:
         pool = None
         if verify and workers > 1:  # parsing alone is cheaper in-process than shipped to workers
-            pool = stack.enter_context(_Workers(workers))
+            pool = stack.enter_context(_Workers(workers, rounds=len(split_names)))
         stack.enter_context(_collector_paused())  # (after the fork: the workers keep theirs)
         with atomic_dir(lmdb_dir, overwrite=overwrite, inputs=[data_dir]) as tmp:
             for split in split_names:
