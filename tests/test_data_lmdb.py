@@ -18,7 +18,7 @@ import pytest
 from clip_match.data import LMDBReader, Pair
 from clip_match.data import formats, lmdb_build
 from clip_match.data.formats import write_split
-from clip_match.data.lmdb_build import REPORT_NAME, build_lmdb
+from clip_match.data.lmdb_build import REPORT_NAME, _scan_images, build_lmdb
 from clip_match.errors import ClipMatchError
 from test_data_helpers import image_bytes, tiny_dataset, tsv_line, write_lines
 
@@ -220,3 +220,31 @@ def test_killing_a_build_leaves_nothing_under_the_final_name(tmp_path, workers):
     while any(Path(f"/proc/{pid}").exists() for pid in children):  # workers notice and exit
         assert time.monotonic() < deadline, "verification workers outlived the killed build"
         time.sleep(0.1)
+
+
+
+def _dies_on_line_301(path, span, verify):
+    if span.first_line == 301:
+        os._exit(3)
+    return _scan_images(path, span, verify)
+
+
+def _fails_on_line_301(path, span, verify):
+    if span.first_line == 301:
+        raise ClipMatchError(f"{path}:{span.first_line}: made up")
+    return _scan_images(path, span, verify)
+
+
+@pytest.mark.parametrize("task,message", [
+    (_dies_on_line_301, r"train_imgs.tsv:301: the worker process checking the images from this line on died \(exit code 3\)"),
+    (_fails_on_line_301, r"train_imgs.tsv:301: made up"),
+])
+def test_a_worker_failure_stops_the_build_with_the_line_named(tmp_path, monkeypatch, task, message):
+    data = image_bytes(size=(8, 8))
+    write_split(tmp_path, "train", [(i, data) for i in range(100, 700)], [(i, f"text {i}", [i]) for i in range(100, 700)])
+    line_bytes = len(tsv_line(100, data)) + 1  # (every line is as long)
+    monkeypatch.setattr(lmdb_build, "TASK_BYTES", 100 * line_bytes)  # spans of 100 lines
+    monkeypatch.setattr(lmdb_build, "_scan_images", task)  # (the forked workers run it)
+    with pytest.raises(ClipMatchError, match=message):
+        build_lmdb(tmp_path, "train", workers=2)
+    assert not (tmp_path / "lmdb").exists() and not list(tmp_path.glob(".lmdb.*"))

@@ -125,7 +125,7 @@ class _Workers:
     def _receive(self, pipe: Connection, args: tuple) -> list[ImageEntry]:
         try:
             ok, result = pipe.recv()
-        except EOFError:
+        except (EOFError, ConnectionResetError):  # (reset: it died with a task unread)
             process = self.processes[self.pipes.index(pipe)]
             process.join(1)
             path, span, _ = args
