@@ -7,8 +7,8 @@ import json
 import pytest
 
 from clip_match.data import formats
-from clip_match.data.formats import (decode_b64, iter_lines, parse_image_line, parse_text_line, read_jsonl, read_tsv,
-                                     scan_file, scan_jsonl, scan_tsv, texts_path, write_split)
+from clip_match.data.formats import (decode_b64, iter_lines, line_spans, map_file, parse_image_line, parse_text_line,
+                                     read_jsonl, read_tsv, scan_file, scan_jsonl, scan_tsv, texts_path, write_split)
 from clip_match.errors import ClipMatchError
 from test_data_helpers import image_bytes, write_lines
 
@@ -118,3 +118,26 @@ def test_scan_jsonl_agrees_with_the_per_line_parser(tmp_path, monkeypatch, chunk
                for _, entries in scan_file(path, scan_jsonl) for n, text_id, text, image_ids, problem in entries]
     assert scanned == [(n, r) for n, r, _ in _per_line(path, parse_text_line)]
     assert [n for n, r in scanned if not isinstance(r, str)] == [1, 2, 4, 5, 11, 14, 16, 17, 23]
+
+
+@pytest.mark.parametrize("size,share", [(1, 1), (40, 1), (1 << 20, 1), (400, 1), (400, 4)])
+def test_line_spans_cut_whole_lines_as_scan_file_cuts_chunks(tmp_path, monkeypatch, size, share):
+    path = tmp_path / "lines.tsv"
+    path.write_bytes(b"".join(b"x" * (i % 37) + b"\r\n" * (i % 5 == 0) + b"\n" * (i % 3 > 0) for i in range(400)))
+    data = path.read_bytes()
+    spans = list(line_spans(map_file(path), size, share))
+    assert spans[0].start == 0 and spans[-1].stop == len(data)
+    assert all(a.stop == b.start and data[a.stop - 1:a.stop] == b"\n" for a, b in zip(spans, spans[1:]))
+    assert [span.first_line for span in spans] == [data[:span.start].count(b"\n") + 1 for span in spans]
+    monkeypatch.setattr(formats, "CHUNK_BYTES", size)
+    chunks = [(chunk.start, chunk.first_line) for chunk, _ in scan_file(path, scan_tsv)]
+    if share == 1:
+        assert [(span.start, span.first_line) for span in spans] == chunks
+    else:  # the last spans shrink, down to size // 16
+        sizes = [span.stop - span.start for span in spans]
+        assert len(spans) > len(chunks) and max(sizes[-3:]) < size // 4 and min(sizes[:-1]) >= size // 16
+
+
+def test_an_empty_file_maps_to_no_spans(tmp_path):
+    (tmp_path / "empty.tsv").write_bytes(b"")
+    assert list(line_spans(map_file(tmp_path / "empty.tsv"), 1 << 20)) == []

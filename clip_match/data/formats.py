@@ -146,13 +146,18 @@ def map_file(path: Path) -> mmap.mmap | bytes:
             raise ClipMatchError(f"{path}: cannot map: {error.strerror or error}") from None
 
 
-def line_spans(data: mmap.mmap | bytes, size: int) -> Iterator[Span]:
+def line_spans(data: mmap.mmap | bytes, size: int, share: int = 1) -> Iterator[Span]:
     """Pieces of ``data`` of about ``size`` bytes that end at line ends (cut as `scan_file` cuts
-    chunks), each with the number of its first line; only line ends are looked at."""
+    chunks), each with the number of its first line; only line ends are looked at.
+
+    Near the end a piece is at most 1/``share`` of what is left (but at least ``size // 16``),
+    so that workers sharing the pieces out finish at about the same time.
+    """
     find, end = data.find, len(data)
     start, line = 0, 1
     while start < end:
-        stop = find(b"\n", min(start + size, end) - 1) + 1 or end
+        step = max(size // 16, min(size, (end - start) // share))
+        stop = find(b"\n", min(start + step, end) - 1) + 1 or end
         yield Span(start, stop, line)
         while start := find(b"\n", start, stop) + 1:  # (count the line ends)
             line += 1

@@ -406,7 +406,8 @@ def _checked_images(
 ) -> Iterator[tuple[Span, list[ImageEntry]]]:
     """``(span, entries)`` for each span of ``tsv`` (mapped as ``data``) in order; the images are
     decoded only with ``verify``, by ``pool`` if given (which starts at once)."""
-    spans = _progress(line_spans(data, TASK_BYTES), lambda span: span.stop - span.start, tsv, label)
+    share = len(pool.pipes) * TASKS_PER_WORKER if pool else 1  # (the spans queued at any time)
+    spans = _progress(line_spans(data, TASK_BYTES, share), lambda span: span.stop - span.start, tsv, label)
     jobs = ((span, (str(tsv), span, verify)) for span in spans)
     if pool is None:
         return ((span, _scan_images(*args)) for span, args in jobs)
