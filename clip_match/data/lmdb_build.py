@@ -10,12 +10,15 @@ starts from a map size fitted to the input and grows it when full instead of res
 
 How the work is shared: the main process maps the images TSV into memory and deals it out in
 spans of whole lines (`formats.line_spans`, which only looks for line ends). With verification,
-worker processes read and parse each span themselves (`formats.scan_tsv`), decode every image
-and send back only the parsed entries (line, id, offsets, problem): no image data crosses
-between processes. The main process checks what spans records (duplicate ids, dangling image
-ids) and writes one ordered stream, each base64 field going from the mapped file straight into
-the LMDB. It writes the pairs while the first images are being decoded, and a thread per
-database syncs it to disk as it grows, so little work is left once the last image is decoded.
+``workers - 1`` forked worker processes and the main process itself parse spans
+(`formats.scan_tsv`) and decode every image: a worker reads its span itself and sends back only
+the parsed entries (line, id, offsets, problem), so no image data crosses between processes; the
+main process takes a span itself whenever every worker is busy and no result is waiting, so no
+core idles and no more processes run than there are cores. The main process checks what spans
+records (duplicate ids, dangling image ids) and writes one ordered stream, each base64 field
+going from the mapped file straight into the LMDB. It writes the pairs while the first images
+are being decoded, and a thread per database syncs it to disk as it grows, so little work is
+left once the last image is decoded.
 """
 from __future__ import annotations
 
@@ -49,7 +52,7 @@ MIN_MAP_SIZE = 64 << 20
 TXN_BYTES = 4 << 20  # per commit: a few large writes; a sync after each, while none is running
 TASK_BYTES = 1 << 20  # of the TSV per verification task: ~400 small JPEGs
 TEXT_CHUNK_BYTES = 64 << 10  # of the JSONL at a time: each chunk's objects reuse the memory of the last
-TASKS_PER_WORKER = 2  # one being decoded, one waiting in the pipe
+TASKS_PER_WORKER = 3  # one being decoded, two waiting in the pipe (while the build process runs one)
 T = TypeVar("T")
 
 
@@ -76,12 +79,13 @@ def _scan_images(path: str, span: Span, verify: bool) -> list[ImageEntry]:
 
 
 class _Workers:
-    """Forked processes that run `_scan_images` and hand its results back in the order given.
+    """Forked processes that run `_scan_images` alongside the build process, which runs a task
+    itself whenever every worker is busy and no result is ready; results come back in order.
 
-    Each worker has a pipe of its own and holds TASKS_PER_WORKER tasks, so it never waits; taking
-    a worker's result gives it the next task. After the last of ``rounds`` calls to `map` the
-    pipes are closed, so the workers exit while the build finishes, and a worker also exits when
-    the build process ends, however it ends (its pipe closes then too).
+    Each worker has a pipe of its own and holds TASKS_PER_WORKER tasks, so it never waits while
+    the build process is busy; taking a worker's result gives it the next task. After the last of
+    ``rounds`` calls to `map` the pipes are closed, so the workers exit while the build finishes,
+    and a worker also exits when the build process ends, however it ends (its pipe closes then too).
     """
 
     def __init__(self, count: int, rounds: int):
@@ -96,8 +100,10 @@ class _Workers:
             there.close()
             self.processes.append(process)
         self.rounds = rounds
+        self.collecting = gc.isenabled()  # (as the workers do; the build pauses it for its own work)
         self.jobs: Iterator[tuple[object, tuple]] = iter(())
-        self.pending: collections.deque[tuple[object, tuple, Connection]] = collections.deque()  # in job order
+        # (item, args, the worker's pipe or None when run here, result) in job order
+        self.pending: collections.deque[tuple[object, tuple, Connection | None, object]] = collections.deque()
 
     def map(self, jobs: Iterable[tuple[object, tuple]]) -> Iterator[tuple[object, list[ImageEntry]]]:
         """``(item, _scan_images(*args))`` for each ``(item, args)`` of ``jobs``, in order; starts now."""
@@ -109,18 +115,40 @@ class _Workers:
     def _give(self, pipe: Connection) -> None:
         job = next(self.jobs, None)
         if job is not None:
-            self.pending.append((*job, pipe))
-            pipe.send(job[1])
+            self.pending.append((*job, pipe, None))
+            with contextlib.suppress(BrokenPipeError):  # (the worker died: taking the result says so)
+                pipe.send(job[1])
 
     def _results(self) -> Iterator[tuple[object, list[ImageEntry]]]:
-        while self.pending:
-            item, args, pipe = self.pending.popleft()
-            result = self._receive(pipe, args)
-            self._give(pipe)
-            yield item, result
+        while True:
+            if self.pending and (self.pending[0][2] is None or self.pending[0][2].poll()):
+                yield self._take()
+            elif job := next(self.jobs, None):  # every worker is busy: run a task here
+                self.pending.append((*job, None, self._run_here(job[1])))
+            elif self.pending:
+                yield self._take()  # (waits for it)
+            else:
+                break
         self.rounds -= 1
         if not self.rounds:
             self._close()
+
+    def _run_here(self, args: tuple) -> list[ImageEntry]:
+        """`_scan_images` in the build process, with the garbage collector as in a worker."""
+        if self.collecting:
+            gc.enable()
+        try:
+            return _scan_images(*args)
+        finally:
+            gc.disable()
+
+    def _take(self) -> tuple[object, list[ImageEntry]]:
+        """The oldest result, with the next task given to the worker that returned it."""
+        item, args, pipe, result = self.pending.popleft()
+        if pipe is not None:
+            result = self._receive(pipe, args)
+            self._give(pipe)
+        return item, result
 
     def _receive(self, pipe: Connection, args: tuple) -> list[ImageEntry]:
         try:
@@ -283,7 +311,7 @@ def build_lmdb(
     with contextlib.ExitStack() as stack:
         pool = None
         if verify and workers > 1:  # parsing alone is cheaper in-process than shipped to workers
-            pool = stack.enter_context(_Workers(workers, rounds=len(split_names)))
+            pool = stack.enter_context(_Workers(workers - 1, rounds=len(split_names)))
         stack.enter_context(_collector_paused())  # (after the fork: the workers keep theirs)
         with atomic_dir(lmdb_dir, overwrite=overwrite, inputs=[data_dir]) as tmp:
             for split in split_names:
@@ -406,7 +434,7 @@ def _checked_images(
 ) -> Iterator[tuple[Span, list[ImageEntry]]]:
     """``(span, entries)`` for each span of ``tsv`` (mapped as ``data``) in order; the images are
     decoded only with ``verify``, by ``pool`` if given (which starts at once)."""
-    share = len(pool.pipes) * TASKS_PER_WORKER if pool else 1  # (the spans queued at any time)
+    share = len(pool.pipes) * TASKS_PER_WORKER + 1 if pool else 1  # (the spans in hand at any time)
     spans = _progress(line_spans(data, TASK_BYTES, share), lambda span: span.stop - span.start, tsv, label)
     jobs = ((span, (str(tsv), span, verify)) for span in spans)
     if pool is None:
