@@ -133,9 +133,9 @@ def test_line_spans_cut_whole_lines_as_scan_file_cuts_chunks(tmp_path, monkeypat
     chunks = [(chunk.start, chunk.first_line) for chunk, _ in scan_file(path, scan_tsv)]
     if share == 1:
         assert [(span.start, span.first_line) for span in spans] == chunks
-    else:  # the last spans shrink, down to size // 16
+    else:  # the last spans shrink, down to size // 32
         sizes = [span.stop - span.start for span in spans]
-        assert len(spans) > len(chunks) and max(sizes[-3:]) < size // 4 and min(sizes[:-1]) >= size // 16
+        assert len(spans) > len(chunks) and max(sizes[-3:]) < size // 4 and min(sizes[:-1]) >= size // 32
 
 
 def test_an_empty_file_maps_to_no_spans(tmp_path):

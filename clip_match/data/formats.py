@@ -150,13 +150,13 @@ def line_spans(data: mmap.mmap | bytes, size: int, share: int = 1) -> Iterator[S
     """Pieces of ``data`` of about ``size`` bytes that end at line ends (cut as `scan_file` cuts
     chunks), each with the number of its first line; only line ends are looked at.
 
-    Near the end a piece is at most 1/``share`` of what is left (but at least ``size // 16``),
+    Near the end a piece is at most 1/``share`` of what is left (but at least ``size // 32``),
     so that workers sharing the pieces out finish at about the same time.
     """
     find, end = data.find, len(data)
     start, line = 0, 1
     while start < end:
-        step = max(size // 16, min(size, (end - start) // share))
+        step = max(size // 32, min(size, (end - start) // share))
         stop = find(b"\n", min(start + step, end) - 1) + 1 or end
         yield Span(start, stop, line)
         while start := find(b"\n", start, stop) + 1:  # (count the line ends)

@@ -52,7 +52,7 @@ MIN_MAP_SIZE = 64 << 20
 TXN_BYTES = 4 << 20  # per commit: a few large writes; a sync after each, while none is running
 TASK_BYTES = 1 << 20  # of the TSV per verification task: ~400 small JPEGs
 TEXT_CHUNK_BYTES = 64 << 10  # of the JSONL at a time: each chunk's objects reuse the memory of the last
-TASKS_PER_WORKER = 3  # one being decoded, two waiting in the pipe (while the build process runs one)
+TASKS_PER_WORKER = 2  # one being decoded, one waiting in the pipe
 T = TypeVar("T")
 
 
@@ -359,11 +359,11 @@ def _build_split(
     data = map_file(tsv)
     checked = _checked_images(tsv, data, f"{split} images", verify, pool)  # (decoding starts now)
     text_problems = _Problems(skip_bad=True)  # taken over once the images are known
-    with _Writer(out / "pairs", map_size or max(MIN_MAP_SIZE, 4 * jsonl.stat().st_size)) as pairs:
-        count, seen, named = _write_pairs(jsonl, tsv.name, split, None, pairs, text_problems)
     skipped_before = len(problems.skipped)
-    with _Writer(out / "imgs", map_size or max(MIN_MAP_SIZE, 2 * tsv.stat().st_size)) as images:
-        written = _write_images(checked, data, tsv, split, images, problems)
+    with (_Writer(out / "pairs", map_size or max(MIN_MAP_SIZE, 4 * jsonl.stat().st_size)) as pairs,
+          _Writer(out / "imgs", map_size or max(MIN_MAP_SIZE, 2 * tsv.stat().st_size)) as images):
+        count, seen, named = _write_pairs(jsonl, tsv.name, split, None, pairs, text_problems)
+        written = _write_images(checked, data, tsv, split, images, problems)  # (while the pairs are synced)
     skipped_images = len(problems.skipped) - skipped_before
     if named <= written:
         problems.take(text_problems.skipped)
