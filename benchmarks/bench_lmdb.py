@@ -4,12 +4,13 @@
 
 From one cached TSV/JSONL of small JPEGs (generated once under the temp dir), in one run:
 cn_clip's ``build_lmdb_dataset.py`` (run in-process as its ``__main__``), clip_match with
-verification off, clip_match with full verification (``--workers`` decoding processes), and
-a single-process loop that only decodes the same images. Each is timed ``--repeats`` times,
+verification off, clip_match with full verification (``--workers`` decoding processes: the build
+process and ``--workers - 1`` forked ones), and a single-process loop that only decodes the
+same images. Each is timed ``--repeats`` times,
 interleaved, and the best is kept (the machine is shared). Goals: verification off >= 1.0x
 cn_clip's script; full verification >= 1.8x the decode-only loop on 2 cores.
 
-The decode-only loop does exactly the verifying workers' work (read chunks, parse them with the
+The decode-only loop does exactly the verifying processes' work (read chunks, parse them with the
 same scanner, base64-decode and fully decode every image), so that ratio measures parallel
 speed-up and nothing else. CPU seconds are printed because they hardly depend on other load.
 """
@@ -127,7 +128,7 @@ def main() -> None:
           f"best of {args.repeats}, {len(os.sched_getaffinity(0))} CPUs visible, load {os.getloadavg()[0]:.1f}")
     for name in names:
         wall, cpu, children = best[name]
-        workers = f", {children:.2f} s of it in workers" if children else ""
+        workers = f", {children:.2f} s of it in forked workers" if children else ""
         print(f"  {name:<45} {rate[name]:>9,.0f} images/s  ({wall:.2f} s wall, {cpu:.2f} s CPU{workers})")
     off_ratio = rate[names[1]] / rate[names[0]]
     verify_ratio = rate[names[2]] / rate[names[3]]
