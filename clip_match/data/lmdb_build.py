@@ -266,7 +266,10 @@ class _Writer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        """Wait for the disk thread (raising its error); after a failure, drop what is pending and close."""
+        self.close()
+
+    def close(self) -> None:
+        """Wait for the disk thread (raising its error); before `finish`, drop what is pending and close."""
         self.disk.shutdown(wait=True)
         if self.closing is not None:
             self.closing.result()
@@ -313,9 +316,11 @@ def build_lmdb(
         if verify and workers > 1:  # parsing alone is cheaper in-process than shipped to workers
             pool = stack.enter_context(_Workers(workers - 1, rounds=len(split_names)))
         stack.enter_context(_collector_paused())  # (after the fork: the workers keep theirs)
-        with atomic_dir(lmdb_dir, overwrite=overwrite, inputs=[data_dir]) as tmp:
+        # (the writers are closed, their last data synced, after the report is written, and before the rename)
+        with atomic_dir(lmdb_dir, overwrite=overwrite, inputs=[data_dir]) as tmp, contextlib.ExitStack() as writers:
             for split in split_names:
-                report["splits"][split] = _build_split(data_dir, split, tmp / split, verify, pool, problems, map_size)
+                report["splits"][split] = _build_split(data_dir, split, tmp / split, verify, pool, problems, map_size,
+                                                       writers)
             report["skipped"] = problems.skipped
             with atomic_file(tmp / REPORT_NAME, "w", encoding="utf-8") as handle:
                 json.dump(report, handle, ensure_ascii=False, indent=1)
@@ -352,25 +357,29 @@ def _build_split(
     pool: _Workers | None,
     problems: _Problems,
     map_size: int | None,
+    writers: contextlib.ExitStack,
 ) -> dict:
-    """Build one split. The pairs are written while the images are being verified, as if every
-    image they name will be written; only if one is not are the pairs written again."""
+    """Build one split, its databases left to be closed by ``writers`` (so that their last
+    syncs overlap the next split). The pairs are written while the images are being verified,
+    as if every image they name will be written; only if one is not are the pairs written again."""
     tsv, jsonl = imgs_path(data_dir, split), texts_path(data_dir, split)
     data = map_file(tsv)
     checked = _checked_images(tsv, data, f"{split} images", verify, pool)  # (decoding starts now)
     text_problems = _Problems(skip_bad=True)  # taken over once the images are known
     skipped_before = len(problems.skipped)
-    with (_Writer(out / "pairs", map_size or max(MIN_MAP_SIZE, 4 * jsonl.stat().st_size)) as pairs,
-          _Writer(out / "imgs", map_size or max(MIN_MAP_SIZE, 2 * tsv.stat().st_size)) as images):
-        count, seen, named = _write_pairs(jsonl, tsv.name, split, None, pairs, text_problems)
-        written = _write_images(checked, data, tsv, split, images, problems)  # (while the pairs are synced)
+    pairs_size = map_size or max(MIN_MAP_SIZE, 4 * jsonl.stat().st_size)
+    pairs = writers.enter_context(_Writer(out / "pairs", pairs_size))
+    images = writers.enter_context(_Writer(out / "imgs", map_size or max(MIN_MAP_SIZE, 2 * tsv.stat().st_size)))
+    count, seen, named = _write_pairs(jsonl, tsv.name, split, None, pairs, text_problems)
+    written = _write_images(checked, data, tsv, split, images, problems)
     skipped_images = len(problems.skipped) - skipped_before
     if named <= written:
         problems.take(text_problems.skipped)
     else:
+        pairs.close()
         shutil.rmtree(out / "pairs")
-        with _Writer(out / "pairs", map_size or max(MIN_MAP_SIZE, 4 * jsonl.stat().st_size)) as pairs:
-            count, seen, _ = _write_pairs(jsonl, tsv.name, split, written, pairs, problems)
+        pairs = writers.enter_context(_Writer(out / "pairs", pairs_size))
+        count, seen, _ = _write_pairs(jsonl, tsv.name, split, written, pairs, problems)
     return {"images": len(written), "pairs": count, "texts": len(seen),
             "skipped_images": skipped_images,
             "skipped_pair_lines": len(problems.skipped) - skipped_before - skipped_images}
