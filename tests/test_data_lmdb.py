@@ -56,12 +56,21 @@ def test_parallel_build_writes_the_same_database(tmp_path, monkeypatch, verify):
     images = {i: image_bytes(seed=i) for i in range(600)}  # several chunks per file
     texts = [(i, f"text {i}", [i, (i + 1) % 600]) for i in range(0, 600, 2)] + [(1000, "all", sorted(images))]
     write_split(tmp_path, "train", images.items(), texts)
+    write_split(tmp_path, "valid", {**images, 7: b"not an image", 555: b"nor this"}.items(), texts)
     assert (tmp_path / "train_imgs.tsv").stat().st_size > 2 * formats.CHUNK_BYTES
-    build_lmdb(tmp_path, "train", lmdb_dir=tmp_path / "one", verify=verify, workers=1)
-    build_lmdb(tmp_path, "train", lmdb_dir=tmp_path / "two", verify=verify, workers=2)
+    one, two = (build_lmdb(tmp_path, "train,valid", lmdb_dir=tmp_path / name, verify=verify, workers=workers,
+                           skip_bad=True) for name, workers in (("one", 1), ("two", 3)))
+    assert {**one, "lmdb_dir": ""} == {**two, "lmdb_dir": ""}
+    assert [(s["split"], s["file"], s["line"]) for s in one["skipped"]] == ([
+        ("valid", "valid_imgs.tsv", 8), ("valid", "valid_imgs.tsv", 556), ("valid", "valid_texts.jsonl", 4),
+        ("valid", "valid_texts.jsonl", 278), ("valid", "valid_texts.jsonl", 301), ("valid", "valid_texts.jsonl", 301),
+    ] if verify else [])  # (the text on line 301 names both bad images)
     with LMDBReader(tmp_path / "one" / "train") as one, LMDBReader(tmp_path / "two" / "train") as two:
         assert list(one) == list(two) == expected_pairs(tmp_path)
         assert all(one.image_b64(i) == two.image_b64(i) for i in images)
+    with LMDBReader(tmp_path / "one" / "valid") as one, LMDBReader(tmp_path / "two" / "valid") as two:
+        assert list(one) == list(two) and len(one) == 1200 - (4 if verify else 0)
+        assert sorted(two.image_ids()) == sorted(set(images) - ({7, 555} if verify else set()))
 
 
 def test_map_grows_from_a_tiny_start(tmp_path):
