@@ -135,12 +135,14 @@ class _Workers:
 
     def _run_here(self, args: tuple) -> list[ImageEntry]:
         """`_scan_images` in the build process, with the garbage collector as in a worker."""
+        paused = not gc.isenabled()
         if self.collecting:
             gc.enable()
         try:
             return _scan_images(*args)
         finally:
-            gc.disable()
+            if paused:
+                gc.disable()
 
     def _take(self) -> tuple[object, list[ImageEntry]]:
         """The oldest result, with the next task given to the worker that returned it."""
