@@ -58,6 +58,7 @@ BAD_TSV = {
 BAD_JSONL = {
     "image id with no image": ['{"text_id": 2, "text": "猫", "image_ids": [1, 3]}', "train_texts.jsonl:1: image_id 3 has no"],
     "malformed json": ['{"text_id": 1, "text": "猫", "image_ids": [1, 2]', "train_texts.jsonl:1: malformed JSON"],
+    "nested too deeply": ['{"text": ' + "[" * 100_000 + "]" * 100_000 + "}", "train_texts.jsonl:1: malformed JSON: nested too deeply"],
     "not an object": ["[1, 2]", "train_texts.jsonl:1: expected a JSON object"],
     "missing field": ['{"text_id": 1, "image_ids": [1]}', "train_texts.jsonl:1: missing field 'text'"],
     "text id is a string": ['{"text_id": "1", "text": "猫", "image_ids": [1]}', "train_texts.jsonl:1: field 'text_id' must be an integer"],

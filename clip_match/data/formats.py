@@ -247,7 +247,7 @@ def scan_jsonl(chunk: Chunk, path: Path) -> tuple[list[TextEntry], int]:
     for number, line in enumerate(lines, chunk.first_line):
         try:
             obj, end = _SCAN(line, 0)
-        except (StopIteration, ValueError, TypeError):  # not JSON at the line's start, or bytes (not UTF-8)
+        except (StopIteration, ValueError, TypeError, RecursionError):  # not JSON here, bytes (not UTF-8), too deep
             obj, end = None, 0
         try:
             if type(obj) is dict and (end == len(line) or line[end:] == "\r"):
