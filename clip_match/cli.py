@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("clip_match.data.inspect_cli", "counts, duplicates and samples of a TSV/JSONL or LMDB dataset"),
     "export": ("clip_match.export.cli", "checkpoint -> ONNX model bundle (fp32/fp16/int8), verified"),
     "train": ("clip_match.train.cli", "fine-tune or train a CN-CLIP model on LMDB data"),
+    "resize": ("clip_match.model.resize", "checkpoint -> the same ResNet model at another input resolution"),
     "index": ("clip_match.index.cli", "build or extend a FAISS index of candidate texts"),
     "query": ("clip_match.query_cli", "rank candidate texts for images, or images for a text"),
     "grid": ("clip_match.grid.cli", "solve a 2x3 / 3x3 tile puzzle for a prompt"),

@@ -142,11 +142,11 @@ def test_resize_checkpoint_to_a_larger_resolution(tiny_checkpoint, tmp_path):
         assert model.encode_image(torch.zeros(1, 3, 96, 96)).shape == (1, 64)
 
 
-def test_resize_checkpoint_refuses_other_architectures(tiny_checkpoint, tmp_path):
-    from clip_match.model.resize import resize_checkpoint
+def test_resize_command_refuses_other_architectures(tiny_checkpoint, tmp_path, capsys):
+    from clip_match import cli
 
     wider = tmp_path / "wider.json"
     wider.write_text(json.dumps(load_config("tiny").to_dict() | {"name": "wider", "embed_dim": 128}))
-    with pytest.raises(ClipMatchError, match="incompatible checkpoint"):
-        resize_checkpoint(tiny_checkpoint, load_config(wider), tmp_path / "out.pt")
-    assert not (tmp_path / "out.pt").exists()
+    out = tmp_path / "out.pt"
+    assert cli.main(["resize", str(tiny_checkpoint), "--model", str(wider), "--out", str(out)]) == 2
+    assert "incompatible checkpoint" in capsys.readouterr().err and not out.exists()

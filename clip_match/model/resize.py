@@ -5,7 +5,7 @@ Only the image tower's attention-pool positional embedding depends on the resolu
 cell of the final ``resolution / 32`` feature grid, plus the pooled token); every convolution is
 size-free. The grid rows are resized bicubically, as CLIP does when it changes resolution.
 
-    python -m clip_match.model.resize SLIM.pt --model demo --out RESIZED.pt
+    clip-match resize SLIM.pt --model demo --out RESIZED.pt
 """
 
 from __future__ import annotations
@@ -52,14 +52,13 @@ def resize_checkpoint(source: Path, target: ModelConfig, out: Path) -> Path:
     return save_slim_checkpoint(model, out, target)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="trained weights (trainer, slim or official checkpoint)")
-    parser.add_argument("--model", required=True, help="the target config: a name or a JSON file")
+    parser.add_argument("--model", required=True, help="the target config, a name or a JSON file: the same model "
+                                                       "as the checkpoint's but for its image_resolution")
     parser.add_argument("--out", type=Path, required=True, help="slim checkpoint to write")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     print(resize_checkpoint(args.checkpoint, load_config(args.model), args.out))
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -130,7 +130,7 @@ stage "${NAME}_all2" "${STEPS4}" 2e-4
 # config; the tiles are rendered at 96 px, so the larger input sees detail the 64 px one threw away.
 if (( STEPS5 > 0 )); then
   resized=${WORK}/${NAME}_96px_init.pt
-  [[ -f ${resized} ]] || "${PYTHON}" -m clip_match.model.resize "${checkpoint}" --model demo --out "${resized}"
+  [[ -f ${resized} ]] || clip_match resize "${checkpoint}" --model demo --out "${resized}"
   checkpoint=${resized}
   MODEL=demo
   stage "${NAME}_96px" "${STEPS5}" 3e-4
