@@ -41,7 +41,7 @@ def resize_positional_embedding(embedding: torch.Tensor, grid: int) -> torch.Ten
 def resize_checkpoint(source: Path, target: ModelConfig, out: Path) -> Path:
     """Write ``source``'s weights as a slim checkpoint of ``target`` (same model but the resolution)."""
     state = read_state_dict(source)
-    if target.vision_patch_size is not None:
+    if not target.is_resnet:
         raise ClipMatchError(f"{target.name}: only ResNet image towers are supported (ViT has no attention pool)")
     if POSITIONAL_EMBEDDING not in state:
         raise ClipMatchError(f"{source}: no {POSITIONAL_EMBEDDING}; not a ResNet CN-CLIP checkpoint")
