@@ -6,8 +6,10 @@ import json
 import pytest
 import torch
 
+from clip_match import cli
 from clip_match.errors import ClipMatchError
 from clip_match.model import create_model, load_checkpoint, load_config, read_state_dict, save_slim_checkpoint
+from clip_match.model.resize import POSITIONAL_EMBEDDING, resize_checkpoint
 
 
 def test_shipped_and_official_configs():
@@ -126,8 +128,6 @@ def test_unreadable_checkpoint(tmp_path, content, message):
 
 
 def test_resize_checkpoint_to_a_larger_resolution(tiny_checkpoint, tmp_path):
-    from clip_match.model.resize import POSITIONAL_EMBEDDING, resize_checkpoint
-
     config96 = tmp_path / "tiny96.json"
     config96.write_text(json.dumps(load_config("tiny").to_dict() | {"name": "tiny96", "image_resolution": 96}))
     out = resize_checkpoint(tiny_checkpoint, load_config(config96), tmp_path / "tiny96.pt")
@@ -143,8 +143,6 @@ def test_resize_checkpoint_to_a_larger_resolution(tiny_checkpoint, tmp_path):
 
 
 def test_resize_command_refuses_other_architectures(tiny_checkpoint, tmp_path, capsys):
-    from clip_match import cli
-
     wider = tmp_path / "wider.json"
     wider.write_text(json.dumps(load_config("tiny").to_dict() | {"name": "wider", "embed_dim": 128}))
     out = tmp_path / "out.pt"
