@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import random
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -108,6 +109,8 @@ def test_batch_equals_images_one_by_one(cases):
         np.testing.assert_array_equal(row, preprocess(image, 96)[0])
     assert preprocess([], 96).shape == (0, 3, 96, 96)
     np.testing.assert_array_equal(preprocess(images[:1], np.int64(96)), batch[:1])
+    with ThreadPoolExecutor(2) as pool:  # resized in parallel: the same batch, in order
+        np.testing.assert_array_equal(preprocess(images, 96, pool=pool), batch)
 
 
 def test_exif_rotated_jpeg_comes_out_upright():
@@ -143,3 +146,5 @@ def test_bad_input_is_named():
         preprocess([Image.new("RGB", (2, 2))], 0)
     with pytest.raises(ClipMatchError, match="mean and std need 3 values"):
         preprocess([Image.new("RGB", (2, 2))], 8, mean=(0.5, 0.5))
+    with pytest.raises(ClipMatchError, match="std must not contain zero"):
+        preprocess([Image.new("RGB", (2, 2))], 8, std=(0.5, 0.0, 0.5))

@@ -3,9 +3,10 @@
 cn_clip's transform is ``Resize((r, r), BICUBIC)`` on the PIL image *in its original mode*
 (so RGBA/LA are resized with premultiplied alpha and palette/1-bit images with nearest
 neighbour, as Pillow does), then ``convert("RGB")``, ``ToTensor()`` and CLIP's
-``Normalize(MEAN, STD)``. Here the same Pillow calls produce the resized RGB image and the
-normalisation is one vectorised table look-up per image (the 256 possible values of each
-channel are normalised once, in float32, with the same arithmetic as torchvision).
+``Normalize(MEAN, STD)``. Here the same Pillow calls produce the resized RGB images (in a thread
+pool when one is given: Pillow releases the GIL while resampling) and the whole batch is
+normalised at once with torchvision's float32 arithmetic (divide by 255, subtract the mean,
+divide by the std), so the result is bit for bit the same.
 
 Orientation and bit depth are settled before this step, at decode time, by
 ``clip_match.data.images.decode_image`` / ``open_image``: the EXIF orientation tag is applied
@@ -16,7 +17,7 @@ cn_clip's transform of that image (max abs difference <= 1e-5, tested).
 """
 from __future__ import annotations
 
-import functools
+from concurrent.futures import Executor
 from typing import Sequence
 
 import numpy as np
@@ -33,36 +34,37 @@ def preprocess(
     resolution: int,
     mean: Sequence[float] = MEAN,
     std: Sequence[float] = STD,
+    pool: Executor | None = None,
 ) -> np.ndarray:
-    """Resize, convert and normalise PIL images into a float32 batch of shape (n, 3, r, r)."""
+    """Resize, convert and normalise PIL images into a float32 batch of shape (n, 3, r, r);
+    ``pool`` resizes the images in parallel."""
     if isinstance(images, Image.Image):
         images = [images]
     if not isinstance(resolution, (int, np.integer)) or resolution < 1:
         raise ClipMatchError(f"resolution must be a positive integer, got {resolution!r}")
     resolution = int(resolution)
-    table = _normalisation_table(tuple(map(float, mean)), tuple(map(float, std)))
-    batch = np.empty((len(images), 3, resolution, resolution), dtype=np.float32)
+    mean32, std32 = _channel_constants(mean, "mean"), _channel_constants(std, "std")
+    if not std32.all():
+        raise ClipMatchError(f"std must not contain zero, got {tuple(std)}")
     for index, image in enumerate(images):
         if not isinstance(image, Image.Image):
             raise ClipMatchError(f"images[{index}]: expected a PIL image, got {type(image).__name__}")
-        rgb = np.asarray(image.resize((resolution, resolution), Image.Resampling.BICUBIC).convert("RGB"))
-        batch[index] = table[_CHANNEL, rgb.transpose(2, 0, 1)]
+
+    def resized(image: Image.Image) -> np.ndarray:
+        return np.asarray(image.resize((resolution, resolution), Image.Resampling.BICUBIC).convert("RGB"))
+
+    pixels = list(pool.map(resized, images)) if pool is not None and len(images) > 1 else map(resized, images)
+    batch = np.empty((len(images), 3, resolution, resolution), dtype=np.float32)
+    for index, rgb in enumerate(pixels):
+        batch[index] = rgb.transpose(2, 0, 1)
+    batch /= np.float32(255)
+    batch -= mean32
+    batch /= std32
     return batch
 
 
-_CHANNEL = np.arange(3).reshape(3, 1, 1)
-
-
-@functools.lru_cache(maxsize=8)
-def _normalisation_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    """(3, 256) float32: ``(value / 255 - mean[c]) / std[c]`` computed as torchvision does."""
-    if len(mean) != 3 or len(std) != 3:
-        raise ClipMatchError(f"mean and std need 3 values (R, G, B), got {len(mean)} and {len(std)}")
-    if 0.0 in std:
-        raise ClipMatchError(f"std must not contain zero, got {std}")
-    scaled = np.arange(256, dtype=np.float32) / np.float32(255)
-    mean32 = np.asarray(mean, dtype=np.float32)[:, None]
-    std32 = np.asarray(std, dtype=np.float32)[:, None]
-    table = (scaled[None, :] - mean32) / std32
-    table.flags.writeable = False
-    return table
+def _channel_constants(values: Sequence[float], name: str) -> np.ndarray:
+    """(3, 1, 1) float32, to broadcast over a channel-first batch."""
+    if len(values) != 3:
+        raise ClipMatchError(f"mean and std need 3 values (R, G, B), got {len(values)} for {name}")
+    return np.asarray(values, dtype=np.float32).reshape(3, 1, 1)
