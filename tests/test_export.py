@@ -1,23 +1,18 @@
 """ONNX export into a verified model bundle: precisions, parity, atomic replacement, bad input."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from PIL import Image
 
-from clip_match import Encoder
 from clip_match.cli import main
 from clip_match.errors import ClipMatchError
 from clip_match.export import export_bundle, parse_precisions
 from clip_match.export import verify as parity
-from clip_match.model import load_config
 from clip_match.runtime.bundle import MANIFEST_NAME, Bundle, sha256_file
-from clip_match.runtime.preprocess import fold_wide_image
 
 
 def test_tiny_bundle_layout(tiny_bundle):
@@ -141,15 +136,3 @@ def test_rn50_export_runs_with_dynamic_batch(tmp_path, calibration_dir):
     assert verification["fp32"]["image_min_cosine"] >= 0.9999
     assert min(verification["int8"].values()) >= 0.99 and parity.CALIBRATION_KEY in verification["int8"]
     assert manifest["quantization"]["int8"]["image"]["method"] == "static"
-
-
-def test_fold_wide_images_travels_from_the_config_to_the_encoder(tiny_checkpoint, tiny_bundle, tmp_path):
-    fold = dataclasses.replace(load_config("tiny"), name="tiny_fold", fold_wide_images=True)
-    bundle = Bundle.load(export_bundle(tiny_checkpoint, fold, tmp_path / "fold", verify=False))
-    assert bundle.fold_wide_images and not Bundle.load(tiny_bundle).fold_wide_images
-    folding = Encoder.load(bundle.path, device="cpu", precision="fp32")
-    plain = Encoder.load(tiny_bundle, device="cpu", precision="fp32")  # the same weights, no folding
-    wide = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 240, 3), dtype=np.uint8))
-    features = folding.encode_images([wide])
-    np.testing.assert_allclose(features, plain.encode_images([fold_wide_image(wide)]), atol=1e-6)
-    assert not np.allclose(features, plain.encode_images([wide]), atol=1e-3)

@@ -22,10 +22,6 @@ def test_shipped_and_official_configs():
     assert rn50.vision_layers == (3, 4, 6, 3) and rn50.context_length == 52 and rn50.embed_dim == 1024
     vit = load_config("ViT-H-14")
     assert vit.vision_head_width == 80 and not vit.is_resnet
-    fold = load_config("formula160_fold")  # formula160 that folds wide images before the resize
-    assert fold.fold_wide_images and not load_config("formula160").fold_wide_images
-    assert "fold_wide_images" not in fold.clip_kwargs()
-    assert fold.clip_kwargs() == load_config("formula160").clip_kwargs()
 
 
 def test_config_from_json_path_and_context_length(tmp_path):

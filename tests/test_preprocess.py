@@ -11,7 +11,7 @@ from PIL import Image
 
 from clip_match.data.images import decode_image, open_image
 from clip_match.errors import ClipMatchError
-from clip_match.runtime.preprocess import MEAN, STD, fold_wide_image, preprocess
+from clip_match.runtime.preprocess import MEAN, STD, preprocess
 
 NUM_IMAGES = 200
 RESOLUTIONS = (224, 96, 33)
@@ -148,29 +148,3 @@ def test_bad_input_is_named():
         preprocess([Image.new("RGB", (2, 2))], 8, mean=(0.5, 0.5))
     with pytest.raises(ClipMatchError, match="std must not contain zero"):
         preprocess([Image.new("RGB", (2, 2))], 8, std=(0.5, 0.0, 0.5))
-
-
-def test_fold_wide_image_stacks_strips_and_leaves_other_images_alone():
-    rng = np.random.default_rng(0)
-    wide = Image.fromarray(rng.integers(0, 256, (50, 400, 3), dtype=np.uint8))  # 8:1 -> 3 strips of 134
-    folded = fold_wide_image(wide)
-    assert folded.size == (134, 150)
-    pixels, source = np.asarray(folded), np.asarray(wide)
-    np.testing.assert_array_equal(pixels[:50], source[:, :134])
-    np.testing.assert_array_equal(pixels[50:100], source[:, 134:268])
-    np.testing.assert_array_equal(pixels[100:, :132], source[:, 268:])
-    assert (pixels[100:, 132:] == source[0, 0]).all()  # the short last strip is padded with the corner colour
-    for size in ((200, 100), (100, 300), (64, 64)):  # under 2.25:1, tall, square: unchanged
-        image = Image.new("RGB", size)
-        assert fold_wide_image(image) is image
-    assert fold_wide_image(Image.new("P", (300, 50))).mode == "RGB"
-
-
-def test_preprocess_folds_wide_images_only_when_asked():
-    rng = np.random.default_rng(1)
-    wide = Image.fromarray(rng.integers(0, 256, (40, 240, 3), dtype=np.uint8))
-    square = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
-    folded = preprocess([wide, square], 32, fold_wide=True)
-    np.testing.assert_array_equal(folded[0], preprocess(fold_wide_image(wide), 32)[0])
-    np.testing.assert_array_equal(folded[1], preprocess(square, 32)[0])
-    assert not np.array_equal(folded[0], preprocess(wide, 32)[0])

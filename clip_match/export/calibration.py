@@ -46,7 +46,7 @@ class CalibrationImages:
 
 
 def load_calibration_images(directory: str | os.PathLike, resolution: int,
-                            mean=MEAN, std=STD, fold_wide: bool = False) -> CalibrationImages:
+                            mean=MEAN, std=STD) -> CalibrationImages:
     """Up to 250 readable images from ``directory`` (recursively), sampled with a fixed seed:
     one fifth held out (at most 50), the rest (at most 200) for calibration.
 
@@ -70,7 +70,7 @@ def load_calibration_images(directory: str | os.PathLike, resolution: int,
                 skipped += 1
                 first_error = first_error or str(error)
                 continue
-            pixels.append(preprocess([image], resolution, mean, std, fold_wide=fold_wide)[0])
+            pixels.append(preprocess([image], resolution, mean, std)[0])
             progress.update()
     if skipped:
         print(f"note: skipped {skipped} unreadable file(s) in {directory} (first: {first_error})", file=sys.stderr)

@@ -108,7 +108,6 @@ def export_bundle(checkpoint_path: str | os.PathLike, config: ModelConfig | str,
             "fingerprint": fingerprint(model, config),
             "embed_dim": config.embed_dim,
             "image_resolution": config.image_resolution,
-            "fold_wide_images": config.fold_wide_images,
             "context_length": config.context_length,
             "mean": list(MEAN),
             "std": list(STD),
@@ -138,7 +137,7 @@ def _calibration(directory: str | os.PathLike | None, precisions: tuple[str, ...
         return None
     if "int8" not in precisions:
         raise ClipMatchError(f"calibration images ({directory}) are only used for int8; add int8 to the precisions")
-    return load_calibration_images(directory, config.image_resolution, fold_wide=config.fold_wide_images)
+    return load_calibration_images(directory, config.image_resolution)
 
 
 def _quantization(calibration: CalibrationImages | None) -> dict:

@@ -2,8 +2,7 @@
 
 A `ModelConfig` is exactly the keyword arguments of cn_clip's ``CLIP`` class plus the text
 context length (a training/tokenising choice in cn_clip, part of the model here so that
-export, training and the runtime agree on it) and whether wide images are folded before the
-resize (`fold_wide_images`, for formula models; likewise carried from training to the bundle). This module does not import torch.
+export, training and the runtime agree on it). This module does not import torch.
 """
 from __future__ import annotations
 
@@ -51,7 +50,6 @@ class ModelConfig:
     text_type_vocab_size: int
     vision_head_width: int = 64
     context_length: int = 52
-    fold_wide_images: bool = False  # preprocessing, not architecture: see runtime.preprocess.fold_wide_image
 
     def __post_init__(self) -> None:
         if isinstance(self.vision_layers, list):
@@ -74,7 +72,7 @@ class ModelConfig:
     def clip_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``cn_clip.clip.model.CLIP``."""
         kwargs = self.to_dict()
-        del kwargs["name"], kwargs["context_length"], kwargs["fold_wide_images"]
+        del kwargs["name"], kwargs["context_length"]
         return kwargs
 
     def to_dict(self) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 Layout (written by `clip_match.export`)::
 
     clip_match.json          manifest: architecture, resolution, context length, mean/std,
-                             whether wide images are folded (absent: no),
                              embedding dim, precisions -> file names, sha256 of every file,
                              fingerprint, parity measured at export, how each int8
                              tower was quantised (static with calibration counts, or dynamic)
@@ -112,10 +111,6 @@ class Bundle:
     @property
     def resolution(self) -> int:
         return int(self.manifest["image_resolution"])
-
-    @property
-    def fold_wide_images(self) -> bool:
-        return bool(self.manifest.get("fold_wide_images", False))
 
     @property
     def vocab_path(self) -> Path:

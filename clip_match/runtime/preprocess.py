@@ -8,12 +8,6 @@ pool when one is given: Pillow releases the GIL while resampling) and the whole 
 normalised at once with torchvision's float32 arithmetic (divide by 255, subtract the mean,
 divide by the std), so the result is bit for bit the same.
 
-Models of wide images (formulas: a median IM2LaTeX image is 240x40) can ask for ``fold_wide``
-(model config ``fold_wide_images``): an image at least 2.25 times as wide as it is high is first cut
-into round(sqrt(width / height)) strips stacked top to bottom, so the square resize squeezes its
-glyphs far less (a 426x80 render: 213x160 in two strips, resized 0.75x across instead of 0.38x).
-Chinese-CLIP has no such step; models trained without it never use it.
-
 Orientation and bit depth are settled before this step, at decode time, by
 ``clip_match.data.images.decode_image`` / ``open_image``: the EXIF orientation tag is applied
 (a phone photo stored sideways comes out upright) and 16-bit images are scaled to 8 bits.
@@ -23,7 +17,6 @@ cn_clip's transform of that image (max abs difference <= 1e-5, tested).
 """
 from __future__ import annotations
 
-import math
 from concurrent.futures import Executor
 from typing import Sequence
 
@@ -42,10 +35,9 @@ def preprocess(
     mean: Sequence[float] = MEAN,
     std: Sequence[float] = STD,
     pool: Executor | None = None,
-    fold_wide: bool = False,
 ) -> np.ndarray:
     """Resize, convert and normalise PIL images into a float32 batch of shape (n, 3, r, r);
-    ``pool`` resizes the images in parallel; ``fold_wide`` folds wide images first (`fold_wide_image`)."""
+    ``pool`` resizes the images in parallel."""
     if isinstance(images, Image.Image):
         images = [images]
     if not isinstance(resolution, (int, np.integer)) or resolution < 1:
@@ -59,8 +51,6 @@ def preprocess(
             raise ClipMatchError(f"images[{index}]: expected a PIL image, got {type(image).__name__}")
 
     def resized(image: Image.Image) -> np.ndarray:
-        if fold_wide:
-            image = fold_wide_image(image)
         return np.asarray(image.resize((resolution, resolution), Image.Resampling.BICUBIC).convert("RGB"))
 
     pixels = list(pool.map(resized, images)) if pool is not None and len(images) > 1 else map(resized, images)
@@ -71,23 +61,6 @@ def preprocess(
     batch -= mean32
     batch /= std32
     return batch
-
-
-def fold_wide_image(image: Image.Image) -> Image.Image:
-    """``image`` cut into round(sqrt(width / height)) equal strips stacked top to bottom (the last one
-    padded with the top-left pixel's colour), or ``image`` itself when that is one strip."""
-    width, height = image.size
-    strips = round(math.sqrt(width / height))
-    if strips < 2:
-        return image
-    if image.mode not in ("RGB", "L"):
-        image = image.convert("RGB")
-    strip_width = -(-width // strips)
-    folded = Image.new(image.mode, (strip_width, strips * height), image.getpixel((0, 0)))
-    for index in range(strips):
-        left = index * strip_width
-        folded.paste(image.crop((left, 0, min(left + strip_width, width), height)), (0, index * height))
-    return folded
 
 
 def _channel_constants(values: Sequence[float], name: str) -> np.ndarray:

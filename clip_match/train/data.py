@@ -90,10 +90,9 @@ class PairDataset(Dataset):
     """(image, tokens, image_id, text_id, text_key) per LMDB pair; ``epoch`` seeds the augmentation."""
 
     def __init__(self, split_dir: str | Path, resolution: int, context_length: int,
-                 augment: str = "none", seed: int = 0, fold_wide: bool = False):
+                 augment: str = "none", seed: int = 0):
         self.reader = open_split(split_dir, "training")
         self.resolution = resolution
-        self.fold_wide = fold_wide
         self.context_length = context_length
         self.augment = make_augment(augment, resolution)
         self.seed = seed
@@ -107,7 +106,7 @@ class PairDataset(Dataset):
         image = self.reader.image(pair.image_id)
         if self.augment is not None:
             image = self.augment(image, random.Random(f"{self.seed}:{self.epoch}:{index}"))
-        pixels = torch.from_numpy(preprocess([image], self.resolution, fold_wide=self.fold_wide)[0])
+        pixels = torch.from_numpy(preprocess([image], self.resolution)[0])
         text = normalize_text(pair.text)
         tokens = torch.from_numpy(tokenize([text], self.context_length))[0]
         return pixels, tokens, pair.image_id, pair.text_id, normalized_text_key(text)
@@ -171,15 +170,14 @@ class ValidationSet:
 class ImageDataset(Dataset):
     """Preprocessed images of an LMDB split by image id (validation encoding)."""
 
-    def __init__(self, split_dir: str | Path, image_ids: list[int], resolution: int, fold_wide: bool = False):
+    def __init__(self, split_dir: str | Path, image_ids: list[int], resolution: int):
         self.reader = LMDBReader(split_dir)
         self.image_ids = image_ids
         self.resolution = resolution
-        self.fold_wide = fold_wide
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         image = self.reader.image(self.image_ids[index])
-        return torch.from_numpy(preprocess([image], self.resolution, fold_wide=self.fold_wide)[0])
+        return torch.from_numpy(preprocess([image], self.resolution)[0])
