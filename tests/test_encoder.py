@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import shutil
 import subprocess
 import sys
@@ -101,6 +102,23 @@ def test_attributes_and_int8(tiny_bundle, encoder):
     assert int8.fingerprint == encoder.fingerprint == Bundle.load(tiny_bundle).fingerprint
     cosine = (int8.encode_texts(TEXTS) * encoder.encode_texts(TEXTS)).sum(axis=1)
     assert cosine.min() > 0.99
+
+
+def test_parallel_resizing_gives_the_same_features_and_survives_a_fork(tiny_bundle, encoder):
+    images = [Image.new("RGB", (90 + 7 * i, 80 + 3 * i), (25 * i, 60, 120)) for i in range(9)]
+    serial = Encoder.load(tiny_bundle, device="cpu", threads=1)  # resizes in the calling thread
+    features = encoder.encode_images(images)
+    np.testing.assert_array_equal(features, serial.encode_images(images))
+    # a forked child cannot use its parent's (already started) resizing threads: it must start its own
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=lambda: results.put(encoder.encode_images(images)), daemon=True)
+    child.start()
+    try:
+        np.testing.assert_allclose(results.get(timeout=60), features, atol=1e-6)
+    finally:
+        child.kill()
+        child.join()
 
 
 def test_bad_images_are_named(encoder, tmp_path):
