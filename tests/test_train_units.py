@@ -13,7 +13,7 @@ from clip_match.eval.retrieval import retrieval_metrics
 from clip_match.train import checkpoint
 from clip_match.train.config import parse
 from clip_match.train.data import KnownPairs, text_key
-from clip_match.train.loss import SIGMOID_THRESHOLD, clip_loss, contrastive_logits, same_label_mask, sigmoid_loss
+from clip_match.train.loss import clip_loss, contrastive_logits, same_label_mask
 
 
 def _batch_with_repeated_labels():
@@ -56,22 +56,6 @@ def test_label_aware_loss_does_not_push_apart_images_of_one_label():
     plain = clip_loss(contrastive_logits(images, texts, scale))
     assert aware.item() < 1e-6
     assert plain.item() > 0.4  # log 2 for each of the four same-label rows
-
-
-def test_sigmoid_loss_is_a_binary_decision_per_pair_at_one_threshold():
-    images = torch.nn.functional.normalize(torch.tensor([[1.0, 0.2], [0.3, 1.0], [1.0, 0.25]]), dim=1)
-    texts = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]]), dim=1)
-    scale = torch.tensor(10.0)
-    same_label = torch.zeros(3, 3, dtype=torch.bool)
-    same_label[0, 2] = same_label[2, 0] = True  # images 0 and 2 show what texts 0 and 2 say
-    cosines = images @ texts.t()
-    matches = torch.eye(3, dtype=torch.bool) | same_label
-    by_hand = sum(math.log1p(math.exp(-(1 if matches[i, j] else -1) * 10.0 * (cosines[i, j].item() - SIGMOID_THRESHOLD)))
-                  for i in range(3) for j in range(3)) / 3
-    assert math.isclose(sigmoid_loss(images, texts, scale, same_label).item(), by_hand, rel_tol=1e-5)
-    # the same-label pairs sit far above the threshold: stated, they cost ~nothing; unstated, they are negatives
-    assert sigmoid_loss(images, texts, torch.tensor(100.0), same_label).item() < 1e-3
-    assert sigmoid_loss(images, texts, torch.tensor(100.0)).item() > 10
 
 
 def test_known_pairs_mask_stated_crosswise_matches_only():

@@ -14,7 +14,6 @@ from typing import Sequence
 from ..errors import ClipMatchError
 
 AUGMENTS = ("none", "safe", "cnclip")
-LOSSES = ("infonce", "sigmoid", "infonce+sigmoid")
 PRECISIONS = ("amp", "fp16", "bf16", "fp32")
 
 # cn_clip's per-backbone optimiser defaults (``get_default_params``, from the CLIP paper).
@@ -64,7 +63,6 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 123
     label_aware: bool = True
-    loss: str = "infonce"
     num_workers: int = 4
     valid_num_workers: int = 1
 
@@ -82,8 +80,6 @@ class TrainConfig:
             raise ClipMatchError("--warmup, --num-workers and --valid-num-workers must not be negative")
         if self.augment not in AUGMENTS:
             raise ClipMatchError(f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
-        if self.loss not in LOSSES:
-            raise ClipMatchError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.precision not in PRECISIONS:
             raise ClipMatchError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
@@ -152,9 +148,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="amp/fp16: fp16 autocast + grad scaler; bf16: bf16 autocast; GPU only, CPU runs fp32")
     optim.add_argument("--no-label-aware", dest="label_aware", action="store_false",
                        help="treat pairs with the same text_id/text as negatives (cn_clip's loss)")
-    optim.add_argument("--loss", choices=LOSSES, default="infonce",
-                       help="infonce: cn_clip's contrastive loss; sigmoid: every pair a match or not at one cosine "
-                            "threshold (scores comparable across prompts); infonce+sigmoid: their sum")
     optim.add_argument("--seed", type=int, default=123, help="random seed (model init, data order, augmentation)")
     optim.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
 

@@ -1,4 +1,4 @@
-"""Symmetric InfoNCE over the global batch, with label-aware negatives; optionally a sigmoid loss.
+"""Symmetric InfoNCE over the global batch, with label-aware negatives.
 
 Classification-style data pairs many images with one label text. cn_clip's loss counts two
 pairs with the same label as negatives of each other, pushing apart what should match, and
@@ -6,13 +6,6 @@ fine-tuning on such data fails to converge. Here, an image and a text that the d
 (they share a ``text_id`` or the same normalised text, or the dataset links them: see
 `clip_match.train.data.KnownPairs`) are removed from each other's denominators; the diagonal
 stays the target.
-
-InfoNCE only ranks the texts of one image against each other (and the images of one text), so a
-cosine that means "match" for one prompt can mean "no match" for another. Deciding without a
-known count (a grid puzzle with k unknown) needs one threshold for all prompts; the sigmoid loss
-(SigLIP's, with its bias fixed as ``logit_scale * SIGMOID_THRESHOLD``) trains exactly that: every
-image-text pair of the batch is a match (the diagonal and the stated matches) or not, and should
-fall on its side of that one cosine.
 """
 from __future__ import annotations
 
@@ -36,21 +29,6 @@ def contrastive_logits(image_features: torch.Tensor, text_features: torch.Tensor
         off_diagonal = same_label & ~torch.eye(len(logits), dtype=torch.bool, device=logits.device)
         logits = logits.masked_fill(off_diagonal, float("-inf"))
     return logits
-
-
-SIGMOID_THRESHOLD = 0.5  # the cosine the sigmoid loss separates matches from non-matches at
-
-
-def sigmoid_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
-                 same_label: torch.Tensor | None = None) -> torch.Tensor:
-    """Binary cross-entropy of every pair, summed over texts and averaged over images (SigLIP);
-    pairs where ``same_label[i, j]`` are matches, as is the diagonal."""
-    cosines = image_features @ text_features.t()
-    matches = torch.eye(len(cosines), dtype=torch.bool, device=cosines.device)
-    if same_label is not None:
-        matches = matches | same_label
-    signs = matches.to(cosines.dtype) * 2 - 1
-    return F.softplus(-signs * logit_scale * (cosines - SIGMOID_THRESHOLD)).sum() / len(cosines)
 
 
 def clip_loss(logits: torch.Tensor) -> torch.Tensor:

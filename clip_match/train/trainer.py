@@ -32,7 +32,7 @@ from . import checkpoint, distributed
 from .config import TrainConfig, parse
 from .data import ImageDataset, KnownPairs, PairDataset, ResumableSampler, ValidationSet, collate_pairs, encode_texts
 from .distributed import DistEnv
-from .loss import batch_accuracy, clip_loss, contrastive_logits, same_label_mask, sigmoid_loss
+from .loss import batch_accuracy, clip_loss, contrastive_logits, same_label_mask
 from .metrics import MetricsLog
 
 log = logging.getLogger("clip_match.train")
@@ -240,7 +240,7 @@ class Trainer:
         log.info("model %s | %d training pairs | batch %d x %d processes x accum %d | %d steps/epoch, "
                  "%d steps (%d epochs) | %s | device %s", self.model_config.name, len(self.train_set),
                  self.batch_size, env.world_size, config.accum_freq, self.steps_per_epoch, self.total_steps,
-                 self.epochs, f"{config.loss} loss, {'label-aware' if config.label_aware else 'plain'}", env.device)
+                 self.epochs, "label-aware loss" if config.label_aware else "plain InfoNCE", env.device)
         if self.step >= self.total_steps:
             log.info("nothing to do: already at step %d of %d", self.step, self.total_steps)
             if not (self.checkpoint_dir / "slim.pt").is_file():  # stopped between epoch_latest.pt and slim.pt
@@ -357,7 +357,7 @@ class Trainer:
                     text_features = torch.cat([f[1] for f in cached[:index]] + [text_features]
                                               + [f[1] for f in cached[index + 1:]])
                 logits = contrastive_logits(image_features, text_features, scale, same_label)
-                loss = self._loss(logits, image_features, text_features, scale, same_label)
+                loss = clip_loss(logits)
                 self._check_finite(loss)
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
         if self.scaler:
@@ -370,15 +370,6 @@ class Trainer:
             self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
         accuracy = batch_accuracy(logits.detach()) if self.config.report_training_batch_acc else None
         return loss.item(), accuracy
-
-    def _loss(self, logits: torch.Tensor, image_features: torch.Tensor, text_features: torch.Tensor,
-              scale: torch.Tensor, same_label: torch.Tensor | None) -> torch.Tensor:
-        """The --loss of one batch (``logits``: its masked contrastive logits)."""
-        kind = self.config.loss
-        if kind == "infonce":
-            return clip_loss(logits)
-        sigmoid = sigmoid_loss(image_features, text_features, scale, same_label)
-        return sigmoid if kind == "sigmoid" else clip_loss(logits) + sigmoid
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
