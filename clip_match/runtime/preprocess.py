@@ -53,7 +53,7 @@ def preprocess(
     def resized(image: Image.Image) -> np.ndarray:
         return np.asarray(image.resize((resolution, resolution), Image.Resampling.BICUBIC).convert("RGB"))
 
-    pixels = list(pool.map(resized, images)) if pool is not None and len(images) > 1 else map(resized, images)
+    pixels = pool.map(resized, images) if pool is not None and len(images) > 1 else map(resized, images)
     batch = np.empty((len(images), 3, resolution, resolution), dtype=np.float32)
     for index, rgb in enumerate(pixels):
         batch[index] = rgb.transpose(2, 0, 1)
