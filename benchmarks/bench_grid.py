@@ -54,7 +54,7 @@ from clip_match.eval.grid import read_puzzles  # noqa: E402
 from clip_match.grid.emoji import EmojiSet  # noqa: E402
 from clip_match.grid.layout import cut_tiles, find_grid  # noqa: E402
 from clip_match.grid.solver import GridSolver  # noqa: E402
-from clip_match.grid.synth import make_puzzle, write_puzzles  # noqa: E402
+from clip_match.grid.synth import make_puzzle, write_puzzles, write_tiles  # noqa: E402
 from clip_match.runtime.bundle import IMAGE_INPUT, TEXT_INPUT, Bundle, default_bundle_path  # noqa: E402
 from clip_match.runtime.preprocess import preprocess  # noqa: E402
 from clip_match.text.tokenizer import Tokenizer, normalize_text  # noqa: E402
@@ -76,19 +76,6 @@ def interleaved(cases: dict, rounds: int) -> dict[str, float]:
             function()
             samples[name].append(time.perf_counter() - start)
     return {name: min(values) for name, values in samples.items()}
-
-
-def calibration_tiles(out: Path, emoji: EmojiSet) -> Path:
-    """Tiles cut from puzzles of their own seed (never the timed or validation ones), for static int8."""
-    if not out.is_dir():
-        puzzles = write_puzzles(out.parent / f"{out.name}_puzzles", 8, seed=CALIBRATION_SEED, layouts=("3x3",),
-                                emoji=emoji, overwrite=True)
-        out.mkdir()
-        for number, puzzle in enumerate(read_puzzles(puzzles / "puzzles.jsonl")):
-            image = open_image(puzzle.image)
-            for index, tile in enumerate(cut_tiles(image, find_grid(image))):
-                tile.save(out / f"{number:02d}_{index}.png")
-    return out
 
 
 def random_bundle(config_name: str, out: Path, calibration: Path) -> Path:
@@ -152,7 +139,7 @@ def answers(solver: GridSolver, puzzles: Path) -> tuple[list[tuple], np.ndarray]
 
 def bench_bundle(label: str, path: Path, puzzle_path: Path, prompt: str, validation: Path) -> None:
     bundle = Bundle.load(path)
-    print(f"\n== {label}: {path} ({bundle.resolution}px, embed {bundle.embed_dim}, precisions "
+    print(f"\n== {label}: {path} ({bundle.manifest['arch']}, {bundle.resolution}px, embed {bundle.embed_dim}, precisions "
           f"{', '.join(bundle.precisions)})")
     image = open_image(puzzle_path)
     tiles = cut_tiles(image, find_grid(image))
@@ -212,7 +199,9 @@ def main() -> int:
     print(f"threads {ARGS.threads}, repeats {ARGS.repeats}, onnxruntime {ort.__version__}, "
           f"puzzle {puzzle.image.size[0]}x{puzzle.image.size[1]} 3x3 prompt {puzzle.prompt!r} (seed {PUZZLE_SEED}), "
           f"{ARGS.validation} validation puzzles (seed {VALIDATION_SEED})")
-    calibration = calibration_tiles(ARGS.cache / f"calibration_tiles_seed{CALIBRATION_SEED}", emoji)
+    calibration = ARGS.cache / f"calibration_tiles_seed{CALIBRATION_SEED}"  # (never the timed or validation puzzles)
+    if not calibration.is_dir():
+        write_tiles(calibration, 8, seed=CALIBRATION_SEED, emoji=emoji)
     try:
         demo, demo_label = default_bundle_path(), "demo bundle (packaged)"
     except ClipMatchError:

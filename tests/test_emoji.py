@@ -12,7 +12,9 @@ from PIL import Image
 from clip_match.data.formats import decode_b64, read_jsonl, read_tsv
 from clip_match.errors import ClipMatchError
 from clip_match.grid.emoji import STYLES, EmojiSet
-from clip_match.grid.synth import EN_TEMPLATES, ZH_TEMPLATES, all_captions, make_puzzle, write_pairs, write_puzzles
+from clip_match.grid.layout import cut_tiles, find_grid
+from clip_match.grid.synth import (EN_TEMPLATES, ZH_TEMPLATES, all_captions, make_puzzle, write_pairs, write_puzzles,
+                                  write_tiles)
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +78,17 @@ def test_write_puzzles_format(tmp_path, emoji):
     assert not (tmp_path / "q").exists()
 
 
+
+def test_write_tiles_are_the_puzzles_tiles(tmp_path, emoji):
+    out = write_tiles(tmp_path / "t", 2, seed=5, style="fluent", emoji=emoji)
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:04d}_{j}.png" for i in (1, 2) for j in range(1, 10)]
+    puzzle = make_puzzle(emoji, np.random.default_rng([5, 1]), "3x3", "fluent")
+    for index, tile in enumerate(cut_tiles(puzzle.image, find_grid(puzzle.image, "3x3"))):
+        with Image.open(out / f"0002_{index + 1}.png") as written:
+            assert np.array_equal(np.asarray(written), np.asarray(tile))
+    with pytest.raises(ClipMatchError, match="already exists"):
+        write_tiles(tmp_path / "t", 1, seed=5, emoji=emoji)
+
 def test_write_pairs(tmp_path):
     small = EmojiSet()
     small.emoji = small.emoji[:12]
@@ -131,6 +144,9 @@ def test_generate_script(tmp_path, capsys):
     assert len((tmp_path / "p" / "puzzles.jsonl").read_text(encoding="utf-8").splitlines()) == 2
     assert generate.main(["puzzles", str(tmp_path / "p"), "--count", "2"]) == 2
     assert "already exists" in capsys.readouterr().err
+    assert generate.main(["tiles", str(tmp_path / "t"), "--count", "1", "--seed", "4"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"out": str(tmp_path / "t"), "tiles": 9, "style": "noto", "seed": 4}
+    assert len(list((tmp_path / "t").glob("*.png"))) == 9
 
 
 def test_puzzle_for_a_given_prompt(emoji):

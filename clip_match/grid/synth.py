@@ -105,6 +105,21 @@ def write_puzzles(out_dir: str | os.PathLike, count: int, seed: int, style: str 
     return Path(out_dir)
 
 
+def write_tiles(out_dir: str | os.PathLike, count: int, seed: int, style: str = "noto", layout: str = "3x3",
+                emoji: EmojiSet | None = None, overwrite: bool = False) -> Path:
+    """Write the tiles of ``count`` seeded puzzles as PNGs (``0001_1.png``: puzzle 1, tile 1, row-major):
+    puzzle-like images to calibrate a static int8 image tower on."""
+    check_style(style)
+    check_layout(layout)
+    emoji = emoji or EmojiSet()
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        for i in range(count):
+            puzzle = make_puzzle(emoji, np.random.default_rng([seed, i]), layout, style)
+            for index, box in enumerate(puzzle.boxes):
+                puzzle.image.crop(box).save(tmp / f"{i + 1:04d}_{index + 1}.png")
+    return Path(out_dir)
+
+
 def pair_text(emoji: EmojiSet, index: int, rng: np.random.Generator) -> str:
     """A caption for emoji ``index``: Chinese name 45%, English name 20%, a prompt tag 15%, a template 20%."""
     e, draw = emoji.emoji[index], rng.random()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate seeded data from the emoji tiles: training pairs or grid puzzles.
+"""Generate seeded data from the emoji tiles: training pairs, grid puzzles or puzzle tiles.
 
     # training pairs (Chinese-CLIP TSV/JSONL), both styles, 16 renderings per emoji and style
     python datasets/emoji/generate.py pairs data/emoji_pairs --per-emoji 16 --seed 0
@@ -9,8 +9,11 @@
     python datasets/emoji/generate.py pairs data/emoji_pairs_all --captions all --seed 1
     # 1,000 puzzles (2x3 and 3x3 alternate) in one style
     python datasets/emoji/generate.py puzzles data/puzzles_fluent --count 1000 --style fluent --seed 1
+    # the 72 tiles of 8 3x3 puzzles as PNGs (calibration images for `clip-match export --precision int8`)
+    python datasets/emoji/generate.py tiles data/calibration_tiles --count 8 --seed 11
 
-Pairs feed `clip-match build-lmdb` and the trainer; puzzles feed `clip-match eval-grid`.
+Pairs feed `clip-match build-lmdb` and the trainer; puzzles feed `clip-match eval-grid`; tiles
+feed `clip-match export --calibration-images`.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a check
 from clip_match.errors import ClipMatchError  # noqa: E402
 from clip_match.grid.emoji import STYLES  # noqa: E402
 from clip_match.grid.layout import LAYOUTS  # noqa: E402
-from clip_match.grid.synth import CAPTIONS, write_pairs, write_puzzles  # noqa: E402
+from clip_match.grid.synth import CAPTIONS, write_pairs, write_puzzles, write_tiles  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     puzzles.add_argument("--style", default="noto", choices=STYLES)
     puzzles.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
     puzzles.add_argument("--prompt", help="one prompt for every puzzle (an emoji name or tag; default: random)")
-    for command in (pairs, puzzles):
+    tiles = sub.add_parser("tiles", help="the tiles of 3x3 puzzles as PNGs")
+    tiles.add_argument("out", type=Path)
+    tiles.add_argument("--count", type=int, default=8, help="puzzles (9 tiles each)")
+    tiles.add_argument("--style", default="noto", choices=STYLES)
+    for command in (pairs, puzzles, tiles):
         command.add_argument("--seed", type=int, default=0)
         command.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
@@ -53,10 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.what == "pairs":
             result = write_pairs(args.out, args.per_emoji, args.valid_per_emoji, args.seed, args.styles, args.size,
                                  args.restyle, overwrite=args.overwrite, captions=args.captions)
-        else:
+        elif args.what == "puzzles":
             write_puzzles(args.out, args.count, args.seed, args.style, args.layouts, overwrite=args.overwrite,
                           prompt=args.prompt)
             result = {"puzzles": args.count, "style": args.style, "seed": args.seed}
+        else:
+            write_tiles(args.out, args.count, args.seed, args.style, overwrite=args.overwrite)
+            result = {"tiles": 9 * args.count, "style": args.style, "seed": args.seed}
     except ClipMatchError as error:
         print(f"generate.py {args.what}: error: {error}", file=sys.stderr)
         return 2
