@@ -12,9 +12,9 @@ from PIL import Image
 
 from clip_match.cli import main
 from clip_match.errors import ClipMatchError
-from clip_match.eval.grid import read_puzzles
+from clip_match.eval.grid import TILE_CROPS, fit_calibration, read_puzzles, score_puzzles
 from clip_match.grid.emoji import EmojiSet
-from clip_match.grid.layout import cut_tiles, find_grid
+from clip_match.grid.layout import crop_margins, cut_tiles, find_grid
 from clip_match.grid.select import Calibration, SelectionRule, by_threshold, calibrate, top_k
 from clip_match.grid.solver import GridSolver
 from clip_match.grid.synth import make_puzzle, write_puzzles
@@ -154,6 +154,55 @@ def test_calibration_fits_a_threshold_and_checks_the_model(solver, tmp_path):
         GridSolver(solver.encoder.bundle.path, device="cpu", calibration=tmp_path / "other.json")
 
 
+
+def test_crop_margins_keeps_the_centre():
+    tile = noise(100, 60, seed=4)
+    (cropped,) = crop_margins([tile], 0.8)
+    assert cropped.size == (80, 48)
+    assert np.array_equal(np.asarray(cropped), np.asarray(tile)[6:54, 10:90])
+    assert crop_margins([tile], 1.0) == [tile]
+    for bad in (0, -0.5, 1.5):
+        with pytest.raises(ClipMatchError, match="tile crop must be in"):
+            crop_margins([tile], bad)
+
+
+def test_calibrated_tile_crop_is_applied_and_checked(solver, emoji, tmp_path):
+    bundle, fingerprint = solver.encoder.bundle.path, solver.encoder.fingerprint
+    path = Calibration(SelectionRule("threshold", 0.2), fingerprint, 0.5, 10, "synthetic", 0.5).save(tmp_path / "c.json")
+    assert Calibration.load(path).tile_crop == 0.5
+    cropping = GridSolver(bundle, device="cpu", calibration=path)
+    puzzle = make_puzzle(emoji, np.random.default_rng(5), "3x3", "noto")
+    result = cropping.solve(puzzle.image, "雨伞", k=2)
+    tiles = crop_margins(cut_tiles(puzzle.image, find_grid(puzzle.image)), 0.5)
+    expected = cropping.encoder.encode_images(tiles) @ cropping.encoder.encode_texts("雨伞")[0]
+    assert result.tile_crop == 0.5 and np.allclose(result.scores, expected, atol=1e-5)
+    assert not np.allclose(solver.solve(puzzle.image, "雨伞", k=2).scores, expected, atol=1e-3)  # (no crop)
+    record = json.loads(path.read_text(encoding="utf-8"))
+    del record["tile_crop"]  # a calibration written before tile crops existed: whole tiles
+    (tmp_path / "old.json").write_text(json.dumps(record), encoding="utf-8")
+    assert Calibration.load(tmp_path / "old.json").tile_crop == 1.0
+    (tmp_path / "bad.json").write_text(json.dumps({**record, "tile_crop": 1.5}), encoding="utf-8")
+    with pytest.raises(ClipMatchError, match="bad.json: field 'tile_crop' must be a number in"):
+        Calibration.load(tmp_path / "bad.json")
+
+
+def test_fit_calibration_takes_the_crop_with_most_puzzles_right(tiny_bundle, emoji, tmp_path):
+    puzzles = write_puzzles(tmp_path / "valid", 8, seed=2, emoji=emoji) / "puzzles.jsonl"
+    solver = GridSolver(tiny_bundle, device="cpu")
+    calibration, scored = fit_calibration(solver, puzzles)
+    assert calibration.tile_crop in TILE_CROPS and solver.tile_crop == calibration.tile_crop
+    assert calibration.accuracy == np.mean([np.array_equal(calibration.rule.select(s), a)
+                                            for s, a in zip(scored.scores, scored.answers)])
+
+    def right(crop: float) -> float:  # puzzles right with k known + with the crop's own fitted rule
+        solver.tile_crop = crop
+        again = score_puzzles(solver, puzzles)
+        rule, accuracy = calibrate(again.scores, again.answers)
+        return accuracy + np.mean([np.array_equal(top_k(s, k), a) for s, k, a in zip(again.scores, again.ks, again.answers)])
+
+    best = right(calibration.tile_crop)
+    assert all(right(crop) <= best for crop in TILE_CROPS)
+
 def test_calibrated_accuracy_is_what_the_rule_scores():
     rng = np.random.default_rng(3)
     score_lists = [rng.normal(0.3, 0.05, 9) for _ in range(80)]
@@ -185,7 +234,7 @@ def test_eval_grid_cli_and_calibration(tiny_bundle, emoji, tmp_path, capsys):
     for case in ("k_known", "k_unknown"):
         assert 0 <= report["all"][case]["puzzle_accuracy"] <= 1
     assert report["3x3"]["puzzles"] == 3
-    assert Calibration.load(calibration).puzzles == 6
+    assert Calibration.load(calibration).puzzles == 6 and report["tile_crop"] == Calibration.load(calibration).tile_crop
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"image": "0001.png", "prompt": "x", "layout": "3x3", "k": 1, "answer": [[1, 1]]}\n'
                    '{"image": "0002.png", "prompt": "x", "layout": "3x3", "k": 2, "answer": [[0, 1]]}\n')

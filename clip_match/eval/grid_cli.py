@@ -1,9 +1,10 @@
 """`clip-match eval-grid PUZZLES.jsonl [--bundle B]`: puzzle accuracy, tile precision/recall, latency.
 
 Reports k known (top-k) and k unknown (the bundle's calibrated rule, else largest gap).
-``--calibrate OUT.json`` instead fits the k-unknown rule on these puzzles and writes it: use a
-separately generated validation set, never the puzzles you report (copy the file into the
-bundle as ``grid_calibration.json`` to make it the default).
+``--calibrate OUT.json`` instead fits the tile crop and the k-unknown rule on these puzzles
+(solving them once per candidate crop) and writes them: use a separately generated validation
+set, never the puzzles you report (copy the file into the bundle as ``grid_calibration.json`` to
+make it the default).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("puzzles", metavar="PUZZLES.jsonl", help="puzzle lines; images relative to its folder")
     parser.add_argument("--bundle", help="model bundle directory (default: the packaged demo model)")
     parser.add_argument("--layout", default="auto", help="force a layout instead of detecting it")
-    parser.add_argument("--calibrate", metavar="OUT.json", help="fit the k-unknown rule on these puzzles, write it")
+    parser.add_argument("--calibrate", metavar="OUT.json", help="fit the tile crop and k-unknown rule on these puzzles, write them")
     parser.add_argument("--calibration", metavar="JSON", help="k-unknown rule to use (default: the bundle's)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="tower precision (default: best)")
@@ -31,22 +32,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     solver = GridSolver(args.bundle, device=args.device, precision=args.precision, threads=args.threads,
                         calibration=args.calibration)
-    scored = score_puzzles(solver, args.puzzles, args.layout)
     if args.calibrate:
-        calibration = fit_calibration(solver, scored, source=str(args.puzzles))
+        calibration, scored = fit_calibration(solver, args.puzzles, args.layout)
         calibration.save(args.calibrate)
         rule, name = calibration.rule, f"calibrated {calibration.rule.kind} (fitted on these puzzles)"
-        print(f"wrote {args.calibrate}: {rule.kind} {rule.value:g}, accuracy {calibration.accuracy:.4f}",
-              file=sys.stderr)
-    elif solver.calibration is not None:
-        rule, name = solver.calibration.rule, f"calibrated {solver.calibration.rule.kind}"
+        print(f"wrote {args.calibrate}: tile crop {calibration.tile_crop:g}, {rule.kind} {rule.value:g}, "
+              f"accuracy {calibration.accuracy:.4f}", file=sys.stderr)
     else:
-        rule, name = SelectionRule("gap"), "largest gap (uncalibrated)"
-    result = report(scored, rule, name)
+        scored = score_puzzles(solver, args.puzzles, args.layout)
+        if solver.calibration is not None:
+            rule, name = solver.calibration.rule, f"calibrated {solver.calibration.rule.kind}"
+        else:
+            rule, name = SelectionRule("gap"), "largest gap (uncalibrated)"
+    result = {**report(scored, rule, name), "tile_crop": solver.tile_crop}
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
         return 0
-    print(f"{result['puzzles']} puzzles; k unknown: {result['k_unknown_rule']}")
+    print(f"{result['puzzles']} puzzles; k unknown: {result['k_unknown_rule']}; tile crop {solver.tile_crop:g}")
     print(f"{'layout':<6} {'n':>5}  {'k':<8} {'accuracy':>8} {'precision':>9} {'recall':>7}")
     for layout, block in result.items():
         if not isinstance(block, dict) or "k_known" not in block:

@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
         return 0
     print(json.dumps(result.coordinates))
-    print(f"# layout {result.layout} ({result.split}), {result.rule}; [row, col] {0 if args.zero_based else 1}-based")
+    crop = f", tiles cropped to {result.tile_crop:.0%}" if result.tile_crop < 1 else ""
+    print(f"# layout {result.layout} ({result.split}{crop}), {result.rule}; [row, col] {0 if args.zero_based else 1}-based")
     for (row, col), score, chosen in zip(result.positions(), result.scores, result.selected):
         print(f"# [{row}, {col}] {score:+.4f}{'  *' if chosen else ''}")
     return 0

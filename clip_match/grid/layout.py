@@ -81,6 +81,20 @@ def cut_tiles(image: Image.Image, grid: Grid) -> list[Image.Image]:
     return [image.crop(box) for box in grid.boxes()]
 
 
+def crop_margins(tiles: list[Image.Image], keep: float) -> list[Image.Image]:
+    """Each tile's centre, ``keep`` of its width and height (1.0: the tiles as they are)."""
+    if not 0 < keep <= 1:
+        raise ClipMatchError(f"tile crop must be in (0, 1] (the share of each side kept), got {keep!r}")
+    if keep == 1:
+        return list(tiles)
+    out = []
+    for tile in tiles:
+        width, height = max(1, round(tile.width * keep)), max(1, round(tile.height * keep))
+        left, top = (tile.width - width) // 2, (tile.height - height) // 2
+        out.append(tile.crop((left, top, left + width, top + height)))
+    return out
+
+
 def _gap_lines(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Boolean masks of gap rows and gap columns (all False when the image has no flat lines)."""
     stats = []

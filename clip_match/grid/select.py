@@ -11,6 +11,10 @@
   Calibration finds, for each kind, the value with the most puzzles exactly right (exactly:
   each puzzle is right on an interval of values) and keeps the best kind; ties go to the
   simpler kind (listed first).
+
+A calibration also holds the model's tile crop: the share of each tile's side (centred) that is
+encoded, chosen with the rule on the same validation puzzles (`clip_match.eval.grid.fit_calibration`);
+it applies whether k is known or not.
 """
 from __future__ import annotations
 
@@ -58,6 +62,7 @@ class Calibration:
     accuracy: float       # share of validation puzzles exactly right with this rule
     puzzles: int
     source: str           # what the validation puzzles were (path, seed)
+    tile_crop: float = 1.0  # share of each tile's side encoded, centred (1.0: the whole tile)
 
     def save(self, path: str | os.PathLike) -> Path:
         record = asdict(self)
@@ -69,9 +74,12 @@ class Calibration:
     def load(cls, path: str | os.PathLike) -> Calibration:
         try:
             record = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls(SelectionRule(**record.pop("rule")), **record)
+            calibration = cls(SelectionRule(**record.pop("rule")), **record)
         except (OSError, ValueError, TypeError, KeyError) as error:
             raise ClipMatchError(f"{path}: not a readable grid calibration: {error}") from None
+        if not isinstance(calibration.tile_crop, (int, float)) or not 0 < calibration.tile_crop <= 1:
+            raise ClipMatchError(f"{path}: field 'tile_crop' must be a number in (0, 1], got {calibration.tile_crop!r}")
+        return calibration
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -1,7 +1,8 @@
 """`GridSolver`: which tiles of a 2x3 / 3x3 puzzle match a text (or an example image).
 
-The puzzle image is cut at its gap lines (equal split where there are none), all tiles are
-encoded in one image-encoder call, and each tile is scored by cosine similarity to the
+The puzzle image is cut at its gap lines (equal split where there are none), each tile is cropped
+to its centre as the bundle's calibration says (``tile_crop``; whole tiles without one), all tiles
+are encoded in one image-encoder call, and each tile is scored by cosine similarity to the
 prompt. Coordinates are 1-based ``[row, col]`` in row-major order (``zero_based=True`` for
 0-based). Torch-free.
 """
@@ -18,7 +19,7 @@ from PIL import Image
 from ..data.images import ImageInput, open_image
 from ..errors import ClipMatchError
 from ..runtime.encoder import Encoder
-from .layout import LAYOUTS, MIN_TILE, Grid, check_layout, cut_tiles, find_grid
+from .layout import LAYOUTS, MIN_TILE, Grid, check_layout, crop_margins, cut_tiles, find_grid
 from .select import CALIBRATION_NAME, Calibration, SelectionRule, by_threshold, top_k
 
 TILE_COUNTS = {rows * cols: name for name, (rows, cols) in LAYOUTS.items()}  # 6 -> "2x3", 9 -> "3x3"
@@ -33,6 +34,7 @@ class GridResult:
     rule: str                      # how tiles were chosen, e.g. "top-2", "threshold 0.3", "calibrated gap"
     split: str                     # "gap lines", "equal split", "gap lines + equal split" or "tiles given"
     zero_based: bool = False
+    tile_crop: float = 1.0         # share of each tile's side that was encoded (centred)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,6 +57,7 @@ class GridSolver:
                  threads: int | None = None, calibration: str | os.PathLike | None = None):
         self.encoder = Encoder.load(bundle, device=device, precision=precision, threads=threads)
         self.calibration = self._load_calibration(calibration)
+        self.tile_crop = self.calibration.tile_crop if self.calibration else 1.0  # share of each tile's side encoded
 
     def _load_calibration(self, path: str | os.PathLike | None) -> Calibration | None:
         """The bundle's k-unknown rule: ``path``, else ``grid_calibration.json`` in the bundle, else none."""
@@ -71,14 +74,16 @@ class GridSolver:
     def solve(self, image_or_tiles: ImageInput | Sequence[ImageInput], prompt: str | ImageInput,
               layout: str = "auto", k: int | None = None, threshold: float | None = None,
               zero_based: bool = False) -> GridResult:
-        """Score every tile against ``prompt`` (a str is a text; a path, bytes, PIL image or array is
-        an example image) and choose: top-``k`` if given, else ``threshold``, else the calibrated rule."""
+        """Score every tile (cropped to ``tile_crop``) against ``prompt`` (a str is a text; a path,
+        bytes, PIL image or array is an example image, encoded whole) and choose: top-``k`` if
+        given, else ``threshold``, else the calibrated rule."""
         tiles, grid = self.tiles(image_or_tiles, layout)
-        scores = self.scores(tiles, prompt)
+        scores = self.scores(crop_margins(tiles, self.tile_crop), prompt)
         chosen, rule = self.choose(scores, k, threshold)
         positions = tile_positions(grid.layout, zero_based)
         coordinates = [positions[i] for i in np.flatnonzero(chosen).tolist()]
-        return GridResult(grid.layout, coordinates, scores.tolist(), chosen.tolist(), rule, grid.method, zero_based)
+        return GridResult(grid.layout, coordinates, scores.tolist(), chosen.tolist(), rule, grid.method, zero_based,
+                          self.tile_crop)
 
     def tiles(self, image_or_tiles: ImageInput | Sequence[ImageInput], layout: str = "auto") -> tuple[list, Grid]:
         """The tile images (row-major) and the grid they came from."""
