@@ -26,7 +26,8 @@ from ..grid.solver import GridSolver
 
 FIELDS = {"image": str, "prompt": str, "layout": str, "k": int, "answer": list}
 # Shares of each tile's side to try encoding (centred): puzzle tiles often frame their object more
-# loosely than the training images (the demo model's validation puzzles: k unknown 79.1 % whole, 80.2-80.8 % at 0.95-0.8).
+# loosely than the training images (session 4's demo model, validation puzzles: k unknown 79.1 %
+# whole, 80.2-80.8 % at 0.95-0.8).
 TILE_CROPS = (1.0, 0.95, 0.9, 0.85, 0.8)
 
 

@@ -21,8 +21,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("puzzles", metavar="PUZZLES.jsonl", help="puzzle lines; images relative to its folder")
     parser.add_argument("--bundle", help="model bundle directory (default: the packaged demo model)")
     parser.add_argument("--layout", default="auto", help="force a layout instead of detecting it")
-    parser.add_argument("--calibrate", metavar="OUT.json", help="fit the tile crop and k-unknown rule on these puzzles, write them")
-    parser.add_argument("--calibration", metavar="JSON", help="k-unknown rule to use (default: the bundle's)")
+    parser.add_argument("--calibrate", metavar="OUT.json",
+                        help="fit the tile crop and k-unknown rule on these puzzles, write them")
+    parser.add_argument("--calibration", metavar="JSON",
+                        help="tile crop and k-unknown rule to use (default: the bundle's)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="tower precision (default: best)")
     parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads")

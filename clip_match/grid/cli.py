@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(json.dumps(result.coordinates))
     crop = f", tiles cropped to {result.tile_crop:.0%}" if result.tile_crop < 1 else ""
-    print(f"# layout {result.layout} ({result.split}{crop}), {result.rule}; [row, col] {0 if args.zero_based else 1}-based")
+    base = 0 if args.zero_based else 1
+    print(f"# layout {result.layout} ({result.split}{crop}), {result.rule}; [row, col] {base}-based")
     for (row, col), score, chosen in zip(result.positions(), result.scores, result.selected):
         print(f"# [{row}, {col}] {score:+.4f}{'  *' if chosen else ''}")
     return 0
