@@ -141,7 +141,6 @@ class Encoder:
         return self._resize_pool[1]
 
 
-
 def _usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask, where the OS has one)."""
     if hasattr(os, "sched_getaffinity"):
