@@ -214,6 +214,13 @@ def test_nan_loss_stops_clearly_and_keeps_the_last_good_checkpoint(shapes, confi
     assert kept["step"] == 2 and all(torch.isfinite(v).all() for v in kept["state_dict"].values())
 
 
+def test_keep_step_checkpoints_deletes_all_but_the_newest(shapes, configs, tmp_path):
+    assert main(_flags(shapes, tmp_path, configs["micro_vit"], "--batch-size", "16", "--max-steps", "5",
+                       "--save-step-frequency", "1", "--keep-step-checkpoints", "2")) == 0
+    kept = sorted(path.name for path in (tmp_path / "run" / "checkpoints").iterdir())
+    assert kept == ["epoch_1_4.pt", "epoch_1_5.pt", "epoch_latest.pt", "slim.pt"]
+
+
 def test_bad_input_is_refused_with_the_path_or_flag_named(shapes, configs, tmp_path, monkeypatch):
     model = configs["micro_vit"]
     with pytest.raises(ClipMatchError, match="missing.*not an LMDB split"):

@@ -102,6 +102,8 @@ def test_cn_clip_flags_parse_including_logs_equals_and_torchrun_separator():
     assert config.augment == "safe" and config.label_aware and config.accum_freq == 2
     assert parse(["--train-data", "x", "--vision-model", "ViT-B-16", "--no-label-aware"]).beta2 == 0.98
     assert not parse(["--train-data", "x", "--no-label-aware"]).label_aware
+    with pytest.raises(ClipMatchError, match="--keep-step-checkpoints must not be negative"):
+        parse(["--train-data", "x", "--keep-step-checkpoints", "-1"])
 
 
 def test_global_batch_must_split_evenly_over_processes():

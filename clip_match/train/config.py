@@ -51,6 +51,7 @@ class TrainConfig:
     valid_epoch_interval: int | None = 1
     save_epoch_frequency: int = 1
     save_step_frequency: int = -1
+    keep_step_checkpoints: int = 0
     resume: str | None = None
     reset_data_offset: bool = False
     reset_optimizer: bool = False
@@ -76,8 +77,9 @@ class TrainConfig:
             raise ClipMatchError(f"--global-batch-size must be at least 1, got {self.global_batch_size}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ClipMatchError(f"--max-steps must be at least 1, got {self.max_steps}")
-        if self.warmup < 0 or self.num_workers < 0 or self.valid_num_workers < 0:
-            raise ClipMatchError("--warmup, --num-workers and --valid-num-workers must not be negative")
+        if min(self.warmup, self.num_workers, self.valid_num_workers, self.keep_step_checkpoints) < 0:
+            raise ClipMatchError("--warmup, --num-workers, --valid-num-workers and --keep-step-checkpoints "
+                                 "must not be negative")
         if self.augment not in AUGMENTS:
             raise ClipMatchError(f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
         if self.precision not in PRECISIONS:
@@ -161,6 +163,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--save-epoch-frequency", type=int, default=1, help="write epoch_N.pt every N epochs")
     run.add_argument("--save-step-frequency", type=int, default=-1,
                      help="write epoch_latest.pt (and epoch_N_STEP.pt) every N steps; -1: never")
+    run.add_argument("--keep-step-checkpoints", type=int, default=0,
+                     help="keep only the newest N epoch_N_STEP.pt files; 0: keep all (as cn_clip does)")
     run.add_argument("--resume", default=None,
                      help="checkpoint to start from: a trainer checkpoint (full state) or official/slim weights; "
                           "default LOGS/NAME/checkpoints/epoch_latest.pt when it exists")

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import random
+import re
 import sys
 import time
 import warnings
@@ -288,6 +289,7 @@ class Trainer:
                 self._validate(epoch)
             if config.save_step_frequency > 0 and self.step % config.save_step_frequency == 0:
                 self._save(self.checkpoint_dir / f"epoch_{epoch + 1}_{self.step}.pt")
+                self._prune_step_checkpoints()
                 self._save_latest()
         del batches
         finished_epoch = self.step % self.steps_per_epoch == 0
@@ -468,6 +470,17 @@ class Trainer:
         if self.latest_step != self.step:
             self._save(self.checkpoint_dir / "epoch_latest.pt")
             self.latest_step = self.step
+
+    def _prune_step_checkpoints(self) -> None:
+        """Delete all but the newest ``--keep-step-checkpoints`` epoch_N_STEP.pt files: a long run that
+        saves every few hundred steps would otherwise fill the disk."""
+        keep = self.config.keep_step_checkpoints
+        if keep == 0 or not self.env.is_main:
+            return
+        saved = [(int(m[1]), path) for path in self.checkpoint_dir.glob("epoch_*_*.pt")
+                 if (m := re.fullmatch(r"epoch_\d+_(\d+)\.pt", path.name))]
+        for _, path in sorted(saved)[:-keep]:
+            path.unlink(missing_ok=True)
 
     def _save(self, path: Path) -> None:
         """Write the full training state (rank 0), after checking that the weights are finite."""

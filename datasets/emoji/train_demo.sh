@@ -63,7 +63,8 @@ train() {  # train NAME DATA_DIR STEPS WARMUP LR [more trainer flags]
   "${PYTHON}" -m clip_match.train --device=cpu --model="${MODEL}" \
     --train-data="$2/lmdb/train" --val-data="$2/lmdb/valid" --logs="${WORK}/runs" --name="$1" \
     --seed="${TRAIN_SEED}" --batch-size=128 --valid-batch-size=256 --lr="$5" --wd=0.1 --warmup="$4" \
-    --max-steps="$3" --augment=safe --num-workers=1 --log-interval=20 --save-step-frequency=100 "${@:6}"
+    --max-steps="$3" --augment=safe --num-workers=1 --log-interval=20 --save-step-frequency=100 \
+    --keep-step-checkpoints=2 "${@:6}"
 }
 # Stage 1, the recipe of DESIGN.md's probe: symmetric InfoNCE with label-aware negatives (the
 # trainer's default), AdamW lr 1e-3 wd 0.1, warm-up then cosine, batch 128, safe augmentation

@@ -53,7 +53,7 @@ for protocol in ${PROTOCOLS}; do
     --train-data="${data}/lmdb/train" --val-data="${data}/lmdb/valid" --logs="${WORK}/runs" --name="${protocol}" \
     --seed="${TRAIN_SEED}" --batch-size=128 --valid-batch-size=256 --lr=1e-3 --wd=0.1 --warmup=60 \
     --max-steps="${steps}" --augment=none --num-workers=1 --valid-num-workers=0 --log-interval=10 \
-    --save-step-frequency=50
+    --save-step-frequency=50 --keep-step-checkpoints=2
 
   bundle=${WORK}/${protocol}_bundle
   clip_match export "${WORK}/runs/${protocol}/checkpoints/slim.pt" --arch "${MODEL}" --precision fp32,int8 \
