@@ -113,6 +113,16 @@ def test_loss_falls_and_validation_recall_rises_above_chance(shapes, configs, tm
     assert torch.equal(model.logit_scale.detach(), _weights(run / "checkpoints" / "epoch_latest.pt")["module.logit_scale"])
 
 
+def test_bf16_autocast_trains_on_cpu(shapes, configs, tmp_path):
+    common = ["--batch-size", "24", "--max-epochs", "8", "--lr", "5e-3", "--log-interval", "1"]
+    runs = {precision: train(parse(_flags(shapes, tmp_path / precision, configs["micro_vit"], *common,
+                                          "--precision", precision))) for precision in ("fp32", "bf16")}
+    losses = [json.loads(line)["loss"] for line in (runs["bf16"] / "metrics.jsonl").read_text().splitlines()]
+    assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4])
+    fp32, bf16 = (_weights(run / "checkpoints" / "epoch_latest.pt") for run in runs.values())
+    assert max((fp32[k] - bf16[k]).abs().max().item() for k in fp32) > 1e-4  # bf16 really ran, not fp32
+
+
 # AdamW with eps 1 is close to SGD: a wrong gradient scale would show (with eps 1e-8 Adam hides it
 # and turns float noise in near-zero gradients into full-size updates).
 SGD_LIKE = ["--eps", "1.0", "--lr", "0.5"]

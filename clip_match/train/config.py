@@ -147,7 +147,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     optim.add_argument("--max-epochs", type=int, default=32, help="epochs (when --max-steps is not given)")
     optim.add_argument("--max-steps", type=int, default=None, help="optimiser steps; wins over --max-epochs")
     optim.add_argument("--precision", choices=["amp", "fp16", "bf16", "fp32"], default="amp",
-                       help="amp/fp16: fp16 autocast + grad scaler; bf16: bf16 autocast; GPU only, CPU runs fp32")
+                       help="amp/fp16: fp16 autocast + grad scaler (GPU only; CPU runs fp32); bf16: bf16 autocast, "
+                            "GPU or CPU (fast on CPUs with AVX512-BF16 or AMX)")
     optim.add_argument("--no-label-aware", dest="label_aware", action="store_false",
                        help="treat pairs with the same text_id/text as negatives (cn_clip's loss)")
     optim.add_argument("--seed", type=int, default=123, help="random seed (model init, data order, augmentation)")
