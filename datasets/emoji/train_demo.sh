@@ -147,7 +147,7 @@ if (( STEPS5 > 0 )); then
   stage "${NAME}_96px3" "${STEPS7}" 1.5e-4
   # Stages 8 on: fresh renderings of the same emoji each time (stages 3 to 7 saw the same 41k
   # tiles 23 times; fresh ones raised the validation recall far more than another cycle on them).
-  # From stage 11, bf16 autocast (--precision bf16): 1.6x faster steps on a CPU with AVX512-BF16 or
+  # From stage 11, bf16 autocast (--precision bf16): 1.9x faster steps on a CPU with AVX512-BF16 or
   # AMX (benchmarks/bench_train.py); elsewhere BF16_FROM=99 runs the same recipe in fp32, slower.
   fresh_stage() {  # fresh_stage RUN STEPS PAIR_SEED [flags]: a 1.5e-4 cycle on stage-3-like pairs of PAIR_SEED
     (( $2 > 0 )) || return 0
