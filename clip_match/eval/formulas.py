@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from ..data.formats import decode_b64, imgs_path, read_jsonl, read_tsv, texts_path
 from ..errors import ClipMatchError, where
+from ..index.examples import check_text_weight, example_prototypes, fuse
 from ..text.latex import normalize_latex
 from ..text.tokenizer import tokenize
 from .retrieval import retrieval_metrics
@@ -172,13 +173,18 @@ def check_no_query_images(data_dir: str | Path, protocol: Protocol) -> dict[str,
     return checked
 
 
-def evaluate_split(encoder: Encoder, data_dir: str | Path, split: str = QUERY_SPLIT, batch_size: int = 32) -> dict:
+def evaluate_split(encoder: Encoder, data_dir: str | Path, split: str = QUERY_SPLIT, batch_size: int = 32,
+                   examples: str | None = None, text_weight: float = 1.0) -> dict:
     """Retrieval metrics of ``encoder`` on one written split (by default the real-image query split).
 
     ``i2t_r1/5/10`` and ``i2t_mean_recall`` are the protocols' numbers (query image -> formula
     among all candidates); ``t2i_*`` rank the images for each formula. Also counts the queries,
     candidates and candidates longer than the model's text context (they are truncated).
+    ``examples``: another split of ``data_dir`` whose images of a candidate text are mixed into its
+    vector by ``text_weight`` (`clip_match.index.examples`), e.g. the bank's training renders.
     """
+    if examples == split:
+        raise ClipMatchError(f"the example images must come from another split than the queries ({split!r})")
     tsv, jsonl = imgs_path(data_dir, split), texts_path(data_dir, split)
     for path in (tsv, jsonl):
         if not path.exists():
@@ -195,8 +201,17 @@ def evaluate_split(encoder: Encoder, data_dir: str | Path, split: str = QUERY_SP
     image_features = encoder.encode_images([decode_b64(line.b64, where(tsv, line.line)) for line in images],
                                            batch_size=batch_size)
     text_features = encoder.encode_texts([text.text for text in texts])
+    with_examples = 0
+    if examples is not None:
+        check_text_weight(text_weight)
+        prototypes = example_prototypes(encoder, data_dir, examples, batch_size=batch_size)
+        chosen = [prototypes.get(text.text) for text in texts]
+        with_examples = sum(prototype is not None for prototype in chosen)
+        text_features = fuse(text_features, chosen, text_weight)
     metrics = retrieval_metrics(image_features, text_features, pairs)
     lengths = (tokenize([text.text for text in texts], context_length=512) != 0).sum(axis=1)
     return {"split": split, "queries": len(images), "candidates": len(texts),
             "context_length": encoder.context_length,
-            "candidates_truncated": int((lengths > encoder.context_length).sum()), **metrics}
+            "candidates_truncated": int((lengths > encoder.context_length).sum()),
+            "examples": examples, "text_weight": text_weight if examples else 1.0,
+            "candidates_with_examples": with_examples, **metrics}

@@ -3,7 +3,8 @@
     python -m clip_match.eval.formulas_cli BUNDLE DATA_DIR [--json]
 
 Prints image->text R@1/5/10 and mean recall (the open/bank protocols' numbers: each real
-query image against all candidate formulas) and the text->image direction.
+query image against all candidate formulas) and the text->image direction. ``--examples train``
+ranks against each candidate's text mixed with its training images (a bank's renders).
 """
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: its choice)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per encoder batch")
+    parser.add_argument("--examples", metavar="SPLIT", default=None,
+                        help="mix each candidate's images in this split (e.g. train: the bank's renders) into its vector")
+    parser.add_argument("--text-weight", type=float, default=0.5,
+                        help="with --examples: share of the text in each candidate's vector (default 0.5)")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
 
 
@@ -33,13 +38,16 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime.encoder import Encoder
 
     encoder = Encoder.load(args.bundle, device=args.device, precision=args.precision, threads=args.threads)
-    metrics = evaluate_split(encoder, args.data_dir, args.split, args.batch_size)
+    metrics = evaluate_split(encoder, args.data_dir, args.split, args.batch_size, args.examples, args.text_weight)
     metrics.update(bundle=str(args.bundle), precision=encoder.precision)
     if args.json:
         print(json.dumps(metrics))
         return 0
     print(f"{args.data_dir} [{metrics['split']}]: {metrics['queries']} query images, {metrics['candidates']} "
           f"candidate formulas ({metrics['candidates_truncated']} longer than context {metrics['context_length']})")
+    if args.examples:
+        print(f"  candidates mixed with their {args.examples!r} images (text weight {args.text_weight:g}): "
+              f"{metrics['candidates_with_examples']} of {metrics['candidates']}")
     for direction, label in (("i2t", "image->formula"), ("t2i", "formula->image")):
         print(f"  {label}: " + "  ".join(f"R@{k} {metrics[f'{direction}_r{k}']:.2f}" for k in (1, 5, 10))
               + f"  mean recall {metrics[f'{direction}_mean_recall']:.2f}")

@@ -5,6 +5,8 @@ import argparse
 import warnings
 
 from ..runtime.encoder import Encoder
+from .candidates import candidate_key
+from .examples import check_text_weight, example_prototypes
 from .label_index import LabelIndex
 
 
@@ -17,6 +19,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--factory", help="FAISS factory string (default: chosen by size: Flat, then IVF)")
     build.add_argument("--search-params", default=None, help='FAISS search parameters, e.g. "nprobe=32"')
     build.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    build.add_argument("--text-weight", type=float, default=0.5,
+                       help="with --examples: share of the text in each candidate's vector (0: examples only, "
+                            "1: text only; default 0.5)")
     add = actions.add_parser("add", help="add new candidates to an existing index directory")
     add.add_argument("--index", required=True, help="index directory to extend (rewritten atomically)")
     add.add_argument("--candidates", required=True, help="text file (one per line) or .jsonl with id, text")
@@ -25,20 +30,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
         sub.add_argument("--batch-size", type=int, default=256, help="texts per text-tower call")
         sub.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
         sub.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="tower precision (default: best)")
+        sub.add_argument("--examples", metavar="DATA_DIR",
+                         help="example images of the candidates: a TSV/JSONL dataset whose texts are candidate texts")
+        sub.add_argument("--examples-split", default="train", help="split of --examples to read (default: train)")
 
 
 def run(args: argparse.Namespace) -> int:
     one_line_warnings("index")
     encoder = Encoder.load(args.bundle, args.device, args.precision)
     if args.action == "build":
+        check_text_weight(args.text_weight)
+        examples = _examples(encoder, args, args.latex)
         index = LabelIndex.build(encoder, args.candidates, latex=args.latex, factory=args.factory,
-                                 search_parameters=args.search_params, batch_size=args.batch_size)
+                                 search_parameters=args.search_params, batch_size=args.batch_size,
+                                 examples=examples, text_weight=args.text_weight if examples else 1.0)
         index.save(args.out, overwrite=args.overwrite)
         print(f"{args.out}: {len(index)} candidates, dim {index.dim}, FAISS {index.factory}"
-              f"{' (' + index.search_parameters + ')' if index.search_parameters else ''}")
+              f"{' (' + index.search_parameters + ')' if index.search_parameters else ''}"
+              f"{f', text weight {index.text_weight:g}' if examples else ''}")
     else:
         index = LabelIndex.load(args.index, fingerprint=encoder.fingerprint)
-        added = index.add(encoder, args.candidates, batch_size=args.batch_size)
+        added = index.add(encoder, args.candidates, batch_size=args.batch_size,
+                          examples=_examples(encoder, args, index.latex))
         index.save(args.index, overwrite=True)
         print(f"{args.index}: added {added}, now {len(index)} candidates")
     return 0
@@ -47,3 +60,11 @@ def run(args: argparse.Namespace) -> int:
 def one_line_warnings(command: str) -> None:
     """Show warnings as ``clip-match COMMAND: warning: ...`` on stderr (no source lines)."""
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"clip-match {command}: warning: {message}\n"
+
+
+def _examples(encoder: Encoder, args: argparse.Namespace, latex: bool) -> dict | None:
+    """Prototypes from ``--examples``, keyed like the candidates (None without the option)."""
+    if not args.examples:
+        return None
+    return example_prototypes(encoder, args.examples, args.examples_split,
+                              key=lambda text: candidate_key(text, latex))

@@ -1,6 +1,8 @@
 """`LabelIndex`: candidate texts embedded once by the bundle's text tower, kept in FAISS on disk.
 
-Vectors are L2-normalised, so inner product is cosine. Probabilities are a softmax over
+Vectors are L2-normalised, so inner product is cosine. A candidate with example images (see
+`clip_match.index.examples`) is stored as its text vector mixed with its examples' prototype, by the
+index's ``text_weight`` (1, the default: text only). Probabilities are a softmax over
 100 x cosine (CLIP's logit scale), computed over every candidate when the index is exact and
 holds at most ``EXACT_LIMIT`` candidates (scope "all"), else over the top ``SOFTMAX_POOL``
 retrieved ones (scope "top"); each `Ranking` says which.
@@ -8,7 +10,7 @@ retrieved ones (scope "top"); each `Ranking` says which.
 A saved index is a directory::
 
     manifest.json      format, bundle fingerprint, dim, normalisation, factory, search
-                       parameters, count, sha256 of the two files below
+                       parameters, text weight, count, sha256 of the two files below
     index.faiss        the FAISS index (row i = line i of candidates.jsonl)
     candidates.jsonl   {"id", "text", "key", "metadata"} per candidate; key = what was embedded
 
@@ -21,7 +23,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import faiss
 import numpy as np
@@ -32,6 +34,7 @@ from ..fsutil import atomic_dir
 from ..jsonio import read_manifest
 from ..runtime.bundle import sha256_file
 from .candidates import Candidate, candidate_key, check_unique_ids, read_candidates
+from .examples import check_text_weight, fuse
 from .faiss_index import (EXACT_LIMIT, choose_factory, is_exact, l2_normalised, new_index,
                           set_search_parameters, to_search_device, train_if_needed)
 
@@ -84,7 +87,7 @@ class LabelIndex:
     """Candidates of one model bundle in a FAISS inner-product index."""
 
     def __init__(self, index: faiss.Index, entries: list[_Entry], fingerprint: str, latex: bool,
-                 factory: str, search_parameters: str):
+                 factory: str, search_parameters: str, text_weight: float = 1.0):
         self._index = index
         self._entries = entries
         self._keys = {entry.key for entry in entries}
@@ -93,6 +96,7 @@ class LabelIndex:
         self.latex = latex
         self.factory = factory
         self.search_parameters = search_parameters
+        self.text_weight = check_text_weight(text_weight)
         self._choose_factory_on_first_add = not factory
         self._search_index: faiss.Index | None = None
 
@@ -101,28 +105,32 @@ class LabelIndex:
     def build(cls, encoder: TextEncoder | str | os.PathLike | None,
               candidates: str | os.PathLike | Iterable[Candidate | str], latex: bool = False,
               factory: str | None = None, search_parameters: str | None = None, batch_size: int = 256,
-              progress: bool = True) -> LabelIndex:
+              progress: bool = True, examples: Mapping[str, np.ndarray] | None = None,
+              text_weight: float = 1.0) -> LabelIndex:
         """Embed ``candidates`` (a candidate file, `Candidate`s or plain strings) with ``encoder``
-        (an `Encoder`, or a bundle directory; None: the packaged demo model)."""
+        (an `Encoder`, or a bundle directory; None: the packaged demo model); ``examples`` maps
+        candidate keys to prototypes (`example_prototypes`), mixed in by ``text_weight``."""
         if not hasattr(encoder, "encode_texts"):
             from ..runtime.encoder import Encoder  # onnxruntime only when a bundle must be opened
 
             encoder = Encoder.load(encoder)
-        index = cls.empty(encoder.fingerprint, encoder.embed_dim, latex, factory or "", search_parameters or "")
-        if not index.add(encoder, candidates, batch_size=batch_size, progress=progress):
+        index = cls.empty(encoder.fingerprint, encoder.embed_dim, latex, factory or "", search_parameters or "",
+                          text_weight)
+        if not index.add(encoder, candidates, batch_size=batch_size, progress=progress, examples=examples):
             raise ClipMatchError("no candidates to index")
         return index
 
     @classmethod
     def empty(cls, fingerprint: str, dim: int, latex: bool = False, factory: str = "",
-              search_parameters: str = "") -> LabelIndex:
+              search_parameters: str = "", text_weight: float = 1.0) -> LabelIndex:
         """An index without candidates; with an empty ``factory`` the first `add` chooses one by size."""
         placeholder = new_index(dim, factory) if factory else faiss.IndexFlatIP(dim)
-        return cls(placeholder, [], fingerprint, latex, factory, search_parameters)
+        return cls(placeholder, [], fingerprint, latex, factory, search_parameters, text_weight)
 
     def add(self, encoder: TextEncoder, candidates: str | os.PathLike | Iterable[Candidate | str],
-            batch_size: int = 256, progress: bool = True) -> int:
-        """Embed and add candidates whose normalised text is new; returns how many were added."""
+            batch_size: int = 256, progress: bool = True, examples: Mapping[str, np.ndarray] | None = None) -> int:
+        """Embed and add candidates whose normalised text is new; returns how many were added.
+        ``examples``: prototypes by candidate key, mixed in by the index's text weight."""
         self.check_bundle(encoder.fingerprint)
         entries = [entry for _, entry in self._new_entries(candidates)]
         long = encoder.count_truncated([entry.key for entry in entries])
@@ -134,6 +142,13 @@ class LabelIndex:
         for start in tqdm(steps, desc="embedding candidates", unit="batch", disable=not progress or len(steps) < 2):
             batch = [entry.key for entry in entries[start:start + batch_size]]
             vectors[start:start + len(batch)] = encoder.encode_texts(batch, batch_size=batch_size)
+        if examples is not None:
+            prototypes = [examples.get(entry.key) for entry in entries]
+            without = sum(prototype is None for prototype in prototypes)
+            if without:
+                warnings.warn(f"{without} of {len(entries)} candidate(s) have no example images and are "
+                              "ranked by their text alone", stacklevel=2)
+            vectors = fuse(vectors, prototypes, self.text_weight)
         self._add_entries(vectors, entries)
         return len(entries)
 
@@ -263,7 +278,8 @@ class LabelIndex:
             manifest = {
                 "format": FORMAT, "format_version": FORMAT_VERSION, "bundle_fingerprint": self.fingerprint,
                 "dim": self.dim, "metric": "inner_product", "normalization": "latex" if self.latex else "text",
-                "factory": self.factory, "search_parameters": self.search_parameters, "count": len(self),
+                "factory": self.factory, "search_parameters": self.search_parameters,
+                "text_weight": self.text_weight, "count": len(self),
                 "files": {name: sha256_file(tmp / name) for name in (INDEX_NAME, CANDIDATES_NAME)},
             }
             (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -288,12 +304,17 @@ class LabelIndex:
             index = faiss.read_index(str(path / INDEX_NAME))
         except RuntimeError as error:
             raise ClipMatchError(f"{path / INDEX_NAME}: unreadable FAISS index: {str(error).splitlines()[0]}") from None
+        text_weight = manifest.get("text_weight", 1.0)  # (absent in indexes written before example images)
+        try:
+            check_text_weight(text_weight)
+        except ClipMatchError as error:
+            raise ClipMatchError(f"{path / MANIFEST_NAME}: {error}") from None
         entries = _read_entries(path / CANDIDATES_NAME)
         if not (len(entries) == index.ntotal == manifest["count"]) or index.d != manifest["dim"]:
             raise ClipMatchError(f"{path}: index holds {index.ntotal} vectors of dim {index.d}, candidates.jsonl "
                                  f"{len(entries)}, manifest {manifest['count']} of dim {manifest['dim']}; rebuild it")
         return cls(index, entries, manifest["bundle_fingerprint"], manifest["normalization"] == "latex",
-                   manifest["factory"], manifest["search_parameters"])
+                   manifest["factory"], manifest["search_parameters"], text_weight)
 
 
 def _as_candidates(items: Iterable[Candidate | str]) -> Iterable[Candidate]:

@@ -14,9 +14,11 @@
 # below. Training sees renders only: the builder's query-leak check (always on) refuses a training
 # split that holds a real query image, or for `open` a query formula. Results: RESULTS.md here.
 #
-# Budget: written for a 2-core machine shared with other work: one thread, one loader worker,
-# ~40 min (bank) + ~25 min (open) of training. An interrupted run resumes from its
-# checkpoints/epoch_latest.pt (saved every 50 steps); that file also exports as it is.
+# Budget: the first stage of each protocol was written for a 2-core machine shared with other work
+# (one thread, one loader worker, ~40 min bank + ~25 min open). The bank then trains on: a second
+# stage of BANK_MORE_STEPS steps, resumed from the first, in bf16 on both cores (~100 min on a CPU
+# with AVX512-BF16; BF16=0 runs it in fp32, about twice as long). An interrupted stage resumes from its
+# checkpoints/epoch_latest.pt (saved every 50 or 300 steps); that file also exports as it is.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -30,9 +32,21 @@ TRAIN_SEED=123                      # model init, data order
 BANK_RENDERS=10                     # augmented renders per bank formula (4,000 formulas)
 OPEN_RENDERS=3                      # per training formula (first half + CROHME, ~14,000 formulas)
 BANK_STEPS=${BANK_STEPS:-650}       # optimiser steps of batch 128
+BANK_MORE_STEPS=${BANK_MORE_STEPS:-4200}  # second bank stage (0: none)
+BF16=${BF16:-1}                     # second stage in bf16 autocast (needs a CPU with bf16 support to be fast)
 OPEN_STEPS=${OPEN_STEPS:-400}
 EXAMPLES=3                          # real bank images shown through `clip-match query`
 clip_match() { "${PYTHON}" -m clip_match.cli "$@"; }
+# From scratch: symmetric InfoNCE with label-aware negatives (the trainer's default), AdamW lr 1e-3,
+# wd 0.1, short warm-up then cosine. No trainer augmentation: the builder's renders already vary
+# scale, margins, ink, blur, noise, JPEG and rotation, and a random crop would cut symbols off.
+train() {  # DATA NAME FLAGS...
+  local data=$1 name=$2; shift 2
+  "${PYTHON}" -m clip_match.train --device=cpu --model="${MODEL}" \
+    --train-data="${data}/lmdb/train" --val-data="${data}/lmdb/valid" --logs="${WORK}/runs" --name="${name}" \
+    --batch-size=128 --valid-batch-size=256 --lr=1e-3 --wd=0.1 --augment=none --num-workers=1 \
+    --valid-num-workers=0 --save-step-frequency=50 --keep-step-checkpoints=2 "$@"
+}
 
 bash datasets/formulas/install_tex.sh
 
@@ -46,17 +60,17 @@ for protocol in ${PROTOCOLS}; do
     clip_match build-lmdb "${data}" --splits train,valid --overwrite
   fi
 
-  # From scratch: symmetric InfoNCE with label-aware negatives (the trainer's default), AdamW lr 1e-3,
-  # wd 0.1, short warm-up then cosine. No trainer augmentation: the builder's renders already vary
-  # scale, margins, ink, blur, noise, JPEG and rotation, and a random crop would cut symbols off.
-  "${PYTHON}" -m clip_match.train --device=cpu --model="${MODEL}" \
-    --train-data="${data}/lmdb/train" --val-data="${data}/lmdb/valid" --logs="${WORK}/runs" --name="${protocol}" \
-    --seed="${TRAIN_SEED}" --batch-size=128 --valid-batch-size=256 --lr=1e-3 --wd=0.1 --warmup=60 \
-    --max-steps="${steps}" --augment=none --num-workers=1 --valid-num-workers=0 --log-interval=10 \
-    --save-step-frequency=50 --keep-step-checkpoints=2
+  train "${data}" "${protocol}" --seed="${TRAIN_SEED}" --warmup=60 --max-steps="${steps}" --log-interval=10
+  checkpoint=${WORK}/runs/${protocol}/checkpoints/slim.pt
+  if [[ ${protocol} == bank ]] && (( BANK_MORE_STEPS > 0 )); then
+    precision=fp32; (( BF16 )) && precision=bf16
+    OMP_NUM_THREADS=2 train "${data}" bank_more --resume="${checkpoint}" --seed=$((TRAIN_SEED + 1)) --warmup=100 \
+      --max-steps="${BANK_MORE_STEPS}" --precision="${precision}" --log-interval=50 --save-step-frequency=300
+    checkpoint=${WORK}/runs/bank_more/checkpoints/slim.pt
+  fi
 
   bundle=${WORK}/${protocol}_bundle
-  clip_match export "${WORK}/runs/${protocol}/checkpoints/slim.pt" --arch "${MODEL}" --precision fp32,int8 \
+  clip_match export "${checkpoint}" --arch "${MODEL}" --precision fp32,int8 \
     --out "${bundle}" --overwrite
   for precision in fp32 int8; do
     echo "== ${protocol} protocol, ${precision}: clip-match eval-retrieval ${bundle} ${data} --precision ${precision} --threads 1"

@@ -1,0 +1,86 @@
+"""Example images for candidates: a candidate's vector can lean on images known to show it.
+
+A bank whose candidates come with example images (renders of each formula, labelled photos of each
+label), stored as a Chinese-CLIP split (``{split}_imgs.tsv`` + ``{split}_texts.jsonl``), can rank a
+query image against those examples as well as against the candidate's text. A candidate with
+examples gets ``normalise(w * text vector + (1 - w) * prototype)``, where the prototype is the
+normalised mean image vector of its examples and ``w`` the text weight (1: text only, 0: examples
+only). Matching an image to images of the same thing is easier for a small model than matching it
+to a text: see datasets/formulas/RESULTS.md for the formula bank, where the weight was chosen on
+validation renders.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from ..data.formats import decode_b64, imgs_path, read_jsonl, read_tsv, texts_path
+from ..data.images import decode_image
+from ..errors import ClipMatchError, where
+
+
+class ImageEncoder(Protocol):
+    embed_dim: int
+
+    def encode_images(self, items: Sequence[Image.Image], batch_size: int = ...) -> np.ndarray: ...
+
+
+def check_text_weight(text_weight: float) -> float:
+    if isinstance(text_weight, bool) or not isinstance(text_weight, (int, float)) or not 0.0 <= text_weight <= 1.0:
+        raise ClipMatchError(f"text weight must be between 0 (examples only) and 1 (text only), got {text_weight!r}")
+    return float(text_weight)
+
+
+def example_prototypes(encoder: ImageEncoder, data_dir: str | os.PathLike, split: str,
+                       key: Callable[[str], str] = lambda text: text, batch_size: int = 64,
+                       progress: bool = True) -> dict[str, np.ndarray]:
+    """The prototype (normalised mean image vector) of each text of a split, under ``key(text)``.
+
+    Images are streamed in batches, so a split of any size fits in memory; an image paired with
+    several texts counts for each of them.
+    """
+    tsv, jsonl = imgs_path(data_dir, split), texts_path(data_dir, split)
+    for path in (tsv, jsonl):
+        if not path.is_file():
+            raise ClipMatchError(f"{path}: no such file (example images are a TSV/JSONL split)")
+    keys_of_image: dict[int, list[str]] = {}
+    for text in read_jsonl(jsonl):
+        for image_id in text.image_ids:
+            keys_of_image.setdefault(image_id, []).append(key(text.text))
+    sums: dict[str, np.ndarray] = {}
+    batch: list[tuple[int, Image.Image]] = []
+
+    def flush() -> None:
+        vectors = encoder.encode_images([image for _, image in batch], batch_size=len(batch))
+        for (image_id, _), vector in zip(batch, vectors):
+            for name in keys_of_image[image_id]:
+                sums[name] = sums.get(name, 0.0) + vector
+        batch.clear()
+
+    for line in tqdm(read_tsv(tsv), desc=f"example images ({split})", unit="image", disable=not progress):
+        if line.image_id in keys_of_image:
+            source = where(tsv, line.line)
+            batch.append((line.image_id, decode_image(decode_b64(line.b64, source), source)))
+            if len(batch) == batch_size:
+                flush()
+    if batch:
+        flush()
+    if not sums:
+        raise ClipMatchError(f"{tsv}: none of its images is paired with a text in {jsonl}")
+    return {name: total / max(float(np.linalg.norm(total)), 1e-12) for name, total in sums.items()}
+
+
+def fuse(text_vectors: np.ndarray, prototypes: Sequence[np.ndarray | None], text_weight: float) -> np.ndarray:
+    """Row i: ``normalise(w * text_vectors[i] + (1 - w) * prototypes[i])``, or the text vector alone
+    where ``prototypes[i]`` is None."""
+    text_weight = check_text_weight(text_weight)
+    fused = np.array(text_vectors, dtype=np.float32, copy=True)
+    for row, prototype in enumerate(prototypes):
+        if prototype is not None:
+            mixed = text_weight * fused[row] + (1.0 - text_weight) * prototype
+            fused[row] = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
+    return fused
