@@ -36,6 +36,8 @@ BANK_MORE_STEPS=${BANK_MORE_STEPS:-4200}  # second bank stage (0: none)
 BF16=${BF16:-1}                     # second stage in bf16 autocast (needs a CPU with bf16 support to be fast)
 OPEN_STEPS=${OPEN_STEPS:-400}
 EXAMPLES=3                          # real bank images shown through `clip-match query`
+EXAMPLE_TEXT_WEIGHT=0               # bank candidates as the mean of their renders only: chosen on the
+                                    # validation renders (RESULTS.md), never on the real test images
 clip_match() { "${PYTHON}" -m clip_match.cli "$@"; }
 # From scratch: symmetric InfoNCE with label-aware negatives (the trainer's default), AdamW lr 1e-3,
 # wd 0.1, short warm-up then cosine. No trainer augmentation: the builder's renders already vary
@@ -75,6 +77,12 @@ for protocol in ${PROTOCOLS}; do
   for precision in fp32 int8; do
     echo "== ${protocol} protocol, ${precision}: clip-match eval-retrieval ${bundle} ${data} --precision ${precision} --threads 1"
     clip_match eval-retrieval "${bundle}" "${data}" --precision "${precision}" --threads 1
+    # The bank's candidates also have renders: rank the real images against those (EXAMPLE_TEXT_WEIGHT).
+    if [[ ${protocol} == bank ]]; then
+      echo "== bank protocol, ${precision}, candidates = their training renders: ... --examples train --text-weight ${EXAMPLE_TEXT_WEIGHT}"
+      clip_match eval-retrieval "${bundle}" "${data}" --precision "${precision}" --threads 1 \
+        --examples train --text-weight "${EXAMPLE_TEXT_WEIGHT}"
+    fi
   done
 done
 
@@ -96,7 +104,7 @@ for line, _ in zip(read_tsv(data / "test_imgs.tsv"), range(count)):
     print(f"{line.image_id}.png is {truth[line.image_id]}", file=sys.stderr)
 EOF
   clip_match index build --candidates "${WORK}/bank/bank_candidates.jsonl" --latex --bundle "${WORK}/bank_bundle" \
-    --out "${WORK}/bank_index" --overwrite
+    --examples "${WORK}/bank" --text-weight "${EXAMPLE_TEXT_WEIGHT}" --out "${WORK}/bank_index" --overwrite
   clip_match query --latex --image "${WORK}"/bank_examples/*.png --index "${WORK}/bank_index" \
     --bundle "${WORK}/bank_bundle" --top-k 3
 fi
