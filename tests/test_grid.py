@@ -228,8 +228,9 @@ def test_eval_grid_cli_and_calibration(tiny_bundle, emoji, tmp_path, capsys):
     write_puzzles(tmp_path / "valid", 6, seed=1, emoji=emoji)
     calibration = tmp_path / "cal.json"
     assert main(["eval-grid", str(tmp_path / "valid" / "puzzles.jsonl"), "--bundle", str(tiny_bundle),
-                 "--calibrate", str(calibration), "--json"]) == 0
+                 "--calibrate", str(calibration), "--source", "6 puzzles, seed 1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
+    assert Calibration.load(calibration).source == "6 puzzles, seed 1"
     assert report["puzzles"] == 6 and set(report) >= {"2x3", "3x3", "all", "latency_ms"}
     for case in ("k_known", "k_unknown"):
         assert 0 <= report["all"][case]["puzzle_accuracy"] <= 1

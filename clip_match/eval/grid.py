@@ -125,11 +125,13 @@ def report(scored: Scored, rule: SelectionRule, rule_name: str) -> dict:
 
 
 def fit_calibration(solver: GridSolver, path: str | os.PathLike, layout: str = "auto",
-                    tile_crops: Sequence[float] = TILE_CROPS) -> tuple[Calibration, Scored]:
+                    tile_crops: Sequence[float] = TILE_CROPS,
+                    source: str | None = None) -> tuple[Calibration, Scored]:
     """Fit the tile crop and the k-unknown rule on the (validation, never reported) puzzles of
     ``path``: the crop whose puzzles are most often exactly right, top-k and calibrated rule
-    counted together (ties: the larger crop). Leaves ``solver`` on that crop; returns the
-    calibration and the puzzles as scored with it."""
+    counted together (ties: the larger crop). ``source`` describes the puzzles in the calibration
+    (default: their path). Leaves ``solver`` on that crop; returns the calibration and the puzzles
+    as scored with it."""
     fits = []
     for crop in tile_crops:
         solver.tile_crop = crop
@@ -139,5 +141,6 @@ def fit_calibration(solver: GridSolver, path: str | os.PathLike, layout: str = "
         fits.append((accuracy + known, crop, rule, accuracy, scored))
     _, crop, rule, accuracy, scored = max(fits, key=lambda fit: fit[:2])
     solver.tile_crop = crop
-    calibration = Calibration(rule, solver.encoder.fingerprint, accuracy, len(scored.scores), str(path), crop)
+    calibration = Calibration(rule, solver.encoder.fingerprint, accuracy, len(scored.scores),
+                              source or str(path), crop)
     return calibration, scored

@@ -23,6 +23,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", default="auto", help="force a layout instead of detecting it")
     parser.add_argument("--calibrate", metavar="OUT.json",
                         help="fit the tile crop and k-unknown rule on these puzzles, write them")
+    parser.add_argument("--source", metavar="TEXT",
+                        help="with --calibrate: what the puzzles are, kept in OUT.json (default: their path)")
     parser.add_argument("--calibration", metavar="JSON",
                         help="tile crop and k-unknown rule to use (default: the bundle's)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     solver = GridSolver(args.bundle, device=args.device, precision=args.precision, threads=args.threads,
                         calibration=args.calibration)
     if args.calibrate:
-        calibration, scored = fit_calibration(solver, args.puzzles, args.layout)
+        calibration, scored = fit_calibration(solver, args.puzzles, args.layout, source=args.source)
         calibration.save(args.calibrate)
         rule, name = calibration.rule, f"calibrated {calibration.rule.kind} (fitted on these puzzles)"
         print(f"wrote {args.calibrate}: tile crop {calibration.tile_crop:g}, {rule.kind} {rule.value:g}, "

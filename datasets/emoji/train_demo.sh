@@ -191,7 +191,8 @@ for style in ${STYLES}; do
 done > "${calibration_set}"
 
 # The tile crop and k-unknown rule, fitted on the validation puzzles only, ship beside the manifest.
-clip_match eval-grid "${calibration_set}" --bundle "${BUNDLE}" --calibrate "${BUNDLE}/grid_calibration.json"
+clip_match eval-grid "${calibration_set}" --bundle "${BUNDLE}" --calibrate "${BUNDLE}/grid_calibration.json" \
+  --source "datasets/emoji/train_demo.sh validation puzzles: styles ${STYLES}, seeds ${VALID_SEEDS[*]} (${STYLE_NAMES[*]}), 500 each"
 
 # int8 vs fp32 answers on the validation puzzles (top-k with k known, and the calibrated rule).
 "${PYTHON}" - "${WORK}/${NAME}_fp32_int8" "${BUNDLE}/grid_calibration.json" "${calibration_set}" <<'EOF'
