@@ -21,7 +21,7 @@ import json
 import mmap
 import re
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple, Optional
+from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple, Optional, TypeVar
 
 from ..errors import ClipMatchError, where
 from ..jsonio import parse_object
@@ -40,6 +40,7 @@ _CR, _SPACE = 13, 32
 ImageEntry = tuple[int, int, int, int, Optional[str]]
 # one parsed JSONL line: (line, text_id, text, image_ids, problem or None)
 TextEntry = tuple[int, int, str, tuple[int, ...], Optional[str]]
+Entry = TypeVar("Entry", ImageEntry, TextEntry)
 
 
 class ImageLine(NamedTuple):
@@ -331,17 +332,34 @@ def _is_int(value: object) -> bool:
     return type(value) is int  # bool is an int subclass but not an id
 
 
+def sound_entries(entries: Iterable[Entry], path: Path, id_field: str, seen: set[int] | None,
+                  report: Callable[[str, int], None]) -> Iterator[Entry]:
+    """The parsed lines (`scan_tsv`, `scan_jsonl` entries) without a problem whose id is new to
+    ``seen``, which they are added to (``seen`` None: ids may repeat). ``report(message, line)``
+    is told of the others, so a reader can raise and a build can skip and count them."""
+    for entry in entries:
+        number, record_id, problem = entry[0], entry[1], entry[-1]
+        if problem is not None:
+            report(problem, number)
+        elif seen is None:
+            yield entry
+        elif record_id in seen:
+            report(f"{where(path, number)}: duplicate {id_field} {record_id}", number)
+        else:
+            seen.add(record_id)
+            yield entry
+
+
+def _raise(message: str, number: int) -> None:
+    raise ClipMatchError(message)
+
+
 def read_tsv(path: str | Path, unique: bool = True) -> Iterator[ImageLine]:
     """Yield validated TSV lines; with ``unique``, a duplicate image id is an error."""
     path = Path(path)
-    seen: set[int] = set()
+    seen: set[int] | None = set() if unique else None
     for chunk, entries in scan_file(path, scan_tsv):
-        for number, image_id, start, stop, problem in entries:
-            if problem is not None:
-                raise ClipMatchError(problem)
-            if unique and image_id in seen:
-                raise ClipMatchError(f"{where(path, number)}: duplicate image_id {image_id}")
-            seen.add(image_id)
+        for number, image_id, start, stop, _ in sound_entries(entries, path, "image_id", seen, _raise):
             yield ImageLine(image_id, chunk.data[start:stop], number)
 
 
@@ -350,12 +368,7 @@ def read_jsonl(path: str | Path) -> Iterator[TextLine]:
     path = Path(path)
     seen: set[int] = set()
     for _, entries in scan_file(path, scan_jsonl):
-        for number, text_id, text, image_ids, problem in entries:
-            if problem is not None:
-                raise ClipMatchError(problem)
-            if text_id in seen:
-                raise ClipMatchError(f"{where(path, number)}: duplicate text_id {text_id}")
-            seen.add(text_id)
+        for number, text_id, text, image_ids, _ in sound_entries(entries, path, "text_id", seen, _raise):
             yield TextLine(text_id, text, image_ids, number)
 
 

@@ -43,7 +43,7 @@ from tqdm import tqdm
 from ..errors import ClipMatchError, where
 from ..fsutil import atomic_dir, atomic_file
 from .formats import (ImageEntry, Span, decode_b64, imgs_path, line_spans, map_file, read_chunk, scan_file, scan_jsonl,
-                      scan_tsv, texts_path)
+                      scan_tsv, sound_entries, texts_path)
 from .images import decode_image
 from .lmdb_reader import NUM_IMAGES_KEY, NUM_SAMPLES_KEY
 
@@ -209,8 +209,9 @@ class _Problems:
         self.skip_bad = skip_bad
         self.skipped: list[dict] = []
 
-    def bad(self, message: str, path: Path, line: int, split: str) -> None:
-        self.take([{"split": split, "file": path.name, "line": line, "reason": message}])
+    def reporter(self, path: Path, split: str) -> Callable[[str, int], None]:
+        """``report(message, line)`` for a bad line of ``path``."""
+        return lambda message, line: self.take([{"split": split, "file": path.name, "line": line, "reason": message}])
 
     def take(self, skipped: list[dict]) -> None:
         """Raise on the first of ``skipped``, or with ``skip_bad`` record them all."""
@@ -394,16 +395,10 @@ def _write_images(
     """Write the good images of ``tsv`` (from `_checked_images`; ``data`` is the mapped file); return their ids."""
     written: set[int] = set()
     view = memoryview(data)  # values are slices of the mapped file, copied once, by LMDB
+    report = problems.reporter(tsv, split)
     for span, entries in checked:
-        items = []
-        for number, image_id, start, stop, problem in entries:
-            if problem is not None:
-                problems.bad(problem, tsv, number, split)
-            elif image_id in written:
-                problems.bad(f"{where(tsv, number)}: duplicate image_id {image_id}", tsv, number, split)
-            else:
-                items.append((str(image_id).encode(), view[span.start + start:span.start + stop]))
-                written.add(image_id)
+        items = [(str(image_id).encode(), view[span.start + start:span.start + stop])
+                 for _, image_id, start, stop, _ in sound_entries(entries, tsv, "image_id", written, report)]
         images.add(items, span.stop - span.start)
     images.finish(NUM_IMAGES_KEY, len(written))
     return written
@@ -418,22 +413,16 @@ def _write_pairs(
     seen: set[int] = set()
     named: set[int] = set()
     scanned = scan_file(jsonl, scan_jsonl, TEXT_CHUNK_BYTES)
+    report = problems.reporter(jsonl, split)
     for chunk, entries in _progress(scanned, lambda piece: len(piece[0].data), jsonl, f"{split} texts"):
         items = []
-        for number, text_id, text, image_ids, problem in entries:
-            if problem is not None:
-                problems.bad(problem, jsonl, number, split)
-            elif text_id in seen:
-                problems.bad(f"{where(jsonl, number)}: duplicate text_id {text_id}", jsonl, number, split)
-            else:
-                seen.add(text_id)
-                named.update(image_ids)
-                for image_id in image_ids:
-                    if written is None or image_id in written:
-                        items.append((str(count + len(items)).encode(), pickle.dumps((image_id, text_id, text))))
-                    else:
-                        message = f"{where(jsonl, number)}: image_id {image_id} has no (valid) image in {tsv_name}"
-                        problems.bad(message, jsonl, number, split)
+        for number, text_id, text, image_ids, _ in sound_entries(entries, jsonl, "text_id", seen, report):
+            named.update(image_ids)
+            for image_id in image_ids:
+                if written is None or image_id in written:
+                    items.append((str(count + len(items)).encode(), pickle.dumps((image_id, text_id, text))))
+                else:
+                    report(f"{where(jsonl, number)}: image_id {image_id} has no (valid) image in {tsv_name}", number)
         count += len(items)
         pairs.add(items, len(chunk.data))
     pairs.finish(NUM_SAMPLES_KEY, count)
