@@ -5,7 +5,9 @@ weights; and RN50@RBT3-chinese with random weights, exported once and cached, it
 statically quantised on tiles of separately seeded puzzles):
 
 - end-to-end: ``GridSolver.solve(png_path, prompt, k=2)`` = decode, find gap lines, cut,
-  preprocess, one image-encoder call for the 9 tiles, one text-encoder call, score, select;
+  preprocess, one image-encoder call for the 9 tiles, one text-encoder call, score, select; timed
+  for the puzzle as a PNG (lossless, the generator's format) and as a JPEG (quality 90, the format
+  web puzzles are usually served in), whose decode costs a fraction of the PNG's;
 - encoder only: the image tower's onnxruntime session on the same 9 preprocessed tiles;
 - naive (what users run today): fp32 (or a bundle's only precision: the demo ships int8 alone), the
   image session called once per tile (batch 1), the prompt re-tokenised (padded to the full
@@ -137,7 +139,7 @@ def answers(solver: GridSolver, puzzles: Path) -> tuple[list[tuple], np.ndarray]
     return out, np.array(scores)
 
 
-def bench_bundle(label: str, path: Path, puzzle_path: Path, prompt: str, validation: Path) -> None:
+def bench_bundle(label: str, path: Path, puzzle_path: Path, jpeg_path: Path, prompt: str, validation: Path) -> None:
     bundle = Bundle.load(path)
     print(f"\n== {label}: {path} ({bundle.manifest['arch']}, {bundle.resolution}px, embed {bundle.embed_dim}, precisions "
           f"{', '.join(bundle.precisions)})")
@@ -155,6 +157,7 @@ def bench_bundle(label: str, path: Path, puzzle_path: Path, prompt: str, validat
         solvers[precision] = solver
         cases[f"{precision} encoder"] = lambda tower=tower: tower.run(None, {IMAGE_INPUT: batch})
         cases[f"{precision} solve"] = lambda solver=solver: solver.solve(puzzle_path, prompt, k=2)
+        cases[f"{precision} solve jpeg"] = lambda solver=solver: solver.solve(jpeg_path, prompt, k=2)
     best = interleaved(cases, ARGS.repeats)
     naive_s = best["naive"]
     print(f"naive {reference} (9 image calls, 9x tokenise+encode prompt): {naive_s * 1000:8.1f} ms")
@@ -162,9 +165,12 @@ def bench_bundle(label: str, path: Path, puzzle_path: Path, prompt: str, validat
     for precision, solver in solvers.items():
         solve_s, encoder_s = best[f"{precision} solve"], best[f"{precision} encoder"]
         results[precision] = (solver, solve_s)
+        jpeg_s = best[f"{precision} solve jpeg"]
         print(f"{precision}: end-to-end {solve_s * 1000:8.1f} ms | image encoder only (9 tiles, 1 call) "
               f"{encoder_s * 1000:8.1f} ms | end-to-end / encoder {solve_s / encoder_s:5.2f}x | "
               f"naive {reference} / end-to-end {naive_s / solve_s:5.2f}x")
+        print(f"{precision}: the same puzzle as a JPEG: end-to-end {jpeg_s * 1000:8.1f} ms | "
+              f"end-to-end / encoder {jpeg_s / encoder_s:5.2f}x")
 
     expected, reference_scores = answers(results[reference][0], validation)
     ordered = -np.sort(-reference_scores, axis=1)
@@ -189,8 +195,9 @@ def main() -> int:
     ARGS.cache.mkdir(parents=True, exist_ok=True)
     emoji = EmojiSet()
     puzzle = make_puzzle(emoji, np.random.default_rng(PUZZLE_SEED), "3x3", "noto")
-    puzzle_path = ARGS.cache / "puzzle_3x3.png"
+    puzzle_path, jpeg_path = ARGS.cache / "puzzle_3x3.png", ARGS.cache / "puzzle_3x3.jpg"
     puzzle.image.save(puzzle_path)
+    puzzle.image.convert("RGB").save(jpeg_path, quality=90)
     validation_dir = ARGS.cache / f"validation_seed{VALIDATION_SEED}_n{ARGS.validation}"
     if not (validation_dir / "puzzles.jsonl").is_file():
         write_puzzles(validation_dir, ARGS.validation, seed=VALIDATION_SEED, layouts=("3x3",), emoji=emoji,
@@ -198,7 +205,8 @@ def main() -> int:
     validation = validation_dir / "puzzles.jsonl"
     print(f"threads {ARGS.threads}, repeats {ARGS.repeats}, onnxruntime {ort.__version__}, "
           f"puzzle {puzzle.image.size[0]}x{puzzle.image.size[1]} 3x3 prompt {puzzle.prompt!r} (seed {PUZZLE_SEED}), "
-          f"{ARGS.validation} validation puzzles (seed {VALIDATION_SEED})")
+          f"{ARGS.validation} validation puzzles (seed {VALIDATION_SEED}); PNG {puzzle_path.stat().st_size // 1024} KiB, "
+          f"JPEG q90 {jpeg_path.stat().st_size // 1024} KiB")
     calibration = ARGS.cache / f"calibration_tiles_seed{CALIBRATION_SEED}"  # (never the timed or validation puzzles)
     if not calibration.is_dir():
         write_tiles(calibration, 8, seed=CALIBRATION_SEED, emoji=emoji)
@@ -207,9 +215,9 @@ def main() -> int:
     except ClipMatchError:
         demo, demo_label = random_bundle("demo", ARGS.cache / "demo_random", calibration), \
             "demo architecture, random weights (no packaged demo bundle yet)"
-    bench_bundle(demo_label, demo, puzzle_path, puzzle.prompt, validation)
+    bench_bundle(demo_label, demo, puzzle_path, jpeg_path, puzzle.prompt, validation)
     rn50 = random_bundle("RN50@RBT3-chinese", ARGS.cache / "rn50_random", calibration)
-    bench_bundle("RN50@RBT3-chinese, random weights", rn50, puzzle_path, puzzle.prompt, validation)
+    bench_bundle("RN50@RBT3-chinese, random weights", rn50, puzzle_path, jpeg_path, puzzle.prompt, validation)
     return 0
 
 
