@@ -12,8 +12,8 @@ from PIL import Image
 from clip_match.data.formats import read_jsonl, read_tsv
 from clip_match.errors import ClipMatchError
 from clip_match.eval.formulas import (
-    RENDER_ID_OFFSET, Formula, QueryLeakError, bank_protocol, check_no_query_images, open_protocol,
-    split_by_formula, unique_formulas,
+    REAL_TRAIN_ID_OFFSET, RENDER_ID_OFFSET, Formula, QueryLeakError, bank_protocol, check_no_query_images,
+    open_protocol, split_by_formula, unique_formulas,
 )
 from datasets.formulas import build
 from datasets.formulas.sources import ENV_VAR, load_crohme, load_im2latex, missing_data_reason
@@ -115,7 +115,7 @@ def test_open_build_writes_readable_splits(open_dir, data_dir):
 def test_leak_check_catches_a_real_query_image_in_training(open_dir, data_dir, tmp_path):
     protocol = open_protocol(load_im2latex(data_dir), load_crohme(data_dir), seed=1)
     real = protocol.queries[0].images[0].read_bytes()
-    for image_id, error in [(RENDER_ID_OFFSET + 999, "is the real query image"), (3, "not a render id")]:
+    for image_id, error in [(RENDER_ID_OFFSET + 999, "is the real query image"), (3, "in the query images. id range")]:
         leaky = tmp_path / str(image_id)
         leaky.mkdir()
         for name in ("train_texts.jsonl", "valid_imgs.tsv", "valid_texts.jsonl"):
@@ -152,6 +152,55 @@ def test_bank_build_and_render_build(data_dir, tmp_path):
     assert manifest["counts"] == {"formulas": 3, "rendered": 2, "render_failures": 1, "train_images": 2,
                                   "valid_images": 1}
     assert manifest["render_failures"][0]["fid"] == 2 and not (tmp_path / "mine" / "test_imgs.tsv").exists()
+
+
+def test_real_training_images_come_only_from_formulas_that_are_not_queries(data_dir):
+    bank = bank_protocol(load_im2latex(data_dir), bank_size=6, seed=0, real_train=3)
+    assert len(bank.real_train) == 3 and all(f.images for f in bank.real_train)
+    assert {f.latex for f in bank.real_train}.isdisjoint(f.latex for f in bank.queries)
+    assert bank_protocol(load_im2latex(data_dir), bank_size=6, seed=0, real_train=99).real_train == \
+        tuple(sorted(set(unique_formulas(load_im2latex(data_dir))) - set(bank.queries), key=lambda f: f.fid))
+    opened = open_protocol(load_im2latex(data_dir), load_crohme(data_dir), seed=1, real_train=2)
+    assert len(opened.real_train) == 2 and {f.latex for f in opened.real_train} <= {f.latex for f in opened.train}
+    with pytest.raises(QueryLeakError, match="real images of 1 query formulas"):
+        type(bank)("bank", 0, bank.train, bank.queries, {}, bank.queries[:1])
+
+
+def test_builds_with_real_training_images(data_dir, tmp_path):
+    assert _build("bank", tmp_path / "bank", data_dir, "--bank-size", "5", "--real-train", "2") == 0
+    protocol = bank_protocol(load_im2latex(data_dir), bank_size=5, seed=0, real_train=2)
+    manifest = json.loads((tmp_path / "bank" / "formulas.json").read_text())
+    assert manifest["counts"]["real_train_images"] == 2 == len(manifest["protocol"]["real_train_fids"])
+    images = {line.image_id: base64.b64decode(line.b64) for line in read_tsv(tmp_path / "bank" / "train_imgs.tsv")}
+    texts = {text.text_id: text for text in read_jsonl(tmp_path / "bank" / "train_texts.jsonl")}
+    for formula in protocol.real_train:  # the real files, byte for byte, on their own formula's line
+        linked = [images[i] for i in texts[formula.fid].image_ids]
+        assert linked == [path.read_bytes() for path in formula.images]
+        assert all(i >= REAL_TRAIN_ID_OFFSET for i in texts[formula.fid].image_ids)
+    assert manifest["leak_check"]["train"] == len(images) == 2 * 5 + 2
+
+    # A query formula linked to a real training image is refused.
+    leaky = tmp_path / "leaky"
+    leaky.mkdir()
+    for name in ("train_imgs.tsv", "valid_imgs.tsv", "valid_texts.jsonl"):
+        (leaky / name).write_bytes((tmp_path / "bank" / name).read_bytes())
+    real_id = min(i for i in images if i >= REAL_TRAIN_ID_OFFSET)
+    query = protocol.queries[0]
+    lines = [json.dumps({"text_id": t.text_id, "text": t.text,
+                         "image_ids": [*t.image_ids, real_id] if t.text_id == query.fid else
+                         [i for i in t.image_ids if i != real_id]})
+             for t in texts.values()]
+    (leaky / "train_texts.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(QueryLeakError, match=f"linked to real training image {real_id}"):
+        check_no_query_images(leaky, protocol)
+
+    # open: a first-half formula's real images join its renders on one line.
+    assert _build("open", tmp_path / "open", data_dir, "--seed", "1", "--real-train", "2") == 0
+    opened = open_protocol(load_im2latex(data_dir), load_crohme(data_dir), seed=1, real_train=2)
+    texts = {text.text_id: text for text in read_jsonl(tmp_path / "open" / "train_texts.jsonl")}
+    for formula in opened.real_train:
+        ids = texts[formula.fid].image_ids
+        assert len(ids) == 2 + len(formula.images) and ids[-1] >= REAL_TRAIN_ID_OFFSET > ids[0] >= RENDER_ID_OFFSET
 
 
 def test_data_dir_comes_from_the_environment(data_dir, monkeypatch):

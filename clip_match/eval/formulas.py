@@ -9,6 +9,10 @@ sees *renders* of formulas:
 - ``bank``: a seeded sample of ``bank_size`` formulas is the candidate bank. Train (fine-tune) on
   renders of the bank itself; query with the real images of the bank.
 
+Either protocol may also train on the real images of up to ``real_train`` formulas that are *not*
+queries (for ``bank``: IM2LaTeX formulas outside the bank; for ``open``: first-half formulas), so
+that the model sees what real images look like. Those images get ids from ``REAL_TRAIN_ID_OFFSET``.
+
 `evaluate_split` answers the protocols' question with a model bundle: for each real query image,
 where does its formula rank among all candidates (image->text R@1/5/10), plus the text->image
 direction for completeness.
@@ -38,6 +42,8 @@ if TYPE_CHECKING:
 
 # Render image ids start here, above any real-image id, so the two can never be confused.
 RENDER_ID_OFFSET = 10_000_000
+# Real images of non-query formulas used for training (opt-in: ``real_train``) get ids from here.
+REAL_TRAIN_ID_OFFSET = 20_000_000
 TRAINING_SPLITS = ("train", "valid")
 QUERY_SPLIT = "test"
 
@@ -64,11 +70,16 @@ class Protocol:
     train: tuple[Formula, ...]    # rendered for training; their real images are never used
     queries: tuple[Formula, ...]  # the candidates; their real images are the queries
     notes: dict = field(default_factory=dict)
+    real_train: tuple[Formula, ...] = ()  # non-query formulas whose real images are trained on
 
     def __post_init__(self):
         missing = [f.fid for f in self.queries if not f.images]
         if missing:
             raise ClipMatchError(f"{self.name}: query formulas without real images: {missing[:5]}")
+        leaked = {f.latex for f in self.real_train} & {f.latex for f in self.queries}
+        if leaked:
+            raise QueryLeakError(f"{self.name}: real images of {len(leaked)} query formulas would be trained on, "
+                                 f"e.g. {sorted(leaked)[0]!r}")
         if self.name == "open":
             overlap = {f.latex for f in self.train} & {f.latex for f in self.queries}
             if overlap:
@@ -102,8 +113,17 @@ def split_by_formula(formulas: Sequence[Formula], seed: int, fraction: float = 0
     return sorted(order[:cut], key=lambda f: f.fid), sorted(order[cut:], key=lambda f: f.fid)
 
 
-def open_protocol(im2latex: Iterable[Formula], extra: Iterable[Formula] = (), seed: int = 0) -> Protocol:
-    """Train on renders of one half (+ ``extra`` text-only formulas); query the other half."""
+def _sample_real(formulas: Sequence[Formula], count: int, seed: int) -> tuple[Formula, ...]:
+    """A seeded sample of up to ``count`` formulas that have real images, in id order."""
+    pool = sorted((f for f in formulas if f.images), key=lambda f: f.fid)
+    chosen = random.Random(seed).sample(pool, min(max(count, 0), len(pool)))
+    return tuple(sorted(chosen, key=lambda f: f.fid))
+
+
+def open_protocol(im2latex: Iterable[Formula], extra: Iterable[Formula] = (), seed: int = 0,
+                  real_train: int = 0) -> Protocol:
+    """Train on renders of one half (+ ``extra`` text-only formulas, + the real images of up to
+    ``real_train`` first-half formulas); query the other half."""
     first, second = split_by_formula(unique_formulas(im2latex), seed)
     query_texts = {f.latex for f in second}
     first_texts = {f.latex for f in first}
@@ -112,17 +132,33 @@ def open_protocol(im2latex: Iterable[Formula], extra: Iterable[Formula] = (), se
     notes = {"extra_formulas": len(extra),
              "extra_dropped_equal_to_a_query": sum(f.latex in query_texts for f in extra),
              "extra_dropped_equal_to_a_training_formula": sum(f.latex in first_texts for f in extra)}
-    train = [Formula(f.fid, f.latex) for f in first] + kept_extra  # the first half's real images are dropped too
-    return Protocol("open", seed, tuple(train), tuple(second), notes)
+    train = [Formula(f.fid, f.latex) for f in first] + kept_extra  # (real images: only as real_train)
+    return Protocol("open", seed, tuple(train), tuple(second), notes, _sample_real(first, real_train, seed))
 
 
-def bank_protocol(im2latex: Iterable[Formula], bank_size: int = 4000, seed: int = 0) -> Protocol:
-    """A seeded bank of ``bank_size`` formulas; train on their renders, query with their real images."""
+def bank_protocol(im2latex: Iterable[Formula], bank_size: int = 4000, seed: int = 0,
+                  real_train: int = 0) -> Protocol:
+    """A seeded bank of ``bank_size`` formulas; train on their renders (+ the real images of up to
+    ``real_train`` formulas outside the bank), query with the bank's real images."""
     formulas = unique_formulas(im2latex)
     if bank_size > len(formulas):
         raise ClipMatchError(f"bank size {bank_size} is larger than the {len(formulas)} distinct formulas available")
-    bank, _ = split_by_formula(formulas, seed, fraction=bank_size / len(formulas))
-    return Protocol("bank", seed, tuple(Formula(f.fid, f.latex) for f in bank), tuple(bank))
+    bank, rest = split_by_formula(formulas, seed, fraction=bank_size / len(formulas))
+    return Protocol("bank", seed, tuple(Formula(f.fid, f.latex) for f in bank), tuple(bank), {},
+                    _sample_real(rest, real_train, seed))
+
+
+def real_train_split(protocol: Protocol) -> tuple[list[tuple[int, bytes]], list[tuple[int, str, list[int]]]]:
+    """The real training images of ``protocol.real_train`` (ids from ``REAL_TRAIN_ID_OFFSET``) and
+    their formulas, as `query_split` gives the query images."""
+    images, texts = [], []
+    for formula in protocol.real_train:
+        ids = []
+        for path in formula.images:
+            ids.append(REAL_TRAIN_ID_OFFSET + len(images))
+            images.append((ids[-1], _read_image(path, "real training image")))
+        texts.append((formula.fid, formula.latex, ids))
+    return images, texts
 
 
 def query_split(protocol: Protocol) -> tuple[list[tuple[int, bytes]], list[tuple[int, str, list[int]]]]:
@@ -130,21 +166,25 @@ def query_split(protocol: Protocol) -> tuple[list[tuple[int, bytes]], list[tuple
     images = []
     ids_of: dict[int, list[int]] = {}
     for image_id, path, fid in protocol.query_images():
-        try:
-            images.append((image_id, path.read_bytes()))
-        except OSError as error:
-            raise ClipMatchError(f"{path}: cannot read query image: {error.strerror or error}") from None
+        images.append((image_id, _read_image(path, "query image")))
         ids_of.setdefault(fid, []).append(image_id)
     texts = [(f.fid, f.latex, ids_of[f.fid]) for f in protocol.queries]
     return images, texts
 
 
+def _read_image(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise ClipMatchError(f"{path}: cannot read {what}: {error.strerror or error}") from None
+
+
 def check_no_query_images(data_dir: str | Path, protocol: Protocol) -> dict[str, int]:
     """Fail unless the written training splits are free of query leaks; returns images checked per split.
 
-    Checked by formula id (no training text may link to a real image id) and by content (no
-    training image may be byte-identical to a real query image file), plus for ``open``: no
-    training text may be a query formula.
+    Checked by image id (training images have render or real-training ids, and no query formula
+    links to a real-training id) and by content (no training image may be byte-identical to a real
+    query image file), plus for ``open``: no training text may be a query formula.
     """
     data_dir = Path(data_dir)
     query_hashes = {hashlib.sha256(path.read_bytes()).hexdigest(): path for _, path, _ in protocol.query_images()}
@@ -158,17 +198,23 @@ def check_no_query_images(data_dir: str | Path, protocol: Protocol) -> dict[str,
         count = 0
         for line in read_tsv(tsv):
             if line.image_id < RENDER_ID_OFFSET:
-                raise QueryLeakError(f"{tsv}:{line.line}: image_id {line.image_id} is not a render id "
-                                     f"(renders are >= {RENDER_ID_OFFSET}); real images may not be used for training")
+                raise QueryLeakError(f"{tsv}:{line.line}: image_id {line.image_id} is in the query images' id range "
+                                     f"(training images are renders, >= {RENDER_ID_OFFSET}, or real images of "
+                                     f"non-query formulas, >= {REAL_TRAIN_ID_OFFSET})")
             digest = hashlib.sha256(decode_b64(line.b64, f"{tsv}:{line.line}")).hexdigest()
             if digest in query_hashes:
                 raise QueryLeakError(f"{tsv}:{line.line}: image {line.image_id} is the real query image "
                                      f"{query_hashes[digest]}")
             count += 1
         for text in read_jsonl(jsonl):
-            if protocol.name == "open" and (text.text_id in query_fids or text.text in query_texts):
+            is_query = text.text_id in query_fids or text.text in query_texts
+            if protocol.name == "open" and is_query:
                 raise QueryLeakError(f"{jsonl}:{text.line}: open protocol trains on query formula "
                                      f"{text.text_id} {text.text!r}")
+            real = [image_id for image_id in text.image_ids if image_id >= REAL_TRAIN_ID_OFFSET]
+            if is_query and real:
+                raise QueryLeakError(f"{jsonl}:{text.line}: query formula {text.text_id} {text.text!r} is linked to "
+                                     f"real training image {real[0]}")
         checked[split] = count
     return checked
 

@@ -7,13 +7,15 @@
 Every command writes ``train`` (augmented renders, several per formula) and ``valid`` (one
 fresh render of a sample of training formulas) splits; ``open`` and ``bank`` also write the
 ``test`` split: the real IM2LaTeX query images, each linked to its formula among all the
-candidates. ``formulas.json`` records the settings, counts and every formula that failed to
+candidates. With ``--real-train N`` the training split also holds the real images of up to N
+IM2LaTeX formulas that are not queries. ``formulas.json`` records the settings, counts and every formula that failed to
 render. The output directory appears only when complete, after the query-leak check passed.
 """
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import os
 import random
@@ -31,7 +33,7 @@ from clip_match.data.formats import write_split
 from clip_match.errors import ClipMatchError
 from clip_match.eval.formulas import (
     RENDER_ID_OFFSET, Formula, Protocol, bank_protocol, check_no_query_images, open_protocol, query_split,
-    unique_formulas,
+    real_train_split, unique_formulas,
 )
 from clip_match.fsutil import atomic_dir, atomic_file
 
@@ -62,18 +64,25 @@ def _augment_job(job: tuple[bytes, int, int], config: AugmentConfig, seed: int) 
 
 
 def write_rendered_split(out_dir: Path, split: str, rendered: Sequence[tuple[Formula, bytes]], copies: range,
-                         config: AugmentConfig, seed: int, workers: int, progress: bool) -> int:
-    """Write ``len(copies)`` augmented images of every rendered formula as one split; returns the image count."""
+                         config: AugmentConfig, seed: int, workers: int, progress: bool,
+                         real: tuple[list[tuple[int, bytes]], list[tuple[int, str, list[int]]]] = ([], [])) -> int:
+    """Write ``len(copies)`` augmented images of every rendered formula as one split, followed by
+    the ``real`` images (`real_train_split`; a rendered formula's line links its real images too);
+    returns the image count."""
     jobs = [(png, formula.fid, copy) for formula, png in rendered for copy in copies]
     image_ids = [RENDER_ID_OFFSET + i for i in range(len(jobs))]
     work = partial(_augment_job, config=config, seed=seed)
+    real_images, real_texts = real
+    real_ids = {fid: ids for fid, _, ids in real_texts}
+    texts = [(formula.fid, formula.latex,
+              image_ids[i * len(copies):(i + 1) * len(copies)] + real_ids.pop(formula.fid, []))
+             for i, (formula, _) in enumerate(rendered)]
+    texts += [text for text in real_texts if text[0] in real_ids]
     with Pool(workers) as pool:
         encoded = tqdm(pool.imap(work, jobs, chunksize=16), total=len(jobs), desc=f"augment ({split})",
                        unit="image", disable=not progress, leave=False)
-        write_split(out_dir, split, zip(image_ids, encoded),
-                    ((formula.fid, formula.latex, image_ids[i * len(copies):(i + 1) * len(copies)])
-                     for i, (formula, _) in enumerate(rendered)))
-    return len(jobs)
+        write_split(out_dir, split, itertools.chain(zip(image_ids, encoded), real_images), texts)
+    return len(jobs) + len(real_images)
 
 
 def build(out_dir: Path, train: Sequence[Formula], args: argparse.Namespace, protocol: Protocol | None = None,
@@ -88,8 +97,11 @@ def build(out_dir: Path, train: Sequence[Formula], args: argparse.Namespace, pro
         if not rendered:
             raise ClipMatchError(f"none of the {len(train)} formulas rendered; first error: {failures[0]['error']}")
         counts = {"formulas": len(train), "rendered": len(rendered), "render_failures": len(failures)}
+        real = real_train_split(protocol) if protocol is not None else ([], [])
         counts["train_images"] = write_rendered_split(tmp, "train", rendered, range(args.renders), config,
-                                                      args.seed, args.workers, progress)
+                                                      args.seed, args.workers, progress, real)
+        if protocol is not None:
+            counts["real_train_images"] = len(real[0])
         valid = random.Random(args.seed).sample(rendered, min(args.valid_size, len(rendered)))
         valid.sort(key=lambda item: item[0].fid)
         counts["valid_images"] = write_rendered_split(tmp, "valid", valid, range(args.renders, args.renders + 1),
@@ -106,7 +118,8 @@ def build(out_dir: Path, train: Sequence[Formula], args: argparse.Namespace, pro
             manifest["leak_check"] = check_no_query_images(tmp, protocol)
             manifest["protocol"] = {"name": protocol.name, "seed": protocol.seed, **protocol.notes,
                                     "train_fids": [f.fid for f in protocol.train],
-                                    "query_fids": [f.fid for f in protocol.queries]}
+                                    "query_fids": [f.fid for f in protocol.queries],
+                                    "real_train_fids": [f.fid for f in protocol.real_train]}
         with atomic_file(tmp / "formulas.json", "w", encoding="utf-8") as handle:
             json.dump(manifest, handle, indent=1)
     return manifest
@@ -119,12 +132,12 @@ def _im2latex(args: argparse.Namespace) -> list[Formula]:
 
 def run_open(args: argparse.Namespace) -> dict:
     extra = load_crohme(args.data_dir) if args.crohme else []
-    protocol = open_protocol(_im2latex(args), extra, seed=args.seed)
+    protocol = open_protocol(_im2latex(args), extra, seed=args.seed, real_train=args.real_train)
     return build(args.out_dir, protocol.train, args, protocol)
 
 
 def run_bank(args: argparse.Namespace) -> dict:
-    protocol = bank_protocol(_im2latex(args), bank_size=args.bank_size, seed=args.seed)
+    protocol = bank_protocol(_im2latex(args), bank_size=args.bank_size, seed=args.seed, real_train=args.real_train)
     return build(args.out_dir, protocol.train, args, protocol)
 
 
@@ -160,6 +173,9 @@ def make_parser() -> argparse.ArgumentParser:
                                       "or ../shared/data)")
             command.add_argument("--limit", type=int, default=0,
                                  help="use only the first N IM2LaTeX formulas (quick trial runs)")
+            command.add_argument("--real-train", type=int, default=0, metavar="N",
+                                 help="also train on the real images of up to N IM2LaTeX formulas that are not "
+                                      "queries (default 0: renders only)")
         if name == "open":
             command.add_argument("--no-crohme", dest="crohme", action="store_false",
                                  help="train on the IM2LaTeX half only, without the CROHME captions")
@@ -190,8 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, name) < 1:
             print(f"build {args.command}: error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
-    if getattr(args, "limit", 0) < 0 or args.valid_size < 0:
-        print(f"build {args.command}: error: --limit and --valid-size cannot be negative", file=sys.stderr)
+    if min(getattr(args, "limit", 0), getattr(args, "real_train", 0), args.valid_size) < 0:
+        print(f"build {args.command}: error: --limit, --real-train and --valid-size cannot be negative",
+              file=sys.stderr)
         return 2
     try:
         manifest = args.run(args)
