@@ -166,6 +166,19 @@ def test_real_training_images_come_only_from_formulas_that_are_not_queries(data_
         type(bank)("bank", 0, bank.train, bank.queries, {}, bank.queries[:1])
 
 
+def test_real_training_images_skip_copies_of_query_images(tmp_path):
+    """IM2LaTeX holds byte-identical images under two different formulas: such an image is never trained on."""
+    paths = []
+    for n in range(8):
+        paths.append(tmp_path / f"{n}.png")
+        Image.new("L", (40 + n % 4, 20), 255).save(paths[-1])  # images n and n + 4 are the same file
+    formulas = [Formula(n, f"x _ {{ {n} }}", (path,)) for n, path in enumerate(paths)]
+    protocol = bank_protocol(formulas, bank_size=2, seed=0, real_train=10)
+    bank_sizes = {Image.open(path).size for f in protocol.queries for path in f.images}
+    expected = [f.fid for f in formulas if f not in protocol.queries and Image.open(f.images[0]).size not in bank_sizes]
+    assert [f.fid for f in protocol.real_train] == expected and len(expected) == 4
+
+
 def test_builds_with_real_training_images(data_dir, tmp_path):
     assert _build("bank", tmp_path / "bank", data_dir, "--bank-size", "5", "--real-train", "2") == 0
     protocol = bank_protocol(load_im2latex(data_dir), bank_size=5, seed=0, real_train=2)

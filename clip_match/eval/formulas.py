@@ -113,11 +113,21 @@ def split_by_formula(formulas: Sequence[Formula], seed: int, fraction: float = 0
     return sorted(order[:cut], key=lambda f: f.fid), sorted(order[cut:], key=lambda f: f.fid)
 
 
-def _sample_real(formulas: Sequence[Formula], count: int, seed: int) -> tuple[Formula, ...]:
-    """A seeded sample of up to ``count`` formulas that have real images, in id order."""
-    pool = sorted((f for f in formulas if f.images), key=lambda f: f.fid)
-    chosen = random.Random(seed).sample(pool, min(max(count, 0), len(pool)))
+def _sample_real(formulas: Sequence[Formula], count: int, seed: int,
+                 queries: Sequence[Formula]) -> tuple[Formula, ...]:
+    """A seeded sample of up to ``count`` formulas that have real images, none of them byte-identical
+    to a query image (IM2LaTeX has such pairs under two different formulas), in id order."""
+    if count <= 0:
+        return ()
+    query_hashes = {_sha256(path) for formula in queries for path in formula.images}
+    pool = sorted((f for f in formulas if f.images and query_hashes.isdisjoint(map(_sha256, f.images))),
+                  key=lambda f: f.fid)
+    chosen = random.Random(seed).sample(pool, min(count, len(pool)))
     return tuple(sorted(chosen, key=lambda f: f.fid))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(_read_image(path, "image")).hexdigest()
 
 
 def open_protocol(im2latex: Iterable[Formula], extra: Iterable[Formula] = (), seed: int = 0,
@@ -133,7 +143,7 @@ def open_protocol(im2latex: Iterable[Formula], extra: Iterable[Formula] = (), se
              "extra_dropped_equal_to_a_query": sum(f.latex in query_texts for f in extra),
              "extra_dropped_equal_to_a_training_formula": sum(f.latex in first_texts for f in extra)}
     train = [Formula(f.fid, f.latex) for f in first] + kept_extra  # (real images: only as real_train)
-    return Protocol("open", seed, tuple(train), tuple(second), notes, _sample_real(first, real_train, seed))
+    return Protocol("open", seed, tuple(train), tuple(second), notes, _sample_real(first, real_train, seed, second))
 
 
 def bank_protocol(im2latex: Iterable[Formula], bank_size: int = 4000, seed: int = 0,
@@ -145,7 +155,7 @@ def bank_protocol(im2latex: Iterable[Formula], bank_size: int = 4000, seed: int 
         raise ClipMatchError(f"bank size {bank_size} is larger than the {len(formulas)} distinct formulas available")
     bank, rest = split_by_formula(formulas, seed, fraction=bank_size / len(formulas))
     return Protocol("bank", seed, tuple(Formula(f.fid, f.latex) for f in bank), tuple(bank), {},
-                    _sample_real(rest, real_train, seed))
+                    _sample_real(rest, real_train, seed, bank))
 
 
 def real_train_split(protocol: Protocol) -> tuple[list[tuple[int, bytes]], list[tuple[int, str, list[int]]]]:
@@ -187,7 +197,7 @@ def check_no_query_images(data_dir: str | Path, protocol: Protocol) -> dict[str,
     query image file), plus for ``open``: no training text may be a query formula.
     """
     data_dir = Path(data_dir)
-    query_hashes = {hashlib.sha256(path.read_bytes()).hexdigest(): path for _, path, _ in protocol.query_images()}
+    query_hashes = {_sha256(path): path for _, path, _ in protocol.query_images()}
     query_texts = {f.latex for f in protocol.queries}
     query_fids = {f.fid for f in protocol.queries}
     checked = {}
