@@ -1,7 +1,7 @@
 """The two formula-retrieval protocols, and the checks that keep their numbers honest.
 
-Both protocols query with *real* IM2LaTeX images and rank LaTeX candidates; training only ever
-sees *renders* of formulas:
+Both protocols query with *real* IM2LaTeX images and rank LaTeX candidates; by default training
+only ever sees *renders* of formulas:
 
 - ``open``: the IM2LaTeX validation formulas are split in two halves by formula (seeded). Train
   on renders of the first half (+ CROHME captions that are not second-half formulas); query
@@ -46,6 +46,8 @@ RENDER_ID_OFFSET = 10_000_000
 REAL_TRAIN_ID_OFFSET = 20_000_000
 TRAINING_SPLITS = ("train", "valid")
 QUERY_SPLIT = "test"
+# A split to write: (image_id, image file bytes) and (text_id, text, image_ids) records.
+SplitRecords = tuple[list[tuple[int, bytes]], list[tuple[int, str, list[int]]]]
 
 
 class QueryLeakError(ClipMatchError):
@@ -67,7 +69,7 @@ class Protocol:
 
     name: str
     seed: int
-    train: tuple[Formula, ...]    # rendered for training; their real images are never used
+    train: tuple[Formula, ...]    # rendered for training; their real images only through real_train
     queries: tuple[Formula, ...]  # the candidates; their real images are the queries
     notes: dict = field(default_factory=dict)
     real_train: tuple[Formula, ...] = ()  # non-query formulas whose real images are trained on
@@ -158,7 +160,7 @@ def bank_protocol(im2latex: Iterable[Formula], bank_size: int = 4000, seed: int 
                     _sample_real(rest, real_train, seed, bank))
 
 
-def real_train_split(protocol: Protocol) -> tuple[list[tuple[int, bytes]], list[tuple[int, str, list[int]]]]:
+def real_train_split(protocol: Protocol) -> SplitRecords:
     """The real training images of ``protocol.real_train`` (ids from ``REAL_TRAIN_ID_OFFSET``) and
     their formulas, as `query_split` gives the query images."""
     images, texts = [], []
@@ -171,7 +173,7 @@ def real_train_split(protocol: Protocol) -> tuple[list[tuple[int, bytes]], list[
     return images, texts
 
 
-def query_split(protocol: Protocol) -> tuple[list[tuple[int, bytes]], list[tuple[int, str, list[int]]]]:
+def query_split(protocol: Protocol) -> SplitRecords:
     """The ``test`` split: real query images and every candidate formula with its images' ids."""
     images = []
     ids_of: dict[int, list[int]] = {}

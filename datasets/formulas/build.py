@@ -8,8 +8,9 @@ Every command writes ``train`` (augmented renders, several per formula) and ``va
 fresh render of a sample of training formulas) splits; ``open`` and ``bank`` also write the
 ``test`` split: the real IM2LaTeX query images, each linked to its formula among all the
 candidates. With ``--real-train N`` the training split also holds the real images of up to N
-IM2LaTeX formulas that are not queries. ``formulas.json`` records the settings, counts and every formula that failed to
-render. The output directory appears only when complete, after the query-leak check passed.
+IM2LaTeX formulas that are not queries. ``formulas.json`` records the settings, counts and every
+formula that failed to render. The output directory appears only when complete, after the
+query-leak check passed.
 """
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ from tqdm import tqdm
 from clip_match.data.formats import write_split
 from clip_match.errors import ClipMatchError
 from clip_match.eval.formulas import (
-    RENDER_ID_OFFSET, Formula, Protocol, bank_protocol, check_no_query_images, open_protocol, query_split,
-    real_train_split, unique_formulas,
+    RENDER_ID_OFFSET, Formula, Protocol, SplitRecords, bank_protocol, check_no_query_images, open_protocol,
+    query_split, real_train_split, unique_formulas,
 )
 from clip_match.fsutil import atomic_dir, atomic_file
 
@@ -65,7 +66,7 @@ def _augment_job(job: tuple[bytes, int, int], config: AugmentConfig, seed: int) 
 
 def write_rendered_split(out_dir: Path, split: str, rendered: Sequence[tuple[Formula, bytes]], copies: range,
                          config: AugmentConfig, seed: int, workers: int, progress: bool,
-                         real: tuple[list[tuple[int, bytes]], list[tuple[int, str, list[int]]]] = ([], [])) -> int:
+                         real: SplitRecords = ([], [])) -> int:
     """Write ``len(copies)`` augmented images of every rendered formula as one split, followed by
     the ``real`` images (`real_train_split`; a rendered formula's line links its real images too);
     returns the image count."""

@@ -35,6 +35,8 @@ BANK_STEPS=${BANK_STEPS:-650}       # optimiser steps of batch 128
 BANK_MORE_STEPS=${BANK_MORE_STEPS:-4200}  # second bank stage (0: none)
 BF16=${BF16:-1}                     # second stage in bf16 autocast (needs a CPU with bf16 support to be fast)
 OPEN_STEPS=${OPEN_STEPS:-400}
+REAL_TRAIN=${REAL_TRAIN:-0}         # also train on the real images of up to N non-query formulas (build --real-train;
+                                    # a separate WORK: an existing dataset is reused as it is)
 EXAMPLES=3                          # real bank images shown through `clip-match query`
 EXAMPLE_TEXT_WEIGHT=0               # bank candidates as the mean of their renders only: chosen on the
                                     # validation renders (RESULTS.md), never on the real test images
@@ -58,7 +60,7 @@ for protocol in ${PROTOCOLS}; do
   [[ ${protocol} == open ]] && renders=${OPEN_RENDERS} && steps=${OPEN_STEPS}
   if [[ ! -d ${data}/lmdb ]]; then
     "${PYTHON}" -m datasets.formulas.build "${protocol}" "${data}" --seed "${DATA_SEED}" --renders "${renders}" \
-      --valid-size 500 --workers 1 --overwrite
+      --valid-size 500 --workers 1 --real-train "${REAL_TRAIN}" --overwrite
     clip_match build-lmdb "${data}" --splits train,valid --overwrite
   fi
 
