@@ -61,7 +61,8 @@ def example_prototypes(encoder: ImageEncoder, data_dir: str | os.PathLike, split
                 sums[name] = sums.get(name, 0.0) + vector
         batch.clear()
 
-    for line in tqdm(read_tsv(tsv), desc=f"example images ({split})", unit="image", disable=not progress):
+    for line in tqdm(read_tsv(tsv), desc=f"example images ({split})", unit="image",
+                     disable=None if progress else True):  # (None: off when stderr is not a terminal)
         if line.image_id in keys_of_image:
             source = where(tsv, line.line)
             batch.append((line.image_id, decode_image(decode_b64(line.b64, source), source)))
