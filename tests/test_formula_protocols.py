@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,26 @@ def test_formulas_equal_after_normalisation_are_one_formula(data_dir):
     assert len(formulas) == len(FORMULAS) - 1
     (square,) = [f for f in formulas if f.fid == 0]
     assert square.latex == "x ^ { 2 }" and [p.name for p in square.images] == ["0.png", "5.png"]
+
+
+def test_formulas_keep_the_latex_their_source_wrote_for_rendering():
+    (formula,) = unique_formulas([Formula(4, r"\left( a \, b \right) ^ { 2 }"), Formula(9, r"( a b ) ^ { 2 }")])
+    assert formula.fid == 4 and formula.latex == "( a b ) ^ { 2 }"  # the identity: normalised
+    assert formula.render_latex == r"\left( a \, b \right) ^ { 2 }"  # the first source, as written
+    assert Formula(1, "x").render_latex == "x"
+    protocol = bank_protocol([replace(formula, images=(Path("q.png"),))], bank_size=1)
+    assert protocol.train[0].render_latex == formula.render_latex and not protocol.train[0].images
+
+
+def test_dev_bank_lies_outside_the_reported_bank():
+    formulas = [Formula(i, f"x _ {{ {i} }}", (Path(f"{i}.png"),)) for i in range(50)]
+    reported = bank_protocol(formulas, bank_size=20, seed=3)
+    dev = bank_protocol(formulas, bank_size=10, seed=3, outside=20)
+    assert len(dev.queries) == 10 and dev.notes == {"outside_bank_of": 20}
+    assert {f.fid for f in dev.queries}.isdisjoint(f.fid for f in reported.queries)
+    assert dev == bank_protocol(list(reversed(formulas)), bank_size=10, seed=3, outside=20)
+    with pytest.raises(ClipMatchError, match="larger than the 30 distinct formulas available outside the 20"):
+        bank_protocol(formulas, bank_size=31, seed=3, outside=20)
 
 
 def test_open_protocol_keeps_query_formulas_out_of_training(data_dir):

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clip_match.eval.formulas import Formula
 from datasets.formulas.augment import AugmentConfig, augment
+from datasets.formulas.build import render_clean
 from datasets.formulas.render import get_renderer, render_all, unsafe_reason
 from datasets.formulas.render_mathtext import MathtextRenderer, to_mathtext
 from datasets.formulas.render_tex import tex_available
@@ -96,3 +98,22 @@ def test_augment_applies_its_ranges():
     tinted = Image.open(io.BytesIO(augment(render, AugmentConfig(tint=0.5, rotate_degrees=0, noise_std=(0, 0),
                                                                    jpeg_probability=0), 0, 0, 0)))
     assert np.asarray(tinted)[0, 0].min() < 255  # background no longer pure white
+
+
+@needs_tex
+def test_training_renders_typeset_the_source_and_fall_back_to_the_normalised_text():
+    sized = Formula(0, r"( \frac { a } { b } )", source=r"\left( \frac { a } { b } \right)")
+    broken = Formula(1, "x", source=r"\hspace { 1 c m } x")  # im2markup's tokens break the unit
+    renders = {}
+    for from_source in (True, False):
+        rendered, failures = render_clean([sized, broken], "tex", 100, 10, False, from_source)
+        assert not failures and [f.fid for f, _ in rendered] == [0, 1]
+        renders[from_source] = [Image.open(io.BytesIO(png)) for _, png in rendered]
+    sized_paren, plain_paren = (_paren_rows(renders[flag][0]) for flag in (True, False))
+    assert sized_paren > 1.3 * plain_paren  # \left( grows with the fraction; a plain ( does not
+    assert np.array_equal(np.asarray(renders[True][1]), np.asarray(renders[False][1]))
+
+
+def _paren_rows(image: Image.Image) -> int:
+    """How many rows have ink in the first 4 columns: the height of an opening parenthesis."""
+    return int((np.asarray(image)[:, :4] < 128).any(axis=1).sum())

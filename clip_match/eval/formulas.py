@@ -7,7 +7,8 @@ only ever sees *renders* of formulas:
   on renders of the first half (+ CROHME captions that are not second-half formulas); query
   with the real images of the second half against all second-half formulas.
 - ``bank``: a seeded sample of ``bank_size`` formulas is the candidate bank. Train (fine-tune) on
-  renders of the bank itself; query with the real images of the bank.
+  renders of the bank itself; query with the real images of the bank. A *development* bank
+  (``outside``) is drawn from outside the reported bank, for tuning recipes on real images.
 
 Either protocol may also train on the real images of up to ``real_train`` formulas that are *not*
 queries (for ``bank``: IM2LaTeX formulas outside the bank; for ``open``: first-half formulas), so
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
@@ -45,6 +46,8 @@ RENDER_ID_OFFSET = 10_000_000
 # Real images of non-query formulas used for training (opt-in: ``real_train``) get ids from here.
 REAL_TRAIN_ID_OFFSET = 20_000_000
 TRAINING_SPLITS = ("train", "valid")
+# The bank protocol's reported number uses a bank of this many formulas.
+REPORTED_BANK_SIZE = 4000
 QUERY_SPLIT = "test"
 # A split to write: (image_id, image file bytes) and (text_id, text, image_ids) records.
 SplitRecords = tuple[list[tuple[int, bytes]], list[tuple[int, str, list[int]]]]
@@ -56,11 +59,23 @@ class QueryLeakError(ClipMatchError):
 
 @dataclass(frozen=True)
 class Formula:
-    """A formula: stable id, LaTeX, and the real image files that show it (IM2LaTeX only)."""
+    """A formula: stable id, LaTeX, the real image files that show it (IM2LaTeX only), and the
+    LaTeX as its source wrote it (``source``; empty = ``latex``).
+
+    ``latex`` is the normalised text, the formula's identity and candidate text. Normalising drops
+    what changes the look but not the meaning (``\\left(`` -> ``(``, ``\\big``, thin spaces), so
+    training images are rendered from ``source``: the real images were made from it too.
+    """
 
     fid: int
     latex: str
     images: tuple[Path, ...] = ()
+    source: str = ""
+
+    @property
+    def render_latex(self) -> str:
+        """What to typeset for a training image of this formula."""
+        return self.source or self.latex
 
 
 @dataclass(frozen=True)
@@ -95,15 +110,16 @@ class Protocol:
 
 
 def unique_formulas(formulas: Iterable[Formula]) -> list[Formula]:
-    """Normalise each formula's LaTeX and merge formulas that become equal (first id, all images)."""
+    """Normalise each formula's LaTeX and merge formulas that become equal (first id and source,
+    all images)."""
     merged: dict[str, Formula] = {}
     for formula in formulas:
         text = normalize_latex(formula.latex)
         if not text:
             continue
         seen = merged.get(text)
-        merged[text] = (Formula(formula.fid, text, formula.images) if seen is None
-                        else Formula(seen.fid, text, seen.images + formula.images))
+        merged[text] = (Formula(formula.fid, text, formula.images, formula.render_latex) if seen is None
+                        else replace(seen, images=seen.images + formula.images))
     return list(merged.values())
 
 
@@ -144,19 +160,29 @@ def open_protocol(im2latex: Iterable[Formula], extra: Iterable[Formula] = (), se
     notes = {"extra_formulas": len(extra),
              "extra_dropped_equal_to_a_query": sum(f.latex in query_texts for f in extra),
              "extra_dropped_equal_to_a_training_formula": sum(f.latex in first_texts for f in extra)}
-    train = [Formula(f.fid, f.latex) for f in first] + kept_extra  # (real images: only as real_train)
+    train = [replace(f, images=()) for f in first] + kept_extra  # (real images: only as real_train)
     return Protocol("open", seed, tuple(train), tuple(second), notes, _sample_real(first, real_train, seed, second))
 
 
-def bank_protocol(im2latex: Iterable[Formula], bank_size: int = 4000, seed: int = 0,
-                  real_train: int = 0) -> Protocol:
+def bank_protocol(im2latex: Iterable[Formula], bank_size: int = REPORTED_BANK_SIZE, seed: int = 0,
+                  real_train: int = 0, outside: int = 0) -> Protocol:
     """A seeded bank of ``bank_size`` formulas; train on their renders (+ the real images of up to
-    ``real_train`` formulas outside the bank), query with the bank's real images."""
+    ``real_train`` formulas outside the bank), query with the bank's real images.
+
+    ``outside`` > 0 draws a development bank from the formulas outside this seed's bank of
+    ``outside`` formulas (``build bank --dev``: outside the reported bank), so that a recipe can be
+    tuned on real images without ever looking at the reported test images.
+    """
     formulas = unique_formulas(im2latex)
+    notes = {}
+    if outside > 0:
+        excluded, formulas = split_by_formula(formulas, seed, fraction=min(1.0, outside / len(formulas)))
+        notes["outside_bank_of"] = len(excluded)
     if bank_size > len(formulas):
-        raise ClipMatchError(f"bank size {bank_size} is larger than the {len(formulas)} distinct formulas available")
+        raise ClipMatchError(f"bank size {bank_size} is larger than the {len(formulas)} distinct formulas available"
+                             + (f" outside the {outside}-formula bank" if outside > 0 else ""))
     bank, rest = split_by_formula(formulas, seed, fraction=bank_size / len(formulas))
-    return Protocol("bank", seed, tuple(Formula(f.fid, f.latex) for f in bank), tuple(bank), {},
+    return Protocol("bank", seed, tuple(replace(f, images=()) for f in bank), tuple(bank), notes,
                     _sample_real(rest, real_train, seed, bank))
 
 

@@ -33,8 +33,8 @@ from tqdm import tqdm
 from clip_match.data.formats import write_split
 from clip_match.errors import ClipMatchError
 from clip_match.eval.formulas import (
-    RENDER_ID_OFFSET, Formula, Protocol, SplitRecords, bank_protocol, check_no_query_images, open_protocol,
-    query_split, real_train_split, unique_formulas,
+    RENDER_ID_OFFSET, REPORTED_BANK_SIZE, Formula, Protocol, SplitRecords, bank_protocol, check_no_query_images,
+    open_protocol, query_split, real_train_split, unique_formulas,
 )
 from clip_match.fsutil import atomic_dir, atomic_file
 
@@ -44,9 +44,19 @@ from .sources import load_crohme, load_im2latex, read_formula_file, shared_data_
 
 
 def render_clean(formulas: Sequence[Formula], renderer_name: str, dpi: int, batch_size: int,
-                 progress: bool) -> tuple[list[tuple[Formula, bytes]], list[dict]]:
-    """Clean renders as PNG bytes (compact in memory) and the failures ``{fid, latex, error}``."""
-    results = render_all([f.latex for f in formulas], get_renderer(renderer_name, dpi), batch_size, progress)
+                 progress: bool, from_source: bool = True) -> tuple[list[tuple[Formula, bytes]], list[dict]]:
+    """Clean renders as PNG bytes (compact in memory) and the failures ``{fid, latex, error}``.
+
+    ``from_source`` typesets each formula's source LaTeX, and its normalised text where the source
+    fails (im2markup's tokens break some, e.g. ``\\hspace { 1 c m }``).
+    """
+    renderer = get_renderer(renderer_name, dpi)
+    results = render_all([f.render_latex if from_source else f.latex for f in formulas], renderer, batch_size,
+                         progress)
+    retry = [i for i, (f, r) in enumerate(zip(formulas, results)) if r.image is None and f.render_latex != f.latex]
+    if from_source and retry:
+        for i, result in zip(retry, render_all([formulas[i].latex for i in retry], renderer, batch_size, False)):
+            results[i] = result
     rendered, failures = [], []
     for formula, result in zip(formulas, results):
         if result.image is None:
@@ -94,7 +104,8 @@ def build(out_dir: Path, train: Sequence[Formula], args: argparse.Namespace, pro
     config = replace(AugmentConfig(), jpeg_probability=args.jpeg_probability)
     progress = not args.no_progress
     with atomic_dir(out_dir, overwrite=args.overwrite) as tmp:
-        rendered, failures = render_clean(train, args.renderer, args.dpi, args.batch_size, progress)
+        rendered, failures = render_clean(train, args.renderer, args.dpi, args.batch_size, progress,
+                                          from_source=args.render_text == "source")
         if not rendered:
             raise ClipMatchError(f"none of the {len(train)} formulas rendered; first error: {failures[0]['error']}")
         counts = {"formulas": len(train), "rendered": len(rendered), "render_failures": len(failures)}
@@ -109,6 +120,7 @@ def build(out_dir: Path, train: Sequence[Formula], args: argparse.Namespace, pro
                                                       config, args.seed, args.workers, progress)
         manifest = {
             "command": args.command, "seed": args.seed, "renderer": args.renderer, "dpi": args.dpi,
+            "render_text": args.render_text,
             "renders_per_formula": args.renders, "augment": config.to_json(), "counts": counts,
             "notes": notes or {}, "render_failures": failures,
         }
@@ -138,7 +150,8 @@ def run_open(args: argparse.Namespace) -> dict:
 
 
 def run_bank(args: argparse.Namespace) -> dict:
-    protocol = bank_protocol(_im2latex(args), bank_size=args.bank_size, seed=args.seed, real_train=args.real_train)
+    protocol = bank_protocol(_im2latex(args), bank_size=args.bank_size, seed=args.seed, real_train=args.real_train,
+                             outside=REPORTED_BANK_SIZE if args.dev else 0)
     return build(args.out_dir, protocol.train, args, protocol)
 
 
@@ -181,10 +194,18 @@ def make_parser() -> argparse.ArgumentParser:
             command.add_argument("--no-crohme", dest="crohme", action="store_false",
                                  help="train on the IM2LaTeX half only, without the CROHME captions")
         if name == "bank":
-            command.add_argument("--bank-size", type=int, default=4000, help="formulas in the bank (default 4000)")
+            command.add_argument("--bank-size", type=int, default=REPORTED_BANK_SIZE,
+                                 help=f"formulas in the bank (default {REPORTED_BANK_SIZE})")
+            command.add_argument("--dev", action="store_true",
+                                 help=f"a development bank, drawn from the formulas outside the reported "
+                                      f"{REPORTED_BANK_SIZE}-formula bank of the same seed: tune recipes on its real "
+                                      "images, never on the reported ones")
         command.add_argument("--seed", type=int, default=0, help="split and augmentation seed (default 0)")
         command.add_argument("--renderer", choices=("tex", "mathtext"), default="tex",
                              help="tex: TeX Live + dvipng (default); mathtext: matplotlib only, fewer formulas")
+        command.add_argument("--render-text", choices=("source", "normalised"), default="source",
+                             help="typeset each formula as its source wrote it (default: real images were made "
+                                  "from it; \\left( and thin spaces show) or its normalised candidate text")
         command.add_argument("--dpi", type=int, default=240, help="clean render resolution (default 240)")
         command.add_argument("--renders", type=int, default=4, help="augmented images per formula in train (default 4)")
         command.add_argument("--valid-size", type=int, default=500,
