@@ -191,3 +191,29 @@ def test_runtime_never_imports_torch(tiny_bundle, tmp_path):
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def test_a_trimming_model_sees_one_formula_on_any_canvas(tiny_checkpoint, encoder, tmp_path):
+    from dataclasses import replace
+
+    from clip_match.export import export_bundle
+    from clip_match.model import load_config
+
+    assert "trim_margin" not in load_config("tiny").to_dict()  # configs that do not trim keep their fingerprint
+    with pytest.raises(ClipMatchError, match="trim_margin must be null or a whole number"):
+        replace(load_config("tiny"), trim_margin=-1)
+    bundle = export_bundle(tiny_checkpoint, replace(load_config("tiny"), trim_margin=2), tmp_path / "trim",
+                           precisions=("fp32",))
+    manifest = json.loads((bundle / "clip_match.json").read_text(encoding="utf-8"))
+    assert manifest["trim_margin"] == 2 and manifest["config"]["trim_margin"] == 2
+    trimming = Encoder.load(bundle, device="cpu", threads=2)
+    canvases = [Image.new("RGB", size, "white") for size in ((160, 50), (90, 90))]
+    for canvas, at in zip(canvases, ((8, 6), (30, 50))):
+        canvas.paste((0, 0, 0), (at[0], at[1], at[0] + 30, at[1] + 10))
+    same, different = trimming.encode_images(canvases), encoder.encode_images(canvases)
+    np.testing.assert_array_equal(same[0], same[1])  # one input, whatever the canvas
+    assert not np.array_equal(different[0], different[1])
+    manifest["trim_margin"] = "4"
+    (bundle / "clip_match.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(ClipMatchError, match="field 'trim_margin' must be null or a whole number >= 0, got '4'"):
+        Encoder.load(bundle, device="cpu").encode_images(canvases)

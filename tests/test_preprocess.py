@@ -11,7 +11,7 @@ from PIL import Image
 
 from clip_match.data.images import decode_image, open_image
 from clip_match.errors import ClipMatchError
-from clip_match.runtime.preprocess import MEAN, STD, preprocess
+from clip_match.runtime.preprocess import CONTENT_CONTRAST, MEAN, STD, preprocess, trim_to_content
 
 NUM_IMAGES = 200
 RESOLUTIONS = (224, 96, 33)
@@ -148,3 +148,35 @@ def test_bad_input_is_named():
         preprocess([Image.new("RGB", (2, 2))], 8, mean=(0.5, 0.5))
     with pytest.raises(ClipMatchError, match="std must not contain zero"):
         preprocess([Image.new("RGB", (2, 2))], 8, std=(0.5, 0.0, 0.5))
+
+
+def _formula_on(canvas: tuple[int, int], at: tuple[int, int], paper: int = 255) -> Image.Image:
+    """A dark 40x12 'formula' with a grey edge, pasted on a plain canvas."""
+    image = Image.new("RGB", canvas, (paper,) * 3)
+    image.paste((20, 20, 20), (at[0], at[1], at[0] + 40, at[1] + 12))
+    image.paste((150, 150, 150), (at[0] - 1, at[1], at[0], at[1] + 12))  # anti-aliased edge: content too
+    return image
+
+
+def test_trim_to_content_crops_to_what_differs_from_the_border_plus_a_margin():
+    trimmed = trim_to_content(_formula_on((200, 60), (30, 10)), margin=3)
+    assert trimmed.size == (41 + 6, 12 + 6)
+    assert trimmed.tobytes() == trim_to_content(_formula_on((90, 40), (5, 20)), margin=3).tobytes()
+    dark_paper = trim_to_content(_formula_on((200, 60), (30, 10), paper=235), margin=0)  # a tinted scan
+    assert dark_paper.size == (41, 12)
+    assert trim_to_content(_formula_on((50, 20), (2, 2)), margin=9).size == (50, 20)  # the margin stops at the edge
+    blank = Image.new("L", (30, 20), 255)
+    assert trim_to_content(blank, margin=2) is blank
+    faint = Image.new("L", (30, 20), 255)
+    faint.paste(255 - CONTENT_CONTRAST, (5, 5, 10, 10))  # noise-level marks are not content
+    assert trim_to_content(faint, margin=0) is faint
+
+
+def test_preprocess_trims_before_the_resize_in_every_path():
+    images = [_formula_on((200, 60), (30, 10)), _formula_on((120, 90), (60, 40))]
+    trimmed = preprocess(images, 32, trim_margin=2)
+    np.testing.assert_array_equal(trimmed[0], trimmed[1])  # one formula, two canvases: one input
+    np.testing.assert_array_equal(trimmed[0], preprocess(trim_to_content(images[0], 2), 32)[0])
+    assert not np.array_equal(*preprocess(images, 32))  # cn_clip's plain resize sees two canvases
+    with ThreadPoolExecutor(2) as pool:
+        np.testing.assert_array_equal(preprocess(images, 32, pool=pool, trim_margin=2), trimmed)

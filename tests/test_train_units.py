@@ -157,3 +157,31 @@ def test_safe_augmentation_keeps_colours_and_sides_and_is_seeded_per_sample():
     cnclip = make_augment("cnclip", 32)
     assert cnclip(image, random.Random(7)).tobytes() == cnclip(image, random.Random(7)).tobytes()
     assert make_augment("none", 32) is None
+
+
+def test_training_and_validation_images_are_trimmed_as_the_runtime_trims_them(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from clip_match.data.formats import write_split
+    from clip_match.data.lmdb_build import build_lmdb
+    from clip_match.runtime.preprocess import preprocess
+    from clip_match.train.data import ImageDataset, PairDataset
+
+    images = []
+    for image_id, (size, at) in enumerate((((160, 50), (8, 6)), ((90, 90), (30, 50)))):
+        canvas = Image.new("RGB", size, "white")
+        canvas.paste((0, 0, 0), (at[0], at[1], at[0] + 30, at[1] + 10))
+        data = io.BytesIO()
+        canvas.save(data, "PNG")
+        images.append((image_id, data.getvalue()))
+    write_split(tmp_path, "train", images, [(0, "x", [0]), (1, "y", [1])])
+    build_lmdb(tmp_path, splits=("train",), workers=1)
+    split = tmp_path / "lmdb" / "train"
+    pairs, plain = PairDataset(split, 32, 8, trim_margin=2), PairDataset(split, 32, 8)
+    assert torch.equal(pairs[0][0], pairs[1][0]) and not torch.equal(plain[0][0], plain[1][0])
+    validation = ImageDataset(split, [0, 1], 32, trim_margin=2)
+    assert torch.equal(validation[0], pairs[0][0]) and torch.equal(validation[1], pairs[0][0])
+    runtime = preprocess([Image.open(io.BytesIO(images[0][1]))], 32, trim_margin=2)[0]
+    assert torch.equal(pairs[0][0], torch.from_numpy(runtime))

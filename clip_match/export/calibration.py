@@ -46,7 +46,7 @@ class CalibrationImages:
 
 
 def load_calibration_images(directory: str | os.PathLike, resolution: int,
-                            mean=MEAN, std=STD) -> CalibrationImages:
+                            mean=MEAN, std=STD, trim_margin: int | None = None) -> CalibrationImages:
     """Up to 250 readable images from ``directory`` (recursively), sampled with a fixed seed:
     one fifth held out (at most 50), the rest (at most 200) for calibration.
 
@@ -60,7 +60,8 @@ def load_calibration_images(directory: str | os.PathLike, resolution: int,
     np.random.default_rng(SEED).shuffle(paths)
     wanted = MAX_CALIBRATION + MAX_HELD_OUT
     pixels, skipped, first_error = [], 0, None
-    with tqdm(total=min(wanted, len(paths)), desc="calibration images", unit="img", leave=False) as progress:
+    with tqdm(total=min(wanted, len(paths)), desc="calibration images", unit="img", disable=None,
+              leave=False) as progress:
         for path in paths:
             if len(pixels) == wanted:
                 break
@@ -70,7 +71,7 @@ def load_calibration_images(directory: str | os.PathLike, resolution: int,
                 skipped += 1
                 first_error = first_error or str(error)
                 continue
-            pixels.append(preprocess([image], resolution, mean, std)[0])
+            pixels.append(preprocess([image], resolution, mean, std, trim_margin=trim_margin)[0])
             progress.update()
     if skipped:
         print(f"note: skipped {skipped} unreadable file(s) in {directory} (first: {first_error})", file=sys.stderr)

@@ -72,7 +72,7 @@ def export_bundle(checkpoint_path: str | os.PathLike, config: ModelConfig | str,
 
     inputs = [checkpoint_path] + ([calibration_images] if calibration_images else [])
     with (atomic_dir(out_dir, overwrite=overwrite, inputs=inputs) as bundle, tempfile.TemporaryDirectory() as scratch,
-          tqdm(total=1 + len(precisions), desc="export", unit="step", leave=False) as steps):
+          tqdm(total=1 + len(precisions), desc="export", unit="step", disable=None, leave=False) as steps):
         fp32 = {"image": export_image_tower(model, config.image_resolution, Path(scratch) / "image.onnx"),
                 "text": export_text_tower(model, config.context_length, Path(scratch) / "text.onnx")}
         steps.update()
@@ -109,6 +109,7 @@ def export_bundle(checkpoint_path: str | os.PathLike, config: ModelConfig | str,
             "embed_dim": config.embed_dim,
             "image_resolution": config.image_resolution,
             "context_length": config.context_length,
+            "trim_margin": config.trim_margin,
             "mean": list(MEAN),
             "std": list(STD),
             "opset": OPSET,
@@ -137,7 +138,7 @@ def _calibration(directory: str | os.PathLike | None, precisions: tuple[str, ...
         return None
     if "int8" not in precisions:
         raise ClipMatchError(f"calibration images ({directory}) are only used for int8; add int8 to the precisions")
-    return load_calibration_images(directory, config.image_resolution)
+    return load_calibration_images(directory, config.image_resolution, trim_margin=config.trim_margin)
 
 
 def _quantization(calibration: CalibrationImages | None) -> dict:

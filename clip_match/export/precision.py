@@ -75,7 +75,8 @@ def quantize_int8_static(source: Path, target: Path, images: np.ndarray) -> Path
 
     class Batches(CalibrationDataReader):
         def __init__(self):
-            self.progress = tqdm(total=len(images), desc="calibrate int8", unit="img", leave=False)
+            self.progress = tqdm(total=len(images), desc="calibrate int8", unit="img", disable=None,
+                                 leave=False)
             self.starts = iter(range(0, len(images), CALIBRATION_BATCH))
 
         def get_next(self) -> dict[str, np.ndarray] | None:

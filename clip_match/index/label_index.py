@@ -139,7 +139,8 @@ class LabelIndex:
                           "and were truncated", stacklevel=2)
         vectors = np.empty((len(entries), self.dim), dtype=np.float32)
         steps = range(0, len(entries), batch_size)
-        for start in tqdm(steps, desc="embedding candidates", unit="batch", disable=not progress or len(steps) < 2):
+        quiet = not progress or len(steps) < 2
+        for start in tqdm(steps, desc="embedding candidates", unit="batch", disable=True if quiet else None):
             batch = [entry.key for entry in entries[start:start + batch_size]]
             vectors[start:start + len(batch)] = encoder.encode_texts(batch, batch_size=batch_size)
         if examples is not None:

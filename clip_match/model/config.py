@@ -1,8 +1,10 @@
 """Model configurations: cn_clip's official architectures and the small ones shipped here.
 
-A `ModelConfig` is exactly the keyword arguments of cn_clip's ``CLIP`` class plus the text
-context length (a training/tokenising choice in cn_clip, part of the model here so that
-export, training and the runtime agree on it). This module does not import torch.
+A `ModelConfig` is exactly the keyword arguments of cn_clip's ``CLIP`` class plus two input
+choices that are part of the model here, so that export, training and the runtime agree on them:
+the text context length (a training/tokenising choice in cn_clip) and ``trim_margin`` (crop
+images to their content before the resize; None, the default, is cn_clip's plain resize). This
+module does not import torch.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ class ModelConfig:
     text_type_vocab_size: int
     vision_head_width: int = 64
     context_length: int = 52
+    trim_margin: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.vision_layers, list):
@@ -59,6 +62,9 @@ class ModelConfig:
                 f"model config {self.name}: context_length {self.context_length} must be between 2 and "
                 f"text_max_position_embeddings ({self.text_max_position_embeddings})"
             )
+        if self.trim_margin is not None and (not isinstance(self.trim_margin, int) or self.trim_margin < 0):
+            raise ClipMatchError(f"model config {self.name}: trim_margin must be null or a whole number of pixels "
+                                 f">= 0, got {self.trim_margin!r}")
         if self.is_resnet and self.image_resolution % 32:
             raise ClipMatchError(
                 f"model config {self.name}: image_resolution {self.image_resolution} must be a multiple of 32 "
@@ -72,13 +78,18 @@ class ModelConfig:
     def clip_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``cn_clip.clip.model.CLIP``."""
         kwargs = self.to_dict()
-        del kwargs["name"], kwargs["context_length"]
+        for name in ("name", "context_length", "trim_margin"):
+            kwargs.pop(name, None)
         return kwargs
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form; ``trim_margin`` only when set, so the configs (and fingerprints) of models
+        that do not trim stay what they were before the option existed."""
         data = dataclasses.asdict(self)
         if self.is_resnet:
             data["vision_layers"] = list(self.vision_layers)
+        if self.trim_margin is None:
+            del data["trim_margin"]
         return data
 
     def with_context_length(self, context_length: int) -> ModelConfig:

@@ -2,7 +2,7 @@
 
 Layout (written by `clip_match.export`)::
 
-    clip_match.json          manifest: architecture, resolution, context length, mean/std,
+    clip_match.json          manifest: architecture, resolution, context length, trim margin, mean/std,
                              embedding dim, precisions -> file names, sha256 of every file,
                              fingerprint, parity measured at export, how each int8
                              tower was quantised (static with calibration counts, or dynamic)
@@ -111,6 +111,15 @@ class Bundle:
     @property
     def resolution(self) -> int:
         return int(self.manifest["image_resolution"])
+
+    @property
+    def trim_margin(self) -> int | None:
+        """Crop images to their content plus this many pixels before the resize (None: do not)."""
+        value = self.manifest.get("trim_margin")
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise ClipMatchError(f"{self.path / MANIFEST_NAME}: field 'trim_margin' must be null or a whole number "
+                                 f">= 0, got {value!r}")
+        return value
 
     @property
     def vocab_path(self) -> Path:

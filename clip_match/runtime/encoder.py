@@ -127,7 +127,8 @@ class Encoder:
             chunk = items[start:start + batch_size]
             pictures = [open_image(item, None if isinstance(item, (str, os.PathLike)) else f"images[{start + i}]")
                         for i, item in enumerate(chunk)]
-            batch = preprocess(pictures, self.resolution, self._mean, self._std, self._resizers())
+            batch = preprocess(pictures, self.resolution, self._mean, self._std, self._resizers(),
+                               self.bundle.trim_margin)
             features[start:start + len(chunk)] = self._image_session.run(None, {IMAGE_INPUT: batch})[0]
         return _l2_normalise(features)
 

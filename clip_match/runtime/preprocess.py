@@ -14,6 +14,10 @@ Orientation and bit depth are settled before this step, at decode time, by
 cn_clip ignores EXIF, so for a JPEG with a rotation tag clip_match sees the upright image
 where cn_clip's own loader sees it sideways; for every decoded image the output here equals
 cn_clip's transform of that image (max abs difference <= 1e-5, tested).
+
+A model may ask for one step before the resize (``trim_margin`` in its config and bundle): crop
+each image to its content (`trim_to_content`). cn_clip has no such step; no shipped CN-CLIP
+architecture uses it.
 """
 from __future__ import annotations
 
@@ -27,6 +31,9 @@ from ..errors import ClipMatchError
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
+# Grey levels between a pixel and the border colour that make it content for `trim_to_content`:
+# above scan noise and JPEG ringing, below anti-aliased ink.
+CONTENT_CONTRAST = 60
 
 
 def preprocess(
@@ -35,9 +42,11 @@ def preprocess(
     mean: Sequence[float] = MEAN,
     std: Sequence[float] = STD,
     pool: Executor | None = None,
+    trim_margin: int | None = None,
 ) -> np.ndarray:
     """Resize, convert and normalise PIL images into a float32 batch of shape (n, 3, r, r);
-    ``pool`` resizes the images in parallel."""
+    ``pool`` resizes the images in parallel; ``trim_margin`` first crops each to its content
+    (`trim_to_content`)."""
     if isinstance(images, Image.Image):
         images = [images]
     if not isinstance(resolution, (int, np.integer)) or resolution < 1:
@@ -51,6 +60,8 @@ def preprocess(
             raise ClipMatchError(f"images[{index}]: expected a PIL image, got {type(image).__name__}")
 
     def resized(image: Image.Image) -> np.ndarray:
+        if trim_margin is not None:
+            image = trim_to_content(image, trim_margin)
         return np.asarray(image.resize((resolution, resolution), Image.Resampling.BICUBIC).convert("RGB"))
 
     pixels = pool.map(resized, images) if pool is not None and len(images) > 1 else map(resized, images)
@@ -61,6 +72,23 @@ def preprocess(
     batch -= mean32
     batch /= std32
     return batch
+
+
+def trim_to_content(image: Image.Image, margin: int) -> Image.Image:
+    """``image`` cropped to where it differs from its border colour, plus ``margin`` pixels.
+
+    For models of things drawn on plain paper (formulas): the square resize squeezes the whole
+    canvas, so without this the same formula looks different on every canvas size. A blank image
+    is returned unchanged.
+    """
+    gray = np.asarray(image.convert("L"), dtype=np.int16)
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    content = np.abs(gray - int(np.median(border))) > CONTENT_CONTRAST
+    rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
+    if rows.size == 0:
+        return image
+    return image.crop((max(0, int(cols[0]) - margin), max(0, int(rows[0]) - margin),
+                       min(image.width, int(cols[-1]) + 1 + margin), min(image.height, int(rows[-1]) + 1 + margin)))
 
 
 def _channel_constants(values: Sequence[float], name: str) -> np.ndarray:

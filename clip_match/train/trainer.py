@@ -98,7 +98,8 @@ class Trainer:
         self.autocast_dtype = self._autocast_dtype()
 
         self.train_set = PairDataset(config.train_data, self.model_config.image_resolution,
-                                     self.model_config.context_length, config.augment, config.seed)
+                                     self.model_config.context_length, config.augment, config.seed,
+                                     self.model_config.trim_margin)
         self.known_pairs = KnownPairs.read(self.train_set.reader) if config.label_aware else None
         self.val_set = ValidationSet.read(config.val_data) if config.val_data else None
         pairs_per_step = self.global_batch * config.accum_freq
@@ -430,7 +431,7 @@ class Trainer:
 
     def _encode_images(self, rows: list[int]) -> torch.Tensor:
         dataset = Subset(ImageDataset(self.val_set.split_dir, self.val_set.image_ids,
-                                      self.model_config.image_resolution), rows)
+                                      self.model_config.image_resolution, self.model_config.trim_margin), rows)
         loader = DataLoader(dataset, batch_size=self.config.valid_batch_size,
                             num_workers=self.config.valid_num_workers, generator=torch.Generator())
         parts = []

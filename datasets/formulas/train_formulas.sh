@@ -26,7 +26,8 @@ PYTHON=${PYTHON:-python3}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 WORK=${WORK:-/tmp/formula_work}
 PROTOCOLS=${PROTOCOLS:-bank open}
-MODEL=formula160                    # 160 px, 180-token context (clip_match/model/configs/formula160.json)
+MODEL=formula160                    # 160 px, 180-token context, images trimmed to their ink + 4 px
+                                    # (clip_match/model/configs/formula160.json)
 DATA_SEED=0                         # protocol split, bank sample, render augmentation
 TRAIN_SEED=123                      # model init, data order
 BANK_RENDERS=10                     # augmented renders per bank formula (4,000 formulas)
@@ -42,8 +43,9 @@ EXAMPLE_TEXT_WEIGHT=0               # bank candidates as the mean of their rende
                                     # validation renders (RESULTS.md), never on the real test images
 clip_match() { "${PYTHON}" -m clip_match.cli "$@"; }
 # From scratch: symmetric InfoNCE with label-aware negatives (the trainer's default), AdamW lr 1e-3,
-# wd 0.1, short warm-up then cosine. No trainer augmentation: the builder's renders already vary
-# scale, margins, ink, blur, noise, JPEG and rotation, and a random crop would cut symbols off.
+# wd 0.1, short warm-up then cosine. No trainer augmentation: the builder's renders (typeset from each
+# formula's source LaTeX) already vary scale, ink, blur, noise, JPEG and rotation, and a random crop
+# would cut symbols off; their margins are trimmed away by the model's preprocessing.
 train() {  # DATA NAME FLAGS...
   local data=$1 name=$2; shift 2
   "${PYTHON}" -m clip_match.train --device=cpu --model="${MODEL}" \
