@@ -196,14 +196,22 @@ def test_runtime_never_imports_torch(tiny_bundle, tmp_path):
 def test_a_trimming_model_sees_one_formula_on_any_canvas(tiny_checkpoint, encoder, tmp_path):
     from dataclasses import replace
 
+    import torch
+
     from clip_match.export import export_bundle
     from clip_match.model import load_config
 
     assert "trim_margin" not in load_config("tiny").to_dict()  # configs that do not trim keep their fingerprint
     with pytest.raises(ClipMatchError, match="trim_margin must be null or a whole number"):
         replace(load_config("tiny"), trim_margin=-1)
-    bundle = export_bundle(tiny_checkpoint, replace(load_config("tiny"), trim_margin=2), tmp_path / "trim",
-                           precisions=("fp32",))
+    with pytest.raises(ClipMatchError, match="trained with trim_margin None, but model tiny has 2"):
+        export_bundle(tiny_checkpoint, replace(load_config("tiny"), trim_margin=2), tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    trimming_config = replace(load_config("tiny"), trim_margin=2)
+    checkpoint = torch.load(tiny_checkpoint, weights_only=True)
+    checkpoint["model_config"] = trimming_config.to_dict()  # as the trainer records a trimming model
+    torch.save(checkpoint, tmp_path / "trimming.pt")
+    bundle = export_bundle(tmp_path / "trimming.pt", trimming_config, tmp_path / "trim", precisions=("fp32",))
     manifest = json.loads((bundle / "clip_match.json").read_text(encoding="utf-8"))
     assert manifest["trim_margin"] == 2 and manifest["config"]["trim_margin"] == 2
     trimming = Encoder.load(bundle, device="cpu", threads=2)

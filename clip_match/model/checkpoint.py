@@ -23,14 +23,16 @@ _SHOWN = 5  # mismatched keys listed in an error
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The checkpoint's weights with ``module.`` stripped and ``bert.pooler`` dropped (tensors as stored)."""
-    path = Path(path)
+    return checkpoint_weights(_read(Path(path)), path)
+
+
+def _read(path: Path) -> object:
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ClipMatchError(f"{path}: checkpoint not found") from None
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as error:
         raise ClipMatchError(f"{path}: not a readable PyTorch checkpoint: {str(error).splitlines()[0]}") from None
-    return checkpoint_weights(checkpoint, path)
 
 
 def checkpoint_weights(checkpoint: object, path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -45,10 +47,16 @@ def load_checkpoint(path: str | os.PathLike, config: ModelConfig) -> torch.nn.Mo
     """An fp32 model of ``config`` with the checkpoint's weights, in eval mode (call ``.train()`` to fine-tune).
 
     Refuses checkpoints of another architecture with the first missing, unexpected and
-    mismatched keys and their shapes.
+    mismatched keys and their shapes, and slim checkpoints trained with another ``trim_margin``
+    (the weights fit, but the model would see its images cropped differently than in training).
     """
+    checkpoint = _read(Path(path))
+    recorded = checkpoint.get("model_config") if isinstance(checkpoint, dict) else None
+    if isinstance(recorded, dict) and recorded.get("trim_margin") != config.trim_margin:
+        raise ClipMatchError(f"{path}: trained with trim_margin {recorded.get('trim_margin')}, but model {config.name} "
+                             f"has {config.trim_margin}; use the config it was trained with (its 'model_config')")
     model = create_model(config)
-    load_weights(model, read_state_dict(path), f"{path} (model {config.name})")
+    load_weights(model, checkpoint_weights(checkpoint, path), f"{path} (model {config.name})")
     return model.eval()
 
 

@@ -62,7 +62,8 @@ class ModelConfig:
                 f"model config {self.name}: context_length {self.context_length} must be between 2 and "
                 f"text_max_position_embeddings ({self.text_max_position_embeddings})"
             )
-        if self.trim_margin is not None and (not isinstance(self.trim_margin, int) or self.trim_margin < 0):
+        margin = self.trim_margin
+        if margin is not None and (not isinstance(margin, int) or isinstance(margin, bool) or margin < 0):
             raise ClipMatchError(f"model config {self.name}: trim_margin must be null or a whole number of pixels "
                                  f">= 0, got {self.trim_margin!r}")
         if self.is_resnet and self.image_resolution % 32:
