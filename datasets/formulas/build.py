@@ -53,10 +53,10 @@ def render_clean(formulas: Sequence[Formula], renderer_name: str, dpi: int, batc
     renderer = get_renderer(renderer_name, dpi)
     results = render_all([f.render_latex if from_source else f.latex for f in formulas], renderer, batch_size,
                          progress)
-    retry = [i for i, (f, r) in enumerate(zip(formulas, results)) if r.image is None and f.render_latex != f.latex]
-    if from_source and retry:
-        for i, result in zip(retry, render_all([formulas[i].latex for i in retry], renderer, batch_size, False)):
-            results[i] = result
+    retry = [i for i, (f, r) in enumerate(zip(formulas, results))
+             if from_source and r.image is None and f.render_latex != f.latex]
+    for i, result in zip(retry, render_all([formulas[i].latex for i in retry], renderer, batch_size, False)):
+        results[i] = result
     rendered, failures = [], []
     for formula, result in zip(formulas, results):
         if result.image is None:
