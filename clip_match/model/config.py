@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ClipMatchError
+from ..runtime.preprocess import check_trim_margin
 
 SHIPPED_DIR = Path(__file__).parent / "configs"
 
@@ -62,10 +63,7 @@ class ModelConfig:
                 f"model config {self.name}: context_length {self.context_length} must be between 2 and "
                 f"text_max_position_embeddings ({self.text_max_position_embeddings})"
             )
-        margin = self.trim_margin
-        if margin is not None and (not isinstance(margin, int) or isinstance(margin, bool) or margin < 0):
-            raise ClipMatchError(f"model config {self.name}: trim_margin must be null or a whole number of pixels "
-                                 f">= 0, got {self.trim_margin!r}")
+        check_trim_margin(self.trim_margin, f"model config {self.name}: trim_margin")
         if self.is_resnet and self.image_resolution % 32:
             raise ClipMatchError(
                 f"model config {self.name}: image_resolution {self.image_resolution} must be a multiple of 32 "

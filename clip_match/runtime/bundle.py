@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import ClipMatchError
 from ..jsonio import read_manifest
+from .preprocess import check_trim_margin
 
 MANIFEST_NAME = "clip_match.json"
 FORMAT = "clip_match.bundle"
@@ -93,6 +94,7 @@ class Bundle:
             if not isinstance(towers, dict) or any(towers.get(tower) not in manifest["files"] for tower in TOWERS):
                 raise ClipMatchError(f"{path / MANIFEST_NAME}: precision {precision!r} must name an image and a text "
                                      "file listed under 'files'")
+        check_trim_margin(manifest.get("trim_margin"), f"{path / MANIFEST_NAME}: field 'trim_margin'")
         bundle.checked_file(bundle.manifest.get("vocab", VOCAB_NAME))
         return bundle
 
@@ -115,11 +117,7 @@ class Bundle:
     @property
     def trim_margin(self) -> int | None:
         """Crop images to their content plus this many pixels before the resize (None: do not)."""
-        value = self.manifest.get("trim_margin")
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise ClipMatchError(f"{self.path / MANIFEST_NAME}: field 'trim_margin' must be null or a whole number "
-                                 f">= 0, got {value!r}")
-        return value
+        return self.manifest.get("trim_margin")
 
     @property
     def vocab_path(self) -> Path:

@@ -74,6 +74,13 @@ def preprocess(
     return batch
 
 
+def check_trim_margin(value: object, where: str) -> int | None:
+    """``value`` if it is a valid ``trim_margin`` (None, or whole pixels >= 0), else an error naming ``where``."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise ClipMatchError(f"{where} must be null or a whole number >= 0, got {value!r}")
+    return value
+
+
 def trim_to_content(image: Image.Image, margin: int) -> Image.Image:
     """``image`` cropped to where it differs from its border colour, plus ``margin`` pixels.
 
