@@ -237,6 +237,28 @@ def test_builds_with_real_training_images(data_dir, tmp_path):
         assert len(ids) == 2 + len(formula.images) and ids[-1] >= REAL_TRAIN_ID_OFFSET > ids[0] >= RENDER_ID_OFFSET
 
 
+def test_candidate_renders_are_fresh_images_of_every_candidate_and_never_trained_on(data_dir, tmp_path):
+    out = tmp_path / "open"
+    assert _build("open", out, data_dir, "--seed", "1", "--candidate-renders", "2") == 0
+    queries = {t.text_id: t.text for t in read_jsonl(out / "test_texts.jsonl")}
+    candidates = list(read_jsonl(out / f"{build.CANDIDATE_SPLIT}_texts.jsonl"))
+    assert {t.text_id: t.text for t in candidates} == queries  # the same formulas, the same candidate text
+    assert all(len(t.image_ids) == 2 for t in candidates)
+    digest = lambda split: {hashlib.sha256(base64.b64decode(line.b64)).hexdigest()  # noqa: E731
+                            for line in read_tsv(out / f"{split}_imgs.tsv")}
+    rendered = digest(build.CANDIDATE_SPLIT)
+    assert len(rendered) == 2 * len(candidates)  # every copy differs
+    assert rendered.isdisjoint(digest("train") | digest("valid") | digest("test"))
+    manifest = json.loads((out / "formulas.json").read_text())
+    assert manifest["counts"]["candidate_images"] == 2 * len(candidates)
+    assert manifest["candidate_renders_per_formula"] == 2 and manifest["candidate_render_failures"] == []
+    # Only the training splits go to the trainer, and they are as without the flag.
+    assert _build("open", tmp_path / "plain", data_dir, "--seed", "1") == 0
+    for name in ("train_imgs.tsv", "valid_imgs.tsv", "train_texts.jsonl"):
+        assert (out / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
+    assert not (tmp_path / "plain" / f"{build.CANDIDATE_SPLIT}_imgs.tsv").exists()
+
+
 def test_data_dir_comes_from_the_environment(data_dir, monkeypatch):
     monkeypatch.setenv(ENV_VAR, str(data_dir))
     assert missing_data_reason() is None and len(load_im2latex()) == len(FORMULAS)

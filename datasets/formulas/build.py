@@ -8,8 +8,11 @@ Every command writes ``train`` (augmented renders, several per formula) and ``va
 fresh render of a sample of training formulas) splits; ``open`` and ``bank`` also write the
 ``test`` split: the real IM2LaTeX query images, each linked to its formula among all the
 candidates. With ``--real-train N`` the training split also holds the real images of up to N
-IM2LaTeX formulas that are not queries. ``formulas.json`` records the settings, counts and every
-formula that failed to render. The output directory appears only when complete, after the
+IM2LaTeX formulas that are not queries. With ``--candidate-renders N`` they also write the
+``candidates`` split: N fresh renders of every candidate formula, never trained on, made as a user
+would render their own formula list when indexing it, so that query images can be ranked against
+images of each candidate (``eval-retrieval --examples candidates``), not only against its text.
+``formulas.json`` records the settings, counts and every formula that failed to render. The output directory appears only when complete, after the
 query-leak check passed.
 """
 from __future__ import annotations
@@ -41,6 +44,8 @@ from clip_match.fsutil import atomic_dir, atomic_file
 from .augment import AugmentConfig, augment
 from .render import get_renderer, render_all
 from .sources import load_crohme, load_im2latex, read_formula_file, shared_data_dir
+
+CANDIDATE_SPLIT = "candidates"
 
 
 def render_clean(formulas: Sequence[Formula], renderer_name: str, dpi: int, batch_size: int,
@@ -121,7 +126,9 @@ def build(out_dir: Path, train: Sequence[Formula], args: argparse.Namespace, pro
         manifest = {
             "command": args.command, "seed": args.seed, "renderer": args.renderer, "dpi": args.dpi,
             "render_text": args.render_text,
-            "renders_per_formula": args.renders, "augment": config.to_json(), "counts": counts,
+            "renders_per_formula": args.renders,
+            "candidate_renders_per_formula": getattr(args, "candidate_renders", 0),
+            "augment": config.to_json(), "counts": counts,
             "notes": notes or {}, "render_failures": failures,
         }
         if protocol is not None:
@@ -129,6 +136,14 @@ def build(out_dir: Path, train: Sequence[Formula], args: argparse.Namespace, pro
             write_split(tmp, "test", images, texts)
             counts.update(query_images=len(images), candidates=len(texts))
             manifest["leak_check"] = check_no_query_images(tmp, protocol)
+            if args.candidate_renders:
+                candidates, failed = render_clean(protocol.queries, args.renderer, args.dpi, args.batch_size,
+                                                  progress, from_source=args.render_text == "source")
+                manifest["candidate_render_failures"] = failed  # (these keep their text vector only)
+                first = args.renders + 1  # augmentation copies no training or validation image used
+                counts["candidate_images"] = write_rendered_split(
+                    tmp, CANDIDATE_SPLIT, candidates, range(first, first + args.candidate_renders), config,
+                    args.seed, args.workers, progress)
             manifest["protocol"] = {"name": protocol.name, "seed": protocol.seed, **protocol.notes,
                                     "train_fids": [f.fid for f in protocol.train],
                                     "query_fids": [f.fid for f in protocol.queries],
@@ -190,6 +205,10 @@ def make_parser() -> argparse.ArgumentParser:
             command.add_argument("--real-train", type=int, default=0, metavar="N",
                                  help="also train on the real images of up to N IM2LaTeX formulas that are not "
                                       "queries (default 0: renders only)")
+            command.add_argument("--candidate-renders", type=int, default=0, metavar="N",
+                                 help=f"also write the {CANDIDATE_SPLIT!r} split: N renders of every candidate "
+                                      "formula, not trained on, for ranking against images of the candidates "
+                                      "(eval-retrieval --examples candidates; default 0: none)")
         if name == "open":
             command.add_argument("--no-crohme", dest="crohme", action="store_false",
                                  help="train on the IM2LaTeX half only, without the CROHME captions")
@@ -228,8 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, name) < 1:
             print(f"build {args.command}: error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
-    if min(getattr(args, "limit", 0), getattr(args, "real_train", 0), args.valid_size) < 0:
-        print(f"build {args.command}: error: --limit, --real-train and --valid-size cannot be negative",
+    if min(getattr(args, "limit", 0), getattr(args, "real_train", 0), getattr(args, "candidate_renders", 0),
+           args.valid_size) < 0:
+        print(f"build {args.command}: error: --limit, --real-train, --candidate-renders and --valid-size cannot be "
+              "negative",
               file=sys.stderr)
         return 2
     try:
