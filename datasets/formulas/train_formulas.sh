@@ -14,16 +14,16 @@
 # below. Training sees renders only: the builder's query-leak check (always on) refuses a training
 # split that holds a real query image, or for `open` a query formula. Results: RESULTS.md here.
 #
-# Budget: the first stage of each protocol was written for a 2-core machine shared with other work
-# (one thread, one loader worker, ~40 min bank + ~25 min open). The bank then trains on: a second
-# stage of BANK_MORE_STEPS steps, resumed from the first, in bf16 on both cores (~100 min on a CPU
-# with AVX512-BF16; BF16=0 runs it in fp32, about twice as long). An interrupted stage resumes from its
-# checkpoints/epoch_latest.pt (saved every 50 or 300 steps); that file also exports as it is.
+# Budget: each protocol trains in one stage, in bf16 autocast on two threads (~85 samples/s on a
+# 2-core AMD EPYC with AVX512-BF16: ~80 min for the bank, ~35 for open; BF16=0 runs fp32, about twice
+# as long).
+# Render + build-lmdb take ~7 min for the bank on one core. An interrupted run resumes from its
+# checkpoints/epoch_latest.pt (saved every 300 steps); that file also exports as it is.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 PYTHON=${PYTHON:-python3}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 WORK=${WORK:-/tmp/formula_work}
 PROTOCOLS=${PROTOCOLS:-bank open}
 MODEL=formula160                    # 160 px, 180-token context, images trimmed to their ink + 4 px
@@ -31,19 +31,20 @@ MODEL=formula160                    # 160 px, 180-token context, images trimmed 
 DATA_SEED=0                         # protocol split, bank sample, render augmentation
 TRAIN_SEED=123                      # model init, data order
 BANK_RENDERS=10                     # augmented renders per bank formula (4,000 formulas)
-OPEN_RENDERS=3                      # per training formula (first half + CROHME, ~14,000 formulas)
-BANK_STEPS=${BANK_STEPS:-650}       # optimiser steps of batch 128
-BANK_MORE_STEPS=${BANK_MORE_STEPS:-4200}  # second bank stage (0: none)
-BF16=${BF16:-1}                     # second stage in bf16 autocast (needs a CPU with bf16 support to be fast)
-OPEN_STEPS=${OPEN_STEPS:-400}
+OPEN_RENDERS=3                      # per training formula (first half + CROHME, ~10,000 formulas)
+BANK_STEPS=${BANK_STEPS:-3600}      # optimiser steps of batch 128
+OPEN_STEPS=${OPEN_STEPS:-1500}
+CANDIDATE_RENDERS=5                 # open: renders of every candidate (query) formula, never trained on, to rank
+                                    # the real images against images of the candidates as well as their text
+BF16=${BF16:-1}                     # bf16 autocast (needs a CPU with bf16 support to be fast)
 REAL_TRAIN=${REAL_TRAIN:-0}         # also train on the real images of up to N non-query formulas (build --real-train;
                                     # a separate WORK: an existing dataset is reused as it is)
 EXAMPLES=3                          # real bank images shown through `clip-match query`
-EXAMPLE_TEXT_WEIGHT=0               # bank candidates as the mean of their renders only: chosen on the
-                                    # validation renders (RESULTS.md), never on the real test images
+EXAMPLE_TEXT_WEIGHT=0               # candidates as the mean of their renders only: chosen on the bank's
+                                    # validation renders (RESULTS.md), never on real test images; kept for open
 clip_match() { "${PYTHON}" -m clip_match.cli "$@"; }
 # From scratch: symmetric InfoNCE with label-aware negatives (the trainer's default), AdamW lr 1e-3,
-# wd 0.1, short warm-up then cosine. No trainer augmentation: the builder's renders (typeset from each
+# wd 0.1, 100 warm-up steps then cosine. No trainer augmentation: the builder's renders (typeset from each
 # formula's source LaTeX) already vary scale, ink, blur, noise, JPEG and rotation, and a random crop
 # would cut symbols off; their margins are trimmed away by the model's preprocessing.
 train() {  # DATA NAME FLAGS...
@@ -51,42 +52,39 @@ train() {  # DATA NAME FLAGS...
   "${PYTHON}" -m clip_match.train --device=cpu --model="${MODEL}" \
     --train-data="${data}/lmdb/train" --val-data="${data}/lmdb/valid" --logs="${WORK}/runs" --name="${name}" \
     --batch-size=128 --valid-batch-size=256 --lr=1e-3 --wd=0.1 --augment=none --num-workers=1 \
-    --valid-num-workers=0 --save-step-frequency=50 --keep-step-checkpoints=2 "$@"
+    --valid-num-workers=0 --save-step-frequency=300 --keep-step-checkpoints=2 --warmup=100 \
+    --precision="${train_precision}" --log-interval=50 "$@"
 }
+train_precision=fp32; (( BF16 )) && train_precision=bf16
 
 bash datasets/formulas/install_tex.sh
 
 for protocol in ${PROTOCOLS}; do
   data=${WORK}/${protocol}
-  renders=${BANK_RENDERS}; steps=${BANK_STEPS}
-  [[ ${protocol} == open ]] && renders=${OPEN_RENDERS} && steps=${OPEN_STEPS}
+  renders=${BANK_RENDERS}; steps=${BANK_STEPS}; candidate_renders=0; examples=train  # (a bank's training renders)
+  [[ ${protocol} == open ]] && renders=${OPEN_RENDERS} && steps=${OPEN_STEPS} && candidate_renders=${CANDIDATE_RENDERS} \
+    && examples=candidates
   if [[ ! -d ${data}/lmdb ]]; then
     "${PYTHON}" -m datasets.formulas.build "${protocol}" "${data}" --seed "${DATA_SEED}" --renders "${renders}" \
-      --valid-size 500 --workers 1 --real-train "${REAL_TRAIN}" --overwrite
+      --valid-size 500 --workers 2 --real-train "${REAL_TRAIN}" \
+      --candidate-renders "${candidate_renders}" --overwrite
     clip_match build-lmdb "${data}" --splits train,valid --overwrite
   fi
 
-  train "${data}" "${protocol}" --seed="${TRAIN_SEED}" --warmup=60 --max-steps="${steps}" --log-interval=10
+  train "${data}" "${protocol}" --seed="${TRAIN_SEED}" --max-steps="${steps}"
   checkpoint=${WORK}/runs/${protocol}/checkpoints/slim.pt
-  if [[ ${protocol} == bank ]] && (( BANK_MORE_STEPS > 0 )); then
-    precision=fp32; (( BF16 )) && precision=bf16
-    OMP_NUM_THREADS=2 train "${data}" bank_more --resume="${checkpoint}" --seed=$((TRAIN_SEED + 1)) --warmup=100 \
-      --max-steps="${BANK_MORE_STEPS}" --precision="${precision}" --log-interval=50 --save-step-frequency=300
-    checkpoint=${WORK}/runs/bank_more/checkpoints/slim.pt
-  fi
 
   bundle=${WORK}/${protocol}_bundle
   clip_match export "${checkpoint}" --arch "${MODEL}" --precision fp32,int8 \
     --out "${bundle}" --overwrite
   for precision in fp32 int8; do
-    echo "== ${protocol} protocol, ${precision}: clip-match eval-retrieval ${bundle} ${data} --precision ${precision} --threads 1"
-    clip_match eval-retrieval "${bundle}" "${data}" --precision "${precision}" --threads 1
-    # The bank's candidates also have renders: rank the real images against those (EXAMPLE_TEXT_WEIGHT).
-    if [[ ${protocol} == bank ]]; then
-      echo "== bank protocol, ${precision}, candidates = their training renders: ... --examples train --text-weight ${EXAMPLE_TEXT_WEIGHT}"
-      clip_match eval-retrieval "${bundle}" "${data}" --precision "${precision}" --threads 1 \
-        --examples train --text-weight "${EXAMPLE_TEXT_WEIGHT}"
-    fi
+    echo "== ${protocol} protocol, ${precision}: clip-match eval-retrieval ${bundle} ${data} --precision ${precision}"
+    clip_match eval-retrieval "${bundle}" "${data}" --precision "${precision}" --threads "${OMP_NUM_THREADS}"
+    # Rank the real images against images of each candidate too: the bank's training renders, or for
+    # `open` the candidates' own renders (never trained on).
+    echo "== ${protocol} protocol, ${precision}, candidates = mean of their renders in split ${examples}: ... --examples ${examples} --text-weight ${EXAMPLE_TEXT_WEIGHT}"
+    clip_match eval-retrieval "${bundle}" "${data}" --precision "${precision}" --threads "${OMP_NUM_THREADS}" \
+      --examples "${examples}" --text-weight "${EXAMPLE_TEXT_WEIGHT}"
   done
 done
 
