@@ -12,8 +12,8 @@ IM2LaTeX formulas that are not queries. With ``--candidate-renders N`` they also
 ``candidates`` split: N fresh renders of every candidate formula, never trained on, made as a user
 would render their own formula list when indexing it, so that query images can be ranked against
 images of each candidate (``eval-retrieval --examples candidates``), not only against its text.
-``formulas.json`` records the settings, counts and every formula that failed to render. The output directory appears only when complete, after the
-query-leak check passed.
+``formulas.json`` records the settings, counts and every formula that failed to render. The
+output directory appears only when complete, after the query-leak check passed.
 """
 from __future__ import annotations
 
@@ -108,9 +108,10 @@ def build(out_dir: Path, train: Sequence[Formula], args: argparse.Namespace, pro
         raise ClipMatchError("no training formulas (raise --limit or keep CROHME)")
     config = replace(AugmentConfig(), jpeg_probability=args.jpeg_probability)
     progress = not args.no_progress
+    from_source = args.render_text == "source"
     with atomic_dir(out_dir, overwrite=args.overwrite) as tmp:
         rendered, failures = render_clean(train, args.renderer, args.dpi, args.batch_size, progress,
-                                          from_source=args.render_text == "source")
+                                          from_source=from_source)
         if not rendered:
             raise ClipMatchError(f"none of the {len(train)} formulas rendered; first error: {failures[0]['error']}")
         counts = {"formulas": len(train), "rendered": len(rendered), "render_failures": len(failures)}
@@ -138,7 +139,7 @@ def build(out_dir: Path, train: Sequence[Formula], args: argparse.Namespace, pro
             manifest["leak_check"] = check_no_query_images(tmp, protocol)
             if args.candidate_renders:
                 candidates, failed = render_clean(protocol.queries, args.renderer, args.dpi, args.batch_size,
-                                                  progress, from_source=args.render_text == "source")
+                                                  progress, from_source=from_source)
                 manifest["candidate_render_failures"] = failed  # (these keep their text vector only)
                 first = args.renders + 1  # augmentation copies no training or validation image used
                 counts["candidate_images"] = write_rendered_split(
