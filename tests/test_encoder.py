@@ -221,7 +221,36 @@ def test_a_trimming_model_sees_one_formula_on_any_canvas(tiny_checkpoint, encode
     same, different = trimming.encode_images(canvases), encoder.encode_images(canvases)
     np.testing.assert_array_equal(same[0], same[1])  # one input, whatever the canvas
     assert not np.array_equal(different[0], different[1])
-    manifest["trim_margin"] = "4"
-    (bundle / "clip_match.json").write_text(json.dumps(manifest), encoding="utf-8")
-    with pytest.raises(ClipMatchError, match="field 'trim_margin' must be null or a whole number >= 0, got '4'"):
-        Encoder.load(bundle, device="cpu").encode_images(canvases)
+    for field, value, message in (("trim_margin", "4", "trim_margin must be null or a whole number >= 0, got '4'"),
+                                  ("fold_wide", 1, "fold_wide must be true or false, and true only with a trim_margin")):
+        (bundle / "clip_match.json").write_text(json.dumps({**manifest, field: value}), encoding="utf-8")
+        with pytest.raises(ClipMatchError, match=f"clip_match.json: {message}"):
+            Encoder.load(bundle, device="cpu")
+
+
+def test_a_folding_model_sees_a_wide_formula_folded_into_strips(tiny_checkpoint, encoder, tmp_path):
+    from dataclasses import replace
+
+    import torch
+
+    from clip_match.export import export_bundle
+    from clip_match.model import load_config
+    from clip_match.runtime.preprocess import Framing
+
+    with pytest.raises(ClipMatchError, match="fold_wide must be true or false, and true only with a trim_margin"):
+        replace(load_config("tiny"), fold_wide=True)
+    folding_config = replace(load_config("tiny"), trim_margin=2, fold_wide=True)
+    checkpoint = torch.load(tiny_checkpoint, weights_only=True)
+    checkpoint["model_config"] = folding_config.to_dict()
+    torch.save(checkpoint, tmp_path / "folding.pt")
+    with pytest.raises(ClipMatchError, match="trained with fold_wide True, but model tiny has False"):
+        export_bundle(tmp_path / "folding.pt", replace(folding_config, fold_wide=False), tmp_path / "refused")
+    bundle = export_bundle(tmp_path / "folding.pt", folding_config, tmp_path / "fold", precisions=("fp32",))
+    assert json.loads((bundle / "clip_match.json").read_text(encoding="utf-8"))["fold_wide"] is True
+    wide = Image.new("RGB", (400, 40), "white")
+    for left in range(10, 380, 24):
+        wide.paste((0, 0, 0), (left, 12, left + 12, 28))
+    folded = Framing(2, fold=True)(wide)
+    assert folded.height > folded.width / 2  # the formula's strips, stacked
+    np.testing.assert_allclose(Encoder.load(bundle, device="cpu").encode_images([wide]),
+                               encoder.encode_images([folded]), atol=1e-6)

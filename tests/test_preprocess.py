@@ -11,7 +11,8 @@ from PIL import Image
 
 from clip_match.data.images import decode_image, open_image
 from clip_match.errors import ClipMatchError
-from clip_match.runtime.preprocess import CONTENT_CONTRAST, MEAN, STD, preprocess, trim_to_content
+from clip_match.runtime.preprocess import (CONTENT_CONTRAST, MAX_FOLDS, MEAN, STD, Framing, fold_wide, preprocess,
+                                          trim_to_content)
 
 NUM_IMAGES = 200
 RESOLUTIONS = (224, 96, 33)
@@ -174,9 +175,26 @@ def test_trim_to_content_crops_to_what_differs_from_the_border_plus_a_margin():
 
 def test_preprocess_trims_before_the_resize_in_every_path():
     images = [_formula_on((200, 60), (30, 10)), _formula_on((120, 90), (60, 40))]
-    trimmed = preprocess(images, 32, trim_margin=2)
+    trimmed = preprocess(images, 32, framing=Framing(2))
     np.testing.assert_array_equal(trimmed[0], trimmed[1])  # one formula, two canvases: one input
     np.testing.assert_array_equal(trimmed[0], preprocess(trim_to_content(images[0], 2), 32)[0])
     assert not np.array_equal(*preprocess(images, 32))  # cn_clip's plain resize sees two canvases
     with ThreadPoolExecutor(2) as pool:
-        np.testing.assert_array_equal(preprocess(images, 32, pool=pool, trim_margin=2), trimmed)
+        np.testing.assert_array_equal(preprocess(images, 32, pool=pool, framing=Framing(2)), trimmed)
+    folded = preprocess(images, 32, framing=Framing(2, fold=True))
+    np.testing.assert_array_equal(folded[0], preprocess(fold_wide(trim_to_content(images[0], 2)), 32)[0])
+
+
+def test_fold_wide_stacks_overlapping_strips_of_every_column_into_a_near_square():
+    gradient = np.tile(np.arange(240, dtype=np.uint8), (20, 1))  # 240x20: each column its own grey
+    wide = Image.fromarray(np.pad(gradient, 4, constant_values=255)).convert("RGB")  # 248x28 on white paper
+    folded = np.asarray(fold_wide(wide))
+    strips = [folded[top:top + 28] for top in range(0, folded.shape[0], 28 + 28 // 4)]
+    assert len(strips) == 3 and 0.7 < folded.shape[1] / folded.shape[0] < 1.4
+    assert (folded[28:28 + 7] == 255).all()  # the gaps between strips are the border colour
+    seen = np.concatenate([strip[14, :, 0] for strip in strips])
+    assert set(range(240)) <= set(seen.tolist())  # no column lost; neighbours overlap by half the height
+    assert (strips[0][:, -14:] == strips[1][:, :14]).all()
+    square = Image.new("L", (60, 50))
+    assert fold_wide(square) is square  # near-square content is left alone
+    assert len(range(0, np.asarray(fold_wide(Image.new("L", (4000, 10)))).shape[0], 12)) == MAX_FOLDS

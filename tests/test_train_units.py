@@ -159,14 +159,14 @@ def test_safe_augmentation_keeps_colours_and_sides_and_is_seeded_per_sample():
     assert make_augment("none", 32) is None
 
 
-def test_training_and_validation_images_are_trimmed_as_the_runtime_trims_them(tmp_path):
+def test_training_and_validation_images_are_framed_as_the_runtime_frames_them(tmp_path):
     import io
 
     from PIL import Image
 
     from clip_match.data.formats import write_split
     from clip_match.data.lmdb_build import build_lmdb
-    from clip_match.runtime.preprocess import preprocess
+    from clip_match.runtime.preprocess import Framing, preprocess
     from clip_match.train.data import ImageDataset, PairDataset
 
     images = []
@@ -179,9 +179,10 @@ def test_training_and_validation_images_are_trimmed_as_the_runtime_trims_them(tm
     write_split(tmp_path, "train", images, [(0, "x", [0]), (1, "y", [1])])
     build_lmdb(tmp_path, splits=("train",), workers=1)
     split = tmp_path / "lmdb" / "train"
-    pairs, plain = PairDataset(split, 32, 8, trim_margin=2), PairDataset(split, 32, 8)
+    framing = Framing(2, fold=True)
+    pairs, plain = PairDataset(split, 32, 8, framing=framing), PairDataset(split, 32, 8)
     assert torch.equal(pairs[0][0], pairs[1][0]) and not torch.equal(plain[0][0], plain[1][0])
-    validation = ImageDataset(split, [0, 1], 32, trim_margin=2)
+    validation = ImageDataset(split, [0, 1], 32, framing=framing)
     assert torch.equal(validation[0], pairs[0][0]) and torch.equal(validation[1], pairs[0][0])
-    runtime = preprocess([Image.open(io.BytesIO(images[0][1]))], 32, trim_margin=2)[0]
+    runtime = preprocess([Image.open(io.BytesIO(images[0][1]))], 32, framing=framing)[0]
     assert torch.equal(pairs[0][0], torch.from_numpy(runtime))

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ..data.images import open_image
 from ..data.labels import IMAGE_SUFFIXES
 from ..errors import ClipMatchError
-from ..runtime.preprocess import MEAN, STD, preprocess
+from ..runtime.preprocess import MEAN, STD, Framing, preprocess
 
 MAX_CALIBRATION = 200  # images used to fit the ranges
 MAX_HELD_OUT = 50  # images kept for verification
@@ -46,7 +46,7 @@ class CalibrationImages:
 
 
 def load_calibration_images(directory: str | os.PathLike, resolution: int,
-                            mean=MEAN, std=STD, trim_margin: int | None = None) -> CalibrationImages:
+                            mean=MEAN, std=STD, framing: Framing | None = None) -> CalibrationImages:
     """Up to 250 readable images from ``directory`` (recursively), sampled with a fixed seed:
     one fifth held out (at most 50), the rest (at most 200) for calibration.
 
@@ -71,7 +71,7 @@ def load_calibration_images(directory: str | os.PathLike, resolution: int,
                 skipped += 1
                 first_error = first_error or str(error)
                 continue
-            pixels.append(preprocess([image], resolution, mean, std, trim_margin=trim_margin)[0])
+            pixels.append(preprocess([image], resolution, mean, std, framing=framing)[0])
             progress.update()
     if skipped:
         print(f"note: skipped {skipped} unreadable file(s) in {directory} (first: {first_error})", file=sys.stderr)

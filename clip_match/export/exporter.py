@@ -110,6 +110,7 @@ def export_bundle(checkpoint_path: str | os.PathLike, config: ModelConfig | str,
             "image_resolution": config.image_resolution,
             "context_length": config.context_length,
             "trim_margin": config.trim_margin,
+            "fold_wide": config.fold_wide,
             "mean": list(MEAN),
             "std": list(STD),
             "opset": OPSET,
@@ -138,7 +139,7 @@ def _calibration(directory: str | os.PathLike | None, precisions: tuple[str, ...
         return None
     if "int8" not in precisions:
         raise ClipMatchError(f"calibration images ({directory}) are only used for int8; add int8 to the precisions")
-    return load_calibration_images(directory, config.image_resolution, trim_margin=config.trim_margin)
+    return load_calibration_images(directory, config.image_resolution, framing=config.framing)
 
 
 def _quantization(calibration: CalibrationImages | None) -> dict:

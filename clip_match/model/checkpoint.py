@@ -47,14 +47,16 @@ def load_checkpoint(path: str | os.PathLike, config: ModelConfig) -> torch.nn.Mo
     """An fp32 model of ``config`` with the checkpoint's weights, in eval mode (call ``.train()`` to fine-tune).
 
     Refuses checkpoints of another architecture with the first missing, unexpected and
-    mismatched keys and their shapes, and slim checkpoints trained with another ``trim_margin``
-    (the weights fit, but the model would see its images cropped differently than in training).
+    mismatched keys and their shapes, and slim checkpoints trained with another ``trim_margin`` or
+    ``fold_wide`` (the weights fit, but the model would see its images cropped differently than in training).
     """
     checkpoint = _read(Path(path))
     recorded = checkpoint.get("model_config") if isinstance(checkpoint, dict) else None
-    if isinstance(recorded, dict) and recorded.get("trim_margin") != config.trim_margin:
-        raise ClipMatchError(f"{path}: trained with trim_margin {recorded.get('trim_margin')}, but model {config.name} "
-                             f"has {config.trim_margin}; use the config it was trained with (its 'model_config')")
+    if isinstance(recorded, dict):
+        for name, default in (("trim_margin", None), ("fold_wide", False)):
+            if recorded.get(name, default) != getattr(config, name):
+                raise ClipMatchError(f"{path}: trained with {name} {recorded.get(name, default)}, but model {config.name} "
+                                     f"has {getattr(config, name)}; use the config it was trained with (its 'model_config')")
     model = create_model(config)
     load_weights(model, checkpoint_weights(checkpoint, path), f"{path} (model {config.name})")
     return model.eval()

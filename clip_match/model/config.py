@@ -2,9 +2,10 @@
 
 A `ModelConfig` is exactly the keyword arguments of cn_clip's ``CLIP`` class plus two input
 choices that are part of the model here, so that export, training and the runtime agree on them:
-the text context length (a training/tokenising choice in cn_clip) and ``trim_margin`` (crop
-images to their content before the resize; None, the default, is cn_clip's plain resize). This
-module does not import torch.
+the text context length (a training/tokenising choice in cn_clip) and the image framing:
+``trim_margin`` (crop images to their content before the resize; None, the default, is cn_clip's
+plain resize) and ``fold_wide`` (then stack a wide crop's strips into a near-square). This module
+does not import torch.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ClipMatchError
-from ..runtime.preprocess import check_trim_margin
+from ..runtime.preprocess import Framing, checked_framing
 
 SHIPPED_DIR = Path(__file__).parent / "configs"
 
@@ -54,6 +55,7 @@ class ModelConfig:
     vision_head_width: int = 64
     context_length: int = 52
     trim_margin: int | None = None
+    fold_wide: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.vision_layers, list):
@@ -63,12 +65,17 @@ class ModelConfig:
                 f"model config {self.name}: context_length {self.context_length} must be between 2 and "
                 f"text_max_position_embeddings ({self.text_max_position_embeddings})"
             )
-        check_trim_margin(self.trim_margin, f"model config {self.name}: trim_margin")
+        checked_framing(self.trim_margin, self.fold_wide, f"model config {self.name}")
         if self.is_resnet and self.image_resolution % 32:
             raise ClipMatchError(
                 f"model config {self.name}: image_resolution {self.image_resolution} must be a multiple of 32 "
                 "(the ResNet attention pool works on resolution / 32)"
             )
+
+    @property
+    def framing(self) -> Framing | None:
+        """The steps before the resize (None: cn_clip's plain resize)."""
+        return checked_framing(self.trim_margin, self.fold_wide, f"model config {self.name}")
 
     @property
     def is_resnet(self) -> bool:
@@ -77,18 +84,20 @@ class ModelConfig:
     def clip_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``cn_clip.clip.model.CLIP``."""
         kwargs = self.to_dict()
-        for name in ("name", "context_length", "trim_margin"):
+        for name in ("name", "context_length", "trim_margin", "fold_wide"):
             kwargs.pop(name, None)
         return kwargs
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form; ``trim_margin`` only when set, so the configs (and fingerprints) of models
-        that do not trim stay what they were before the option existed."""
+        """The JSON form; ``trim_margin`` and ``fold_wide`` only when set, so the configs (and
+        fingerprints) of models that do not use them stay what they were before the options existed."""
         data = dataclasses.asdict(self)
         if self.is_resnet:
             data["vision_layers"] = list(self.vision_layers)
         if self.trim_margin is None:
             del data["trim_margin"]
+        if not self.fold_wide:
+            del data["fold_wide"]
         return data
 
     def with_context_length(self, context_length: int) -> ModelConfig:

@@ -2,7 +2,8 @@
 
 Layout (written by `clip_match.export`)::
 
-    clip_match.json          manifest: architecture, resolution, context length, trim margin, mean/std,
+    clip_match.json          manifest: architecture, resolution, context length, framing (trim margin,
+                             fold), mean/std,
                              embedding dim, precisions -> file names, sha256 of every file,
                              fingerprint, parity measured at export, how each int8
                              tower was quantised (static with calibration counts, or dynamic)
@@ -23,7 +24,7 @@ from typing import Any
 
 from ..errors import ClipMatchError
 from ..jsonio import read_manifest
-from .preprocess import check_trim_margin
+from .preprocess import Framing, checked_framing
 
 MANIFEST_NAME = "clip_match.json"
 FORMAT = "clip_match.bundle"
@@ -94,7 +95,7 @@ class Bundle:
             if not isinstance(towers, dict) or any(towers.get(tower) not in manifest["files"] for tower in TOWERS):
                 raise ClipMatchError(f"{path / MANIFEST_NAME}: precision {precision!r} must name an image and a text "
                                      "file listed under 'files'")
-        check_trim_margin(manifest.get("trim_margin"), f"{path / MANIFEST_NAME}: field 'trim_margin'")
+        bundle.framing  # checked here, so a bad field fails the load, not the first image
         bundle.checked_file(bundle.manifest.get("vocab", VOCAB_NAME))
         return bundle
 
@@ -115,9 +116,10 @@ class Bundle:
         return int(self.manifest["image_resolution"])
 
     @property
-    def trim_margin(self) -> int | None:
-        """Crop images to their content plus this many pixels before the resize (None: do not)."""
-        return self.manifest.get("trim_margin")
+    def framing(self) -> Framing | None:
+        """What happens to every image before the resize (None: the plain resize)."""
+        return checked_framing(self.manifest.get("trim_margin"), self.manifest.get("fold_wide", False),
+                               str(self.path / MANIFEST_NAME))
 
     @property
     def vocab_path(self) -> Path:

@@ -52,7 +52,7 @@ class Encoder:
         self.fingerprint = bundle.fingerprint
         self.context_length = bundle.context_length
         self.resolution = bundle.resolution
-        self.trim_margin = bundle.trim_margin
+        self.framing = bundle.framing
         self.device = "cuda" if _CUDA in image_session.get_providers() else "cpu"
         self._image_session = image_session
         self._text_session = text_session
@@ -129,7 +129,7 @@ class Encoder:
             pictures = [open_image(item, None if isinstance(item, (str, os.PathLike)) else f"images[{start + i}]")
                         for i, item in enumerate(chunk)]
             batch = preprocess(pictures, self.resolution, self._mean, self._std, self._resizers(),
-                               self.trim_margin)
+                               self.framing)
             features[start:start + len(chunk)] = self._image_session.run(None, {IMAGE_INPUT: batch})[0]
         return _l2_normalise(features)
 

@@ -15,13 +15,16 @@ cn_clip ignores EXIF, so for a JPEG with a rotation tag clip_match sees the upri
 where cn_clip's own loader sees it sideways; for every decoded image the output here equals
 cn_clip's transform of that image (max abs difference <= 1e-5, tested).
 
-A model may ask for one step before the resize (``trim_margin`` in its config and bundle): crop
-each image to its content (`trim_to_content`). cn_clip has no such step; no shipped CN-CLIP
-architecture uses it.
+A model may ask for steps before the resize (its `Framing`, from ``trim_margin`` and ``fold_wide``
+in its config and bundle): crop each image to its content (`trim_to_content`), then cut a wide
+result into strips stacked into a near-square (`fold_wide`). cn_clip has no such steps; no shipped
+CN-CLIP architecture uses them.
 """
 from __future__ import annotations
 
+import math
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -34,6 +37,23 @@ STD = (0.26862954, 0.26130258, 0.27577711)
 # Grey levels between a pixel and the border colour that make it content for `trim_to_content`:
 # above scan noise and JPEG ringing, below anti-aliased ink.
 CONTENT_CONTRAST = 60
+# `fold_wide`: at most this many strips; neighbouring strips share half the content's height (about
+# one symbol, so a symbol cut at one strip's edge is whole in the next) and are a quarter of it apart.
+MAX_FOLDS = 8
+
+
+@dataclass(frozen=True)
+class Framing:
+    """What a model of things drawn on plain paper (formulas) does to an image before the square
+    resize: crop it to its ink plus ``trim_margin`` pixels, then, with ``fold``, stack a wide
+    result's strips into a near-square, so the resize keeps its detail instead of squeezing it."""
+
+    trim_margin: int
+    fold: bool = False
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        image = trim_to_content(image, self.trim_margin)
+        return fold_wide(image) if self.fold else image
 
 
 def preprocess(
@@ -42,11 +62,10 @@ def preprocess(
     mean: Sequence[float] = MEAN,
     std: Sequence[float] = STD,
     pool: Executor | None = None,
-    trim_margin: int | None = None,
+    framing: Framing | None = None,
 ) -> np.ndarray:
     """Resize, convert and normalise PIL images into a float32 batch of shape (n, 3, r, r);
-    ``pool`` resizes the images in parallel; ``trim_margin`` first crops each to its content
-    (`trim_to_content`)."""
+    ``pool`` resizes the images in parallel; ``framing`` first crops (and folds) each."""
     if isinstance(images, Image.Image):
         images = [images]
     if not isinstance(resolution, (int, np.integer)) or resolution < 1:
@@ -60,8 +79,8 @@ def preprocess(
             raise ClipMatchError(f"images[{index}]: expected a PIL image, got {type(image).__name__}")
 
     def resized(image: Image.Image) -> np.ndarray:
-        if trim_margin is not None:
-            image = trim_to_content(image, trim_margin)
+        if framing is not None:
+            image = framing(image)
         return np.asarray(image.resize((resolution, resolution), Image.Resampling.BICUBIC).convert("RGB"))
 
     pixels = pool.map(resized, images) if pool is not None and len(images) > 1 else map(resized, images)
@@ -74,11 +93,16 @@ def preprocess(
     return batch
 
 
-def check_trim_margin(value: object, where: str) -> int | None:
-    """``value`` if it is a valid ``trim_margin`` (None, or whole pixels >= 0), else an error naming ``where``."""
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-        raise ClipMatchError(f"{where} must be null or a whole number >= 0, got {value!r}")
-    return value
+def checked_framing(trim_margin: object, fold_wide: object, where: str) -> Framing | None:
+    """The framing a config or bundle manifest (named by ``where``) asks for, or an error naming the
+    field: ``trim_margin`` None or whole pixels >= 0, ``fold_wide`` a bool, true only with a trim_margin
+    (it folds the content, not the canvas)."""
+    if trim_margin is not None and (not isinstance(trim_margin, int) or isinstance(trim_margin, bool) or trim_margin < 0):
+        raise ClipMatchError(f"{where}: trim_margin must be null or a whole number >= 0, got {trim_margin!r}")
+    if not isinstance(fold_wide, bool) or (fold_wide and trim_margin is None):
+        raise ClipMatchError(f"{where}: fold_wide must be true or false, and true only with a trim_margin; "
+                             f"got {fold_wide!r}")
+    return None if trim_margin is None else Framing(trim_margin, fold_wide)
 
 
 def trim_to_content(image: Image.Image, margin: int) -> Image.Image:
@@ -96,6 +120,38 @@ def trim_to_content(image: Image.Image, margin: int) -> Image.Image:
         return image
     return image.crop((max(0, int(cols[0]) - margin), max(0, int(rows[0]) - margin),
                        min(image.width, int(cols[-1]) + 1 + margin), min(image.height, int(rows[-1]) + 1 + margin)))
+
+
+def fold_wide(image: Image.Image) -> Image.Image:
+    """A wide ``image`` cut into overlapping strips stacked top to bottom on its border colour, with
+    as many strips (up to `MAX_FOLDS`) as bring it closest to square; unchanged if one strip does.
+
+    A formula is often 5-15 times wider than high: squeezed into a square it loses most of its
+    width's detail while its height is stretched for nothing. Folded, every symbol keeps its pixels.
+    """
+    width, height = image.size
+    overlap, gap = height // 2, height // 4
+
+    def strip_width(strips: int) -> int:
+        return math.ceil((width - overlap) / strips) + overlap if strips > 1 else width
+
+    def squareness(strips: int) -> float:
+        return abs(math.log(strip_width(strips) / (strips * height + (strips - 1) * gap)))
+
+    strips = min(range(1, MAX_FOLDS + 1), key=squareness)
+    if strips == 1:
+        return image
+    rgb = np.asarray(image.convert("RGB"))
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    paper = tuple(int(c) for c in np.median(border, axis=0))
+    folded = Image.new("RGB", (strip_width(strips), strips * height + (strips - 1) * gap), paper)
+    step = (width - overlap) / strips
+    source = Image.fromarray(rgb)
+    for index in range(strips):
+        left = round(index * step)
+        folded.paste(source.crop((left, 0, min(width, left + strip_width(strips)), height)),
+                     (0, index * (height + gap)))
+    return folded
 
 
 def _channel_constants(values: Sequence[float], name: str) -> np.ndarray:

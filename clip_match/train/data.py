@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ..data import LMDBReader
 from ..errors import ClipMatchError
-from ..runtime.preprocess import preprocess, trim_to_content
+from ..runtime.preprocess import Framing, preprocess
 from ..text.tokenizer import normalize_text, tokenize
 from .augment import make_augment
 
@@ -90,10 +90,10 @@ class PairDataset(Dataset):
     """(image, tokens, image_id, text_id, text_key) per LMDB pair; ``epoch`` seeds the augmentation."""
 
     def __init__(self, split_dir: str | Path, resolution: int, context_length: int,
-                 augment: str = "none", seed: int = 0, trim_margin: int | None = None):
+                 augment: str = "none", seed: int = 0, framing: Framing | None = None):
         self.reader = open_split(split_dir, "training")
         self.resolution = resolution
-        self.trim_margin = trim_margin
+        self.framing = framing
         self.context_length = context_length
         self.augment = make_augment(augment, resolution)
         self.seed = seed
@@ -105,8 +105,8 @@ class PairDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, int, int]:
         pair = self.reader[index]
         image = self.reader.image(pair.image_id)
-        if self.trim_margin is not None:  # before the augmentation, which crops and resizes
-            image = trim_to_content(image, self.trim_margin)
+        if self.framing is not None:  # before the augmentation, which crops and resizes
+            image = self.framing(image)
         if self.augment is not None:
             image = self.augment(image, random.Random(f"{self.seed}:{self.epoch}:{index}"))
         pixels = torch.from_numpy(preprocess([image], self.resolution)[0])
@@ -173,15 +173,15 @@ class ValidationSet:
 class ImageDataset(Dataset):
     """Preprocessed images of an LMDB split by image id (validation encoding)."""
 
-    def __init__(self, split_dir: str | Path, image_ids: list[int], resolution: int, trim_margin: int | None = None):
+    def __init__(self, split_dir: str | Path, image_ids: list[int], resolution: int, framing: Framing | None = None):
         self.reader = LMDBReader(split_dir)
         self.image_ids = image_ids
         self.resolution = resolution
-        self.trim_margin = trim_margin
+        self.framing = framing
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         image = self.reader.image(self.image_ids[index])
-        return torch.from_numpy(preprocess([image], self.resolution, trim_margin=self.trim_margin)[0])
+        return torch.from_numpy(preprocess([image], self.resolution, framing=self.framing)[0])

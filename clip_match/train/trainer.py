@@ -99,7 +99,7 @@ class Trainer:
 
         self.train_set = PairDataset(config.train_data, self.model_config.image_resolution,
                                      self.model_config.context_length, config.augment, config.seed,
-                                     self.model_config.trim_margin)
+                                     self.model_config.framing)
         self.known_pairs = KnownPairs.read(self.train_set.reader) if config.label_aware else None
         self.val_set = ValidationSet.read(config.val_data) if config.val_data else None
         pairs_per_step = self.global_batch * config.accum_freq
@@ -431,7 +431,7 @@ class Trainer:
 
     def _encode_images(self, rows: list[int]) -> torch.Tensor:
         dataset = Subset(ImageDataset(self.val_set.split_dir, self.val_set.image_ids,
-                                      self.model_config.image_resolution, self.model_config.trim_margin), rows)
+                                      self.model_config.image_resolution, self.model_config.framing), rows)
         loader = DataLoader(dataset, batch_size=self.config.valid_batch_size,
                             num_workers=self.config.valid_num_workers, generator=torch.Generator())
         parts = []
