@@ -130,6 +130,8 @@ def fold_wide(image: Image.Image) -> Image.Image:
     width's detail while its height is stretched for nothing. Folded, every symbol keeps its pixels.
     """
     width, height = image.size
+    if width <= height or height == 0:  # nothing to fold (and no zero-height strips to divide by)
+        return image
     overlap, gap = height // 2, height // 4
 
     def strip_width(strips: int) -> int:
