@@ -14,8 +14,8 @@
 # below. Training sees renders only: the builder's query-leak check (always on) refuses a training
 # split that holds a real query image, or for `open` a query formula. Results: RESULTS.md here.
 #
-# Budget: each protocol trains in one stage, in bf16 autocast on two threads (~85 samples/s on a
-# 2-core AMD EPYC with AVX512-BF16: ~80 min for the bank, ~35 for open; BF16=0 runs fp32, about twice
+# Budget: each protocol trains in one stage, in bf16 autocast on two threads (~90 samples/s on a
+# 2-core AMD EPYC with AVX512-BF16: ~85 min for the bank, ~35 for open; BF16=0 runs fp32, about twice
 # as long).
 # Render + build-lmdb take ~7 min for the bank on one core. An interrupted run resumes from its
 # checkpoints/epoch_latest.pt (saved every 300 steps); that file also exports as it is.
@@ -26,8 +26,8 @@ PYTHON=${PYTHON:-python3}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 WORK=${WORK:-/tmp/formula_work}
 PROTOCOLS=${PROTOCOLS:-bank open}
-MODEL=formula160                    # 160 px, 180-token context, images trimmed to their ink + 4 px
-                                    # (clip_match/model/configs/formula160.json)
+MODEL=formula160                    # 160 px, 180-token context, images trimmed to their ink + 4 px and
+                                    # wide ones folded into strips (clip_match/model/configs/formula160.json)
 DATA_SEED=0                         # protocol split, bank sample, render augmentation
 TRAIN_SEED=123                      # model init, data order
 BANK_RENDERS=10                     # augmented renders per bank formula (4,000 formulas)
