@@ -197,4 +197,4 @@ def test_fold_wide_stacks_overlapping_strips_of_every_column_into_a_near_square(
     assert (strips[0][:, -14:] == strips[1][:, :14]).all()
     for left_alone in (Image.new("L", (60, 50)), Image.new("L", (20, 60)), Image.new("L", (30, 0))):
         assert fold_wide(left_alone) is left_alone  # near-square, tall and empty images are not folded
-    assert len(range(0, np.asarray(fold_wide(Image.new("L", (4000, 10)))).shape[0], 12)) == MAX_FOLDS
+    assert fold_wide(Image.new("L", (4000, 10))).height == MAX_FOLDS * 10 + (MAX_FOLDS - 1) * 2  # strips capped
