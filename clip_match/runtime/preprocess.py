@@ -143,12 +143,12 @@ def fold_wide(image: Image.Image) -> Image.Image:
     strips = min(range(1, MAX_FOLDS + 1), key=squareness)
     if strips == 1:
         return image
-    rgb = np.asarray(image.convert("RGB"))
+    source = image.convert("RGB")
+    rgb = np.asarray(source)
     border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
     paper = tuple(int(c) for c in np.median(border, axis=0))
     folded = Image.new("RGB", (strip_width(strips), strips * height + (strips - 1) * gap), paper)
     step = (width - overlap) / strips
-    source = Image.fromarray(rgb)
     for index in range(strips):
         left = round(index * step)
         folded.paste(source.crop((left, 0, min(width, left + strip_width(strips)), height)),
