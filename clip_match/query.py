@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+from PIL import Image
 
 from .data.images import ImageInput, open_image
 from .data.labels import IMAGE_SUFFIXES
 from .errors import ClipMatchError
 from .index.candidates import candidate_key
 from .index.label_index import Hit, LabelIndex, Ranking, softmax_probabilities
-from .runtime.encoder import Encoder, positive_batch_size
+from .runtime.encoder import Encoder, is_single_image, positive_batch_size
 
 
 class Matcher:
@@ -35,35 +36,45 @@ class Matcher:
 
     def rank(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5, batch_size: int = 16) -> list[Ranking]:
         """Top ``top_k`` candidates for each image; an unreadable image raises `ClipMatchError`."""
-        return self._require_index().search(self.encoder.encode_images(images, batch_size=batch_size), top_k)
+        index = self._require_index()
+        items = [images] if is_single_image(images) else list(images)
+        pictures = [open_image(item, None if isinstance(item, (str, os.PathLike)) else f"images[{i}]")
+                    for i, item in enumerate(items)]
+        vectors = self.encoder.encode_images(pictures, batch_size=batch_size)
+        return index.search(index.query_vectors(vectors, pictures), top_k)
 
     def iter_rank(self, images: Iterable[str | os.PathLike], top_k: int = 5,
                   batch_size: int = 16) -> Iterator[tuple[str, Ranking | ClipMatchError]]:
         """Stream ``(name, ranking)`` per image; an unreadable image yields its error instead and the
         others are still answered."""
         index = self._require_index()
-        for name, vector in self.iter_encode(images, batch_size):
+        for name, vector in self._stream(images, batch_size, index):
             yield name, vector if isinstance(vector, ClipMatchError) else index.search(vector[None], top_k)[0]
 
     def iter_encode(self, images: Iterable[str | os.PathLike],
                     batch_size: int = 16) -> Iterator[tuple[str, np.ndarray | ClipMatchError]]:
         """Stream ``(name, unit vector)`` per image, decoding and encoding batch by batch (memory stays
         bounded for any number of images); an unreadable image yields its error instead."""
+        return self._stream(images, batch_size, None)
+
+    def _stream(self, images: Iterable[str | os.PathLike], batch_size: int,
+                index: LabelIndex | None) -> Iterator[tuple[str, np.ndarray | ClipMatchError]]:
+        """`iter_encode`, with each vector made into ``index``'s query vector when given."""
         positive_batch_size(batch_size)
-        batch: list[tuple[str, object]] = []
+        batch: list[tuple[str, Image.Image]] = []
         for image in images:
             name = str(image)
             try:
                 batch.append((name, open_image(image, name)))
             except ClipMatchError as error:
-                yield from self._encode(batch)
+                yield from self._encode(batch, index)
                 batch = []
                 yield name, error
                 continue
             if len(batch) == batch_size:
-                yield from self._encode(batch)
+                yield from self._encode(batch, index)
                 batch = []
-        yield from self._encode(batch)
+        yield from self._encode(batch, index)
 
     def text_vector(self, text: str, latex: bool | None = None) -> np.ndarray:
         """Unit embedding of ``text``, normalised as LaTeX when ``latex`` (default: the index's mode)."""
@@ -87,9 +98,13 @@ class Matcher:
             raise ClipMatchError("no candidate index given; build one with `clip-match index build`")
         return self.index
 
-    def _encode(self, batch: list[tuple[str, object]]) -> Iterator[tuple[str, np.ndarray]]:
+    def _encode(self, batch: list[tuple[str, Image.Image]],
+                index: LabelIndex | None) -> Iterator[tuple[str, np.ndarray]]:
         if batch:
-            vectors = self.encoder.encode_images([image for _, image in batch], batch_size=len(batch))
+            pictures = [image for _, image in batch]
+            vectors = self.encoder.encode_images(pictures, batch_size=len(batch))
+            if index is not None:
+                vectors = index.query_vectors(vectors, pictures)
             yield from zip([name for name, _ in batch], vectors)
 
 

@@ -1,6 +1,7 @@
 """Shared pytest setup. Fixtures that several test modules use live here."""
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
@@ -31,6 +32,26 @@ def tiny_bundle(tiny_checkpoint, tmp_path_factory):
 
     return export_bundle(tiny_checkpoint, "tiny", tmp_path_factory.mktemp("tiny_bundle") / "bundle",
                          precisions=("fp32", "int8"))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_bundle):
+    """`tiny_bundle` opened in fp32 on one CPU thread."""
+    from clip_match.runtime.encoder import Encoder
+
+    return Encoder.load(tiny_bundle, device="cpu", precision="fp32", threads=1)
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def png():
+    """``png(image) -> PNG file bytes``."""
+    return _png
 
 
 def _synthetic_images(count: int, seed: int) -> list[Image.Image]:

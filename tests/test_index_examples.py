@@ -1,7 +1,6 @@
 """Candidates with example images: prototypes from a TSV/JSONL split, mixing, the index and its CLI."""
 from __future__ import annotations
 
-import io
 import json
 import warnings
 
@@ -11,26 +10,14 @@ import pytest
 from clip_match import cli
 from clip_match.data.formats import imgs_path, write_split
 from clip_match.errors import ClipMatchError
-from clip_match.index.examples import example_prototypes, fuse
+from clip_match.index.examples import fuse, read_examples
 from clip_match.index.label_index import LabelIndex
-from clip_match.runtime.encoder import Encoder
 
 TEXTS = ["猫", "狗", "雨伞"]
 
 
-def png(image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
-def encoder(tiny_bundle):
-    return Encoder.load(tiny_bundle, device="cpu", precision="fp32", threads=1)
-
-
-@pytest.fixture(scope="module")
-def example_dir(tmp_path_factory, synthetic_images):
+def example_dir(tmp_path_factory, synthetic_images, png):
     """A train split: 猫 has images 0 and 1, 狗 image 2, 雨伞 none; image 3 belongs to no text."""
     directory = tmp_path_factory.mktemp("examples")
     images = [(i, png(image)) for i, image in enumerate(synthetic_images(4, seed=21))]
@@ -42,14 +29,14 @@ def unit(vector: np.ndarray) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def test_prototypes_are_normalised_means_of_each_texts_images(encoder, example_dir, synthetic_images):
-    prototypes = example_prototypes(encoder, example_dir, "train", batch_size=1, progress=False)
-    images = encoder.encode_images(synthetic_images(4, seed=21))
+def test_prototypes_are_normalised_means_of_each_texts_images(tiny_encoder, example_dir, synthetic_images):
+    prototypes = read_examples(tiny_encoder, example_dir, "train", batch_size=1, progress=False).prototypes
+    images = tiny_encoder.encode_images(synthetic_images(4, seed=21))
     assert sorted(prototypes) == ["狗", "猫"]
     np.testing.assert_allclose(prototypes["猫"], unit(images[0] + images[1]), atol=1e-5)
     np.testing.assert_allclose(prototypes["狗"], images[2], atol=1e-5)
-    keyed = example_prototypes(encoder, example_dir, "train", key=lambda text: f"<{text}>", progress=False)
-    assert sorted(keyed) == ["<狗>", "<猫>"]
+    keyed = read_examples(tiny_encoder, example_dir, "train", key=lambda text: f"<{text}>", progress=False)
+    assert sorted(keyed.prototypes) == ["<狗>", "<猫>"] and keyed.layouts is None
 
 
 def test_fuse_mixes_by_text_weight() -> None:
@@ -63,30 +50,30 @@ def test_fuse_mixes_by_text_weight() -> None:
             fuse(text, [None] * 3, bad)
 
 
-def test_bad_example_splits_name_the_file_or_line(encoder, example_dir, tmp_path) -> None:
+def test_bad_example_splits_name_the_file_or_line(tiny_encoder, example_dir, tmp_path) -> None:
     with pytest.raises(ClipMatchError, match=r"valid_imgs.tsv: no such file"):
-        example_prototypes(encoder, example_dir, "valid", progress=False)
+        read_examples(tiny_encoder, example_dir, "valid", progress=False)
     write_split(tmp_path, "train", [(5, b"not an image")], [(1, "猫", [5])])
     with pytest.raises(ClipMatchError, match=r"train_imgs.tsv:1: not an image"):
-        example_prototypes(encoder, tmp_path, "train", progress=False)
+        read_examples(tiny_encoder, tmp_path, "train", progress=False)
     write_split(tmp_path, "other", [(5, b"x")], [(1, "猫", [6])])
     with pytest.raises(ClipMatchError, match="none of its images is paired with a text"):
-        example_prototypes(encoder, tmp_path, "other", progress=False)
+        read_examples(tiny_encoder, tmp_path, "other", progress=False)
 
 
-def test_index_with_examples_ranks_an_example_image_first_and_keeps_its_weight(encoder, example_dir,
+def test_index_with_examples_ranks_an_example_image_first_and_keeps_its_weight(tiny_encoder, example_dir,
                                                                                synthetic_images, tmp_path):
-    prototypes = example_prototypes(encoder, example_dir, "train", progress=False)
+    examples = read_examples(tiny_encoder, example_dir, "train", progress=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        index = LabelIndex.build(encoder, TEXTS, examples=prototypes, text_weight=0.0, progress=False)
+        index = LabelIndex.build(tiny_encoder, TEXTS, examples=examples, text_weight=0.0, progress=False)
     assert any("1 of 3 candidate(s) have no example images" in str(w.message) for w in caught)
-    dog = encoder.encode_images(synthetic_images(4, seed=21)[2])
+    dog = tiny_encoder.encode_images(synthetic_images(4, seed=21)[2])
     assert index.search(dog, top_k=1)[0].hits[0].text == "狗"
     assert index.search(dog, top_k=3)[0].hits[0].score == pytest.approx(1.0, abs=1e-5)
 
     index.save(tmp_path / "index")
-    loaded = LabelIndex.load(tmp_path / "index", fingerprint=encoder.fingerprint)
+    loaded = LabelIndex.load(tmp_path / "index", fingerprint=tiny_encoder.fingerprint)
     assert loaded.text_weight == 0.0
     manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
     manifest["text_weight"] = 2
@@ -94,7 +81,7 @@ def test_index_with_examples_ranks_an_example_image_first_and_keeps_its_weight(e
     with pytest.raises(ClipMatchError, match=r"manifest.json: text weight must be between 0"):
         LabelIndex.load(tmp_path / "index")
 
-    plain = LabelIndex.build(encoder, TEXTS, progress=False)
+    plain = LabelIndex.build(tiny_encoder, TEXTS, progress=False)
     assert plain.text_weight == 1.0
     assert plain.search(dog, top_k=3)[0].hits[0].score < 0.999  # text vectors only: no exact match
 
@@ -114,7 +101,7 @@ def test_index_build_cli_with_examples(tiny_bundle, example_dir, tmp_path, capsy
     assert not (tmp_path / "j").exists() and not (tmp_path / "k").exists()
 
 
-def test_eval_retrieval_with_examples(tiny_bundle, synthetic_images, tmp_path, capsys):
+def test_eval_retrieval_with_examples(tiny_bundle, synthetic_images, png, tmp_path, capsys):
     images = [png(image) for image in synthetic_images(3, seed=22)]
     write_split(tmp_path, "test", enumerate(images), [(7, "x ^ { 2 }", [0]), (8, "y", [1]), (9, "z", [2])])
     write_split(tmp_path, "train", [(10 + i, data) for i, data in enumerate(images)],

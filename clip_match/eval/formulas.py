@@ -33,7 +33,9 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from ..data.formats import decode_b64, imgs_path, read_jsonl, read_tsv, texts_path
 from ..errors import ClipMatchError, where
-from ..index.examples import check_text_weight, example_prototypes, fuse
+from ..data.images import decode_image
+from ..index.examples import check_text_weight, fuse, read_examples
+from ..index.layout import check_layout_weight, layout_codes, with_layout
 from ..text.latex import normalize_latex
 from ..text.tokenizer import tokenize
 from .retrieval import retrieval_metrics
@@ -258,17 +260,21 @@ def check_no_query_images(data_dir: str | Path, protocol: Protocol) -> dict[str,
 
 
 def evaluate_split(encoder: Encoder, data_dir: str | Path, split: str = QUERY_SPLIT, batch_size: int = 32,
-                   examples: str | None = None, text_weight: float = 1.0) -> dict:
+                   examples: str | None = None, text_weight: float = 1.0, layout_weight: float = 0.0) -> dict:
     """Retrieval metrics of ``encoder`` on one written split (by default the real-image query split).
 
     ``i2t_r1/5/10`` and ``i2t_mean_recall`` are the protocols' numbers (query image -> formula
     among all candidates); ``t2i_*`` rank the images for each formula. Also counts the queries,
     candidates and candidates longer than the model's text context (they are truncated).
     ``examples``: another split of ``data_dir`` whose images of a candidate text are mixed into its
-    vector by ``text_weight`` (`clip_match.index.examples`), e.g. the bank's training renders.
+    vector by ``text_weight`` (`clip_match.index.examples`), e.g. the bank's training renders;
+    ``layout_weight`` blends their layout codes with the query images' in (`clip_match.index.layout`),
+    as an index built with that weight scores.
     """
     if examples == split:
         raise ClipMatchError(f"the example images must come from another split than the queries ({split!r})")
+    if check_layout_weight(layout_weight) and examples is None:
+        raise ClipMatchError("a layout weight needs example images: the candidates' layout codes come from them")
     tsv, jsonl = imgs_path(data_dir, split), texts_path(data_dir, split)
     for path in (tsv, jsonl):
         if not path.exists():
@@ -282,20 +288,23 @@ def evaluate_split(encoder: Encoder, data_dir: str | Path, split: str = QUERY_SP
             if image_id not in row_of:
                 raise ClipMatchError(f"{where(jsonl, text.line)}: image_id {image_id} is not in {tsv}")
             pairs.append((row_of[image_id], text_row))
-    image_features = encoder.encode_images([decode_b64(line.b64, where(tsv, line.line)) for line in images],
-                                           batch_size=batch_size)
+    pictures = [decode_image(decode_b64(line.b64, where(tsv, line.line)), where(tsv, line.line)) for line in images]
+    image_features = encoder.encode_images(pictures, batch_size=batch_size)
     text_features = encoder.encode_texts([text.text for text in texts])
     with_examples = 0
     if examples is not None:
         check_text_weight(text_weight)
-        prototypes = example_prototypes(encoder, data_dir, examples, batch_size=batch_size)
-        chosen = [prototypes.get(text.text) for text in texts]
+        found = read_examples(encoder, data_dir, examples, batch_size=batch_size, layouts=layout_weight > 0)
+        chosen = [found.prototypes.get(text.text) for text in texts]
         with_examples = sum(prototype is not None for prototype in chosen)
         text_features = fuse(text_features, chosen, text_weight)
+        if layout_weight:
+            text_features = with_layout(text_features, [found.layouts.get(text.text) for text in texts], layout_weight)
+            image_features = with_layout(image_features, list(layout_codes(pictures)), layout_weight)
     metrics = retrieval_metrics(image_features, text_features, pairs)
     lengths = (tokenize([text.text for text in texts], context_length=512) != 0).sum(axis=1)
     return {"split": split, "queries": len(images), "candidates": len(texts),
             "context_length": encoder.context_length,
             "candidates_truncated": int((lengths > encoder.context_length).sum()),
-            "examples": examples, "text_weight": text_weight if examples else 1.0,
+            "examples": examples, "text_weight": text_weight if examples else 1.0, "layout_weight": layout_weight,
             "candidates_with_examples": with_examples, **metrics}

@@ -4,7 +4,8 @@
 
 Prints image->text R@1/5/10 and mean recall (the open/bank protocols' numbers: each real
 query image against all candidate formulas) and the text->image direction. ``--examples train``
-ranks against each candidate's text mixed with its training images (a bank's renders).
+ranks against each candidate's text mixed with its training images (a bank's renders);
+``--layout-weight`` also blends in where their ink is (clip_match.index.layout).
 """
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="mix each candidate's images in this split (e.g. train: the bank's renders) into its vector")
     parser.add_argument("--text-weight", type=float, default=0.5,
                         help="with --examples: share of the text in each candidate's vector (default 0.5)")
+    parser.add_argument("--layout-weight", type=float, default=0.0,
+                        help="with --examples: share of the layout match (clip_match.index.layout) in every score "
+                             "(default 0: model only)")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
 
 
@@ -38,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from ..runtime.encoder import Encoder
 
     encoder = Encoder.load(args.bundle, device=args.device, precision=args.precision, threads=args.threads)
-    metrics = evaluate_split(encoder, args.data_dir, args.split, args.batch_size, args.examples, args.text_weight)
+    metrics = evaluate_split(encoder, args.data_dir, args.split, args.batch_size, args.examples, args.text_weight,
+                             args.layout_weight)
     metrics.update(bundle=str(args.bundle), precision=encoder.precision)
     if args.json:
         print(json.dumps(metrics))
@@ -46,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.data_dir} [{metrics['split']}]: {metrics['queries']} query images, {metrics['candidates']} "
           f"candidate formulas ({metrics['candidates_truncated']} longer than context {metrics['context_length']})")
     if args.examples:
-        print(f"  candidates mixed with their {args.examples!r} images (text weight {args.text_weight:g}): "
+        print(f"  candidates mixed with their {args.examples!r} images (text weight {args.text_weight:g}"
+              f"{f', layout weight {args.layout_weight:g}' if args.layout_weight else ''}): "
               f"{metrics['candidates_with_examples']} of {metrics['candidates']}")
     for direction, label in (("i2t", "image->formula"), ("t2i", "formula->image")):
         print(f"  {label}: " + "  ".join(f"R@{k} {metrics[f'{direction}_r{k}']:.2f}" for k in (1, 5, 10))

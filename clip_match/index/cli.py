@@ -4,9 +4,11 @@ from __future__ import annotations
 import argparse
 import warnings
 
+from ..errors import ClipMatchError
 from ..runtime.encoder import Encoder
 from .candidates import candidate_key
-from .examples import check_text_weight, example_prototypes
+from .examples import Examples, check_text_weight, read_examples
+from .layout import check_layout_weight
 from .label_index import LabelIndex
 
 
@@ -22,6 +24,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--text-weight", type=float, default=0.5,
                        help="with --examples: share of the text in each candidate's vector (0: examples only, "
                             "1: text only; default 0.5)")
+    build.add_argument("--layout-weight", type=float, default=0.0,
+                       help="with --examples: share of the layout match (where the ink is; for typeset formulas and "
+                            "other drawings on plain paper) in every score (0: model only, the default)")
     add = actions.add_parser("add", help="add new candidates to an existing index directory")
     add.add_argument("--index", required=True, help="index directory to extend (rewritten atomically)")
     add.add_argument("--candidates", required=True, help="text file (one per line) or .jsonl with id, text")
@@ -40,18 +45,22 @@ def run(args: argparse.Namespace) -> int:
     encoder = Encoder.load(args.bundle, args.device, args.precision)
     if args.action == "build":
         check_text_weight(args.text_weight)
-        examples = _examples(encoder, args, args.latex)
+        if check_layout_weight(args.layout_weight) and not args.examples:
+            raise ClipMatchError("--layout-weight needs --examples: the layout codes come from the example images")
+        examples = _examples(encoder, args, args.latex, layouts=args.layout_weight > 0)
         index = LabelIndex.build(encoder, args.candidates, latex=args.latex, factory=args.factory,
                                  search_parameters=args.search_params, batch_size=args.batch_size,
-                                 examples=examples, text_weight=args.text_weight if examples else 1.0)
+                                 examples=examples, text_weight=args.text_weight if examples else 1.0,
+                                 layout_weight=args.layout_weight)
         index.save(args.out, overwrite=args.overwrite)
         print(f"{args.out}: {len(index)} candidates, dim {index.dim}, FAISS {index.factory}"
               f"{' (' + index.search_parameters + ')' if index.search_parameters else ''}"
-              f"{f', text weight {index.text_weight:g}' if examples else ''}")
+              f"{f', text weight {index.text_weight:g}' if examples else ''}"
+              f"{f', layout weight {index.layout_weight:g}' if index.layout_weight else ''}")
     else:
         index = LabelIndex.load(args.index, fingerprint=encoder.fingerprint)
         added = index.add(encoder, args.candidates, batch_size=args.batch_size,
-                          examples=_examples(encoder, args, index.latex))
+                          examples=_examples(encoder, args, index.latex, layouts=index.layout_weight > 0))
         index.save(args.index, overwrite=True)
         print(f"{args.index}: added {added}, now {len(index)} candidates")
     return 0
@@ -62,9 +71,9 @@ def one_line_warnings(command: str) -> None:
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"clip-match {command}: warning: {message}\n"
 
 
-def _examples(encoder: Encoder, args: argparse.Namespace, latex: bool) -> dict | None:
-    """Prototypes from ``--examples``, keyed like the candidates (None without the option)."""
+def _examples(encoder: Encoder, args: argparse.Namespace, latex: bool, layouts: bool) -> Examples | None:
+    """The ``--examples``, keyed like the candidates (None without the option)."""
     if not args.examples:
         return None
-    return example_prototypes(encoder, args.examples, args.examples_split,
-                              key=lambda text: candidate_key(text, latex))
+    return read_examples(encoder, args.examples, args.examples_split, key=lambda text: candidate_key(text, latex),
+                         layouts=layouts)

@@ -7,11 +7,13 @@ examples gets ``normalise(w * text vector + (1 - w) * prototype)``, where the pr
 normalised mean image vector of its examples and ``w`` the text weight (1: text only, 0: examples
 only). Matching an image to images of the same thing is easier for a small model than matching it
 to a text: see datasets/formulas/RESULTS.md for the formula bank, where the weight was chosen on
-validation renders.
+validation renders. The same pass can also average the examples' layout codes
+(`clip_match.index.layout`), for indexes that blend them in.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -21,6 +23,7 @@ from tqdm import tqdm
 from ..data.formats import decode_b64, imgs_path, read_jsonl, read_tsv, texts_path
 from ..data.images import decode_image
 from ..errors import ClipMatchError, where
+from .layout import LAYOUT_DIM, layout_codes
 
 
 class ImageEncoder(Protocol):
@@ -35,10 +38,19 @@ def check_text_weight(text_weight: float) -> float:
     return float(text_weight)
 
 
-def example_prototypes(encoder: ImageEncoder, data_dir: str | os.PathLike, split: str,
-                       key: Callable[[str], str] = lambda text: text, batch_size: int = 64,
-                       progress: bool = True) -> dict[str, np.ndarray]:
-    """The prototype (normalised mean image vector) of each text of a split, under ``key(text)``.
+@dataclass(frozen=True)
+class Examples:
+    """Per candidate key: the prototype (normalised mean image vector of its examples) and, when
+    read with ``layouts=True``, the normalised mean layout code of the same images."""
+
+    prototypes: dict[str, np.ndarray]
+    layouts: dict[str, np.ndarray] | None = None
+
+
+def read_examples(encoder: ImageEncoder, data_dir: str | os.PathLike, split: str,
+                  key: Callable[[str], str] = lambda text: text, batch_size: int = 64,
+                  progress: bool = True, layouts: bool = False) -> Examples:
+    """The examples of each text of a split, under ``key(text)``.
 
     Images are streamed in batches, so a split of any size fits in memory; an image paired with
     several texts counts for each of them.
@@ -55,7 +67,10 @@ def example_prototypes(encoder: ImageEncoder, data_dir: str | os.PathLike, split
     batch: list[tuple[int, Image.Image]] = []
 
     def flush() -> None:
-        vectors = encoder.encode_images([image for _, image in batch], batch_size=len(batch))
+        images = [image for _, image in batch]
+        vectors = encoder.encode_images(images, batch_size=len(batch))
+        if layouts:  # (one array, so that the sums below add both parts at once)
+            vectors = np.concatenate([vectors, layout_codes(images)], axis=1)
         for (image_id, _), vector in zip(batch, vectors):
             for name in keys_of_image[image_id]:
                 sums[name] = sums.get(name, 0.0) + vector
@@ -72,7 +87,14 @@ def example_prototypes(encoder: ImageEncoder, data_dir: str | os.PathLike, split
         flush()
     if not sums:
         raise ClipMatchError(f"{tsv}: none of its images is paired with a text in {jsonl}")
-    return {name: total / max(float(np.linalg.norm(total)), 1e-12) for name, total in sums.items()}
+    if not layouts:
+        return Examples({name: _unit(total) for name, total in sums.items()})
+    return Examples({name: _unit(total[:-LAYOUT_DIM]) for name, total in sums.items()},
+                    {name: _unit(total[-LAYOUT_DIM:]) for name, total in sums.items()})
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
 def fuse(text_vectors: np.ndarray, prototypes: Sequence[np.ndarray | None], text_weight: float) -> np.ndarray:
@@ -83,5 +105,5 @@ def fuse(text_vectors: np.ndarray, prototypes: Sequence[np.ndarray | None], text
     for row, prototype in enumerate(prototypes):
         if prototype is not None:
             mixed = text_weight * fused[row] + (1.0 - text_weight) * prototype
-            fused[row] = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
+            fused[row] = _unit(mixed)
     return fused

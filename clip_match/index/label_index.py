@@ -2,15 +2,17 @@
 
 Vectors are L2-normalised, so inner product is cosine. A candidate with example images (see
 `clip_match.index.examples`) is stored as its text vector mixed with its examples' prototype, by the
-index's ``text_weight`` (1, the default: text only). Probabilities are a softmax over
-100 x cosine (CLIP's logit scale), computed over every candidate when the index is exact and
+index's ``text_weight`` (1, the default: text only). An index with a ``layout_weight`` above 0 also
+blends in the layout codes of the examples and of each query image (`clip_match.index.layout`): its
+vectors are longer than the model's, and queries go through `query_vectors`. Probabilities are a
+softmax over 100 x cosine (CLIP's logit scale), computed over every candidate when the index is exact and
 holds at most ``EXACT_LIMIT`` candidates (scope "all"), else over the top ``SOFTMAX_POOL``
 retrieved ones (scope "top"); each `Ranking` says which.
 
 A saved index is a directory::
 
     manifest.json      format, bundle fingerprint, dim, normalisation, factory, search
-                       parameters, text weight, count, sha256 of the two files below
+                       parameters, text and layout weights, count, sha256 of the two files below
     index.faiss        the FAISS index (row i = line i of candidates.jsonl)
     candidates.jsonl   {"id", "text", "key", "metadata"} per candidate; key = what was embedded
 
@@ -23,10 +25,11 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 import faiss
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from ..errors import ClipMatchError
@@ -34,7 +37,8 @@ from ..fsutil import atomic_dir
 from ..jsonio import read_manifest
 from ..runtime.bundle import sha256_file
 from .candidates import Candidate, candidate_key, check_unique_ids, read_candidates
-from .examples import check_text_weight, fuse
+from .examples import Examples, check_text_weight, fuse
+from .layout import LAYOUT_DIM, LAYOUT_SHAPE, check_layout_weight, layout_codes, with_layout
 from .faiss_index import (EXACT_LIMIT, choose_factory, is_exact, l2_normalised, new_index,
                           set_search_parameters, to_search_device, train_if_needed)
 
@@ -87,7 +91,7 @@ class LabelIndex:
     """Candidates of one model bundle in a FAISS inner-product index."""
 
     def __init__(self, index: faiss.Index, entries: list[_Entry], fingerprint: str, latex: bool,
-                 factory: str, search_parameters: str, text_weight: float = 1.0):
+                 factory: str, search_parameters: str, text_weight: float = 1.0, layout_weight: float = 0.0):
         self._index = index
         self._entries = entries
         self._keys = {entry.key for entry in entries}
@@ -97,6 +101,7 @@ class LabelIndex:
         self.factory = factory
         self.search_parameters = search_parameters
         self.text_weight = check_text_weight(text_weight)
+        self.layout_weight = check_layout_weight(layout_weight)
         self._choose_factory_on_first_add = not factory
         self._search_index: faiss.Index | None = None
 
@@ -105,51 +110,60 @@ class LabelIndex:
     def build(cls, encoder: TextEncoder | str | os.PathLike | None,
               candidates: str | os.PathLike | Iterable[Candidate | str], latex: bool = False,
               factory: str | None = None, search_parameters: str | None = None, batch_size: int = 256,
-              progress: bool = True, examples: Mapping[str, np.ndarray] | None = None,
-              text_weight: float = 1.0) -> LabelIndex:
+              progress: bool = True, examples: Examples | None = None,
+              text_weight: float = 1.0, layout_weight: float = 0.0) -> LabelIndex:
         """Embed ``candidates`` (a candidate file, `Candidate`s or plain strings) with ``encoder``
-        (an `Encoder`, or a bundle directory; None: the packaged demo model); ``examples`` maps
-        candidate keys to prototypes (`example_prototypes`), mixed in by ``text_weight``."""
+        (an `Encoder`, or a bundle directory; None: the packaged demo model); ``examples``
+        (`read_examples`, with layouts when ``layout_weight`` > 0) are mixed in by ``text_weight``
+        and ``layout_weight``."""
         if not hasattr(encoder, "encode_texts"):
             from ..runtime.encoder import Encoder  # onnxruntime only when a bundle must be opened
 
             encoder = Encoder.load(encoder)
         index = cls.empty(encoder.fingerprint, encoder.embed_dim, latex, factory or "", search_parameters or "",
-                          text_weight)
+                          text_weight, layout_weight)
         if not index.add(encoder, candidates, batch_size=batch_size, progress=progress, examples=examples):
             raise ClipMatchError("no candidates to index")
         return index
 
     @classmethod
     def empty(cls, fingerprint: str, dim: int, latex: bool = False, factory: str = "",
-              search_parameters: str = "", text_weight: float = 1.0) -> LabelIndex:
-        """An index without candidates; with an empty ``factory`` the first `add` chooses one by size."""
+              search_parameters: str = "", text_weight: float = 1.0, layout_weight: float = 0.0) -> LabelIndex:
+        """An index without candidates for model vectors of ``dim``; with an empty ``factory`` the
+        first `add` chooses one by size."""
+        dim += LAYOUT_DIM if check_layout_weight(layout_weight) else 0
         placeholder = new_index(dim, factory) if factory else faiss.IndexFlatIP(dim)
-        return cls(placeholder, [], fingerprint, latex, factory, search_parameters, text_weight)
+        return cls(placeholder, [], fingerprint, latex, factory, search_parameters, text_weight, layout_weight)
 
     def add(self, encoder: TextEncoder, candidates: str | os.PathLike | Iterable[Candidate | str],
-            batch_size: int = 256, progress: bool = True, examples: Mapping[str, np.ndarray] | None = None) -> int:
+            batch_size: int = 256, progress: bool = True, examples: Examples | None = None) -> int:
         """Embed and add candidates whose normalised text is new; returns how many were added.
-        ``examples``: prototypes by candidate key, mixed in by the index's text weight."""
+        ``examples`` (`read_examples`) are mixed in by the index's text and layout weights."""
         self.check_bundle(encoder.fingerprint)
+        if self.layout_weight and (examples is None or examples.layouts is None):
+            raise ClipMatchError(f"this index blends in layout codes (layout weight {self.layout_weight:g}): "
+                                 "give the new candidates' example images with their layout codes (--examples)")
         entries = [entry for _, entry in self._new_entries(candidates)]
         long = encoder.count_truncated([entry.key for entry in entries])
         if long:
             warnings.warn(f"{long} candidate(s) exceed the context length of {encoder.context_length} tokens "
                           "and were truncated", stacklevel=2)
-        vectors = np.empty((len(entries), self.dim), dtype=np.float32)
+        vectors = np.empty((len(entries), encoder.embed_dim), dtype=np.float32)
         steps = range(0, len(entries), batch_size)
         quiet = not progress or len(steps) < 2
         for start in tqdm(steps, desc="embedding candidates", unit="batch", disable=True if quiet else None):
             batch = [entry.key for entry in entries[start:start + batch_size]]
             vectors[start:start + len(batch)] = encoder.encode_texts(batch, batch_size=batch_size)
         if examples is not None:
-            prototypes = [examples.get(entry.key) for entry in entries]
+            prototypes = [examples.prototypes.get(entry.key) for entry in entries]
             without = sum(prototype is None for prototype in prototypes)
             if without:
                 warnings.warn(f"{without} of {len(entries)} candidate(s) have no example images and are "
                               "ranked by their text alone", stacklevel=2)
             vectors = fuse(vectors, prototypes, self.text_weight)
+            if self.layout_weight:
+                vectors = with_layout(vectors, [examples.layouts.get(entry.key) for entry in entries],
+                                      self.layout_weight)
         self._add_entries(vectors, entries)
         return len(entries)
 
@@ -230,6 +244,13 @@ class LabelIndex:
     def exact(self) -> bool:
         return is_exact(self._index)
 
+    def query_vectors(self, vectors: np.ndarray, images: Sequence[Image.Image]) -> np.ndarray:
+        """What `search` takes for images whose model vectors are ``vectors``: those vectors, or with
+        a layout weight, each blended with the image's layout code."""
+        if not self.layout_weight:
+            return vectors
+        return with_layout(vectors, list(layout_codes(images)), self.layout_weight)
+
     def search(self, queries: np.ndarray, top_k: int = 5) -> list[Ranking]:
         """Top ``top_k`` candidates (clipped to the count) for each query vector, best first."""
         if not self._entries:
@@ -280,7 +301,8 @@ class LabelIndex:
                 "format": FORMAT, "format_version": FORMAT_VERSION, "bundle_fingerprint": self.fingerprint,
                 "dim": self.dim, "metric": "inner_product", "normalization": "latex" if self.latex else "text",
                 "factory": self.factory, "search_parameters": self.search_parameters,
-                "text_weight": self.text_weight, "count": len(self),
+                "text_weight": self.text_weight, "layout_weight": self.layout_weight,
+                "layout_shape": list(LAYOUT_SHAPE), "count": len(self),
                 "files": {name: sha256_file(tmp / name) for name in (INDEX_NAME, CANDIDATES_NAME)},
             }
             (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -306,16 +328,21 @@ class LabelIndex:
         except RuntimeError as error:
             raise ClipMatchError(f"{path / INDEX_NAME}: unreadable FAISS index: {str(error).splitlines()[0]}") from None
         text_weight = manifest.get("text_weight", 1.0)  # (absent in indexes written before example images)
+        layout_weight = manifest.get("layout_weight", 0.0)  # (and before layout codes)
         try:
             check_text_weight(text_weight)
+            check_layout_weight(layout_weight)
         except ClipMatchError as error:
             raise ClipMatchError(f"{path / MANIFEST_NAME}: {error}") from None
+        if layout_weight and manifest.get("layout_shape") != list(LAYOUT_SHAPE):
+            raise ClipMatchError(f"{path / MANIFEST_NAME}: layout codes of shape {manifest.get('layout_shape')}, this "
+                                 f"version makes {list(LAYOUT_SHAPE)}; rebuild the index")
         entries = _read_entries(path / CANDIDATES_NAME)
         if not (len(entries) == index.ntotal == manifest["count"]) or index.d != manifest["dim"]:
             raise ClipMatchError(f"{path}: index holds {index.ntotal} vectors of dim {index.d}, candidates.jsonl "
                                  f"{len(entries)}, manifest {manifest['count']} of dim {manifest['dim']}; rebuild it")
         return cls(index, entries, manifest["bundle_fingerprint"], manifest["normalization"] == "latex",
-                   manifest["factory"], manifest["search_parameters"], text_weight)
+                   manifest["factory"], manifest["search_parameters"], text_weight, layout_weight)
 
 
 def _as_candidates(items: Iterable[Candidate | str]) -> Iterable[Candidate]:

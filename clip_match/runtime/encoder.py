@@ -122,7 +122,7 @@ class Encoder:
 
         An unreadable image raises `ClipMatchError` naming it (its path, or ``images[i]``).
         """
-        items = [items] if _is_single_image(items) else list(items)
+        items = [items] if is_single_image(items) else list(items)
         features = np.empty((len(items), self.embed_dim), dtype=np.float32)
         for start in range(0, len(items), positive_batch_size(batch_size)):
             chunk = items[start:start + batch_size]
@@ -157,7 +157,7 @@ def _session(path: os.PathLike, options: ort.SessionOptions, providers: list[str
         raise ClipMatchError(f"{path}: onnxruntime cannot load this model: {str(error).splitlines()[0]}") from None
 
 
-def _is_single_image(items: object) -> bool:
+def is_single_image(items: object) -> bool:
     return isinstance(items, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray)) or hasattr(items, "getpixel")
 
 

@@ -1,0 +1,69 @@
+"""Layout codes: how a drawing on plain paper (a typeset formula) is laid out, without a model.
+
+A candidate with example images (renders of a formula) can also be matched by *where its ink
+is*: the image is trimmed to its ink, the ink (distance from the border colour, light on dark as
+well as dark on light, scaled to its 99.5th percentile so faint and bold prints agree) is averaged
+onto a fixed ``LAYOUT_SHAPE`` grid, centred and normalised. Two typesettings of one formula by the
+same engine give nearly the same code at any scale, padding, blur or JPEG quality. It is not meant
+for photos.
+
+An index with layout weight ``w`` scores ``(1 - w) * model cosine + w * layout cosine``: every
+vector (candidate and query) is ``[sqrt(1 - w) * model vector, sqrt(w) * layout code]``, so one
+inner product in FAISS is the blend and stays exact. A candidate's code is the normalised mean of
+its examples' codes; one without examples gets zeros (its layout part scores 0). The formula bank
+(datasets/formulas/RESULTS.md) chose ``w`` on a development bank's real images.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ClipMatchError
+from ..runtime.preprocess import trim_to_content
+
+LAYOUT_SHAPE = (16, 128)  # (rows, columns): a formula line is ~6x wider than high (median real image)
+LAYOUT_DIM = LAYOUT_SHAPE[0] * LAYOUT_SHAPE[1]
+INK_PERCENTILE = 99.5
+
+
+def check_layout_weight(layout_weight: float) -> float:
+    if (isinstance(layout_weight, bool) or not isinstance(layout_weight, (int, float))
+            or not 0.0 <= layout_weight <= 1.0):
+        raise ClipMatchError(f"layout weight must be between 0 (model only) and 1 (layout only), got {layout_weight!r}")
+    return float(layout_weight)
+
+
+def layout_code(image: Image.Image) -> np.ndarray:
+    """The unit layout code of ``image`` (zeros for a blank image)."""
+    gray = image.convert("L")
+    paper = _border_median(np.asarray(gray, dtype=np.float32))  # (before the trim: after it, ink touches the border)
+    ink = np.abs(np.asarray(trim_to_content(gray, 0), dtype=np.float32) - paper)
+    ink = np.clip(ink / max(float(np.percentile(ink, INK_PERCENTILE)), 1.0), 0.0, 1.0)
+    rows, columns = LAYOUT_SHAPE
+    grid = np.asarray(Image.fromarray(np.round(ink * 255).astype(np.uint8)).resize((columns, rows), Image.BOX),
+                      dtype=np.float32).ravel()
+    grid -= grid.mean()
+    norm = float(np.linalg.norm(grid))
+    return grid / norm if norm > 1e-6 else np.zeros(LAYOUT_DIM, np.float32)
+
+
+def _border_median(pixels: np.ndarray) -> float:
+    return float(np.median(np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])))
+
+
+def layout_codes(images: Sequence[Image.Image]) -> np.ndarray:
+    return np.stack([layout_code(image) for image in images]) if images else np.zeros((0, LAYOUT_DIM), np.float32)
+
+
+def with_layout(vectors: np.ndarray, codes: Sequence[np.ndarray | None], layout_weight: float) -> np.ndarray:
+    """Rows ``[sqrt(1 - w) * vectors[i], sqrt(w) * codes[i]]`` (zeros where ``codes[i]`` is None):
+    their inner products blend the two cosines by ``w``."""
+    layout_weight = check_layout_weight(layout_weight)
+    blended = np.zeros((len(vectors), np.shape(vectors)[1] + LAYOUT_DIM), np.float32)
+    blended[:, :np.shape(vectors)[1]] = np.sqrt(1.0 - layout_weight) * np.asarray(vectors, np.float32)
+    for row, code in enumerate(codes):
+        if code is not None:
+            blended[row, -LAYOUT_DIM:] = np.sqrt(layout_weight) * code
+    return blended

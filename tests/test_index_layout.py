@@ -1,0 +1,148 @@
+"""Layout codes (where the ink is) blended into an index: the codes, the blend, the index, query and CLIs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFilter
+
+from clip_match import cli
+from clip_match.data.formats import write_split
+from clip_match.errors import ClipMatchError
+from clip_match.index.examples import read_examples
+from clip_match.index.label_index import LabelIndex
+from clip_match.index.layout import LAYOUT_DIM, layout_code, with_layout
+from clip_match.query import Matcher
+
+# Three "formulas": ink boxes (x0, y0, x1, y1) on a 100 x 20 canvas, laid out differently.
+DRAWINGS = {
+    "a + b": [(0, 5, 20, 15), (30, 8, 40, 12), (50, 5, 100, 15)],
+    "\\frac { a } { b }": [(30, 0, 70, 8), (20, 9, 80, 11), (30, 12, 70, 20)],
+    "x ^ { 2 }": [(0, 6, 60, 20), (65, 0, 80, 7), (85, 8, 100, 20)],
+}
+
+
+def drawing(boxes, scale: float, pad: int, ink: int = 0, paper: int = 255, blur: float = 0.0) -> Image.Image:
+    """The boxes drawn at ``scale`` on a canvas with ``pad`` pixels of paper around them."""
+    image = Image.new("RGB", (round(100 * scale) + 2 * pad, round(20 * scale) + 2 * pad), (paper,) * 3)
+    draw = ImageDraw.Draw(image)
+    for x0, y0, x1, y1 in boxes:
+        draw.rectangle((pad + x0 * scale, pad + y0 * scale, pad + x1 * scale - 1, pad + y1 * scale - 1), fill=(ink,) * 3)
+    return image.filter(ImageFilter.GaussianBlur(blur)) if blur else image
+
+
+def write_renders(directory, png) -> None:
+    """A train split: two renders of each drawing (scale 2 and 3, different padding and ink)."""
+    images, texts = [], []
+    for number, (text, boxes) in enumerate(DRAWINGS.items()):
+        images += [(10 * number, png(drawing(boxes, 2.0, 6, ink=20))), (10 * number + 1, png(drawing(boxes, 3.0, 15)))]
+        texts.append((number, text, [10 * number, 10 * number + 1]))
+    write_split(directory, "train", images, texts)
+
+
+@pytest.fixture(scope="module")
+def renders(tmp_path_factory, png):
+    directory = tmp_path_factory.mktemp("layout_examples")
+    write_renders(directory, png)
+    return directory
+
+
+def queries() -> list[Image.Image]:
+    """Each drawing as a 'real' image: another scale, grey ink on tinted paper, blurred."""
+    return [drawing(boxes, 1.4, 3, ink=70, paper=235, blur=0.8) for boxes in DRAWINGS.values()]
+
+
+def test_layout_code_survives_scale_padding_ink_and_blur_but_not_another_layout():
+    codes = {text: layout_code(drawing(boxes, 2.0, 4)) for text, boxes in DRAWINGS.items()}
+    for code in codes.values():
+        assert code.shape == (LAYOUT_DIM,) and np.linalg.norm(code) == pytest.approx(1.0, abs=1e-5)
+    for query, text in zip(queries(), DRAWINGS):
+        similarities = {other: float(layout_code(query) @ code) for other, code in codes.items()}
+        assert similarities[text] > 0.9
+        assert max(value for other, value in similarities.items() if other != text) < similarities[text] - 0.3
+    assert not layout_code(Image.new("RGB", (50, 20), "white")).any()  # blank: zeros, no division by zero
+
+
+def test_with_layout_blends_the_two_cosines_by_weight():
+    model = np.eye(2, dtype=np.float32)
+    code = np.zeros(LAYOUT_DIM, np.float32)
+    code[0] = 1.0
+    for weight in (0.0, 0.3, 1.0):
+        blended = with_layout(model, [code, None], weight)
+        assert blended.shape == (2, 2 + LAYOUT_DIM)
+        assert blended[0] @ blended[0] == pytest.approx(1.0)  # (1 - w) * 1 + w * 1
+        assert blended[1] @ blended[1] == pytest.approx(1.0 - weight)  # no code: the layout part scores 0
+    with pytest.raises(ClipMatchError, match="layout weight must be between 0"):
+        with_layout(model, [None, None], 1.5)
+
+
+def test_read_examples_averages_the_layout_codes_of_each_texts_images(tiny_encoder, renders):
+    examples = read_examples(tiny_encoder, renders, "train", progress=False, layouts=True)
+    assert sorted(examples.layouts) == sorted(DRAWINGS) == sorted(examples.prototypes)
+    boxes = DRAWINGS["a + b"]
+    mean = layout_code(drawing(boxes, 2.0, 6, ink=20)) + layout_code(drawing(boxes, 3.0, 15))
+    np.testing.assert_allclose(examples.layouts["a + b"], mean / np.linalg.norm(mean), atol=1e-5)
+
+
+def test_index_scores_blend_model_and_layout_and_survive_save_and_load(tiny_encoder, renders, tmp_path):
+    examples = read_examples(tiny_encoder, renders, "train", progress=False, layouts=True)
+    weight = 0.6
+    index = LabelIndex.build(tiny_encoder, list(DRAWINGS), examples=examples, text_weight=0.0, layout_weight=weight,
+                             progress=False)
+    assert index.dim == tiny_encoder.embed_dim + LAYOUT_DIM
+    matcher = Matcher(tiny_encoder, index)
+    images = queries()
+    vectors = tiny_encoder.encode_images(images)
+    for image, vector, ranking in zip(images, vectors, matcher.rank(images, top_k=3)):
+        for hit in ranking.hits:
+            expected = ((1 - weight) * float(vector @ examples.prototypes[hit.key])
+                        + weight * float(layout_code(image) @ examples.layouts[hit.key]))
+            assert hit.score == pytest.approx(expected, abs=1e-4)
+    assert [ranking.hits[0].text for ranking in matcher.rank(images, top_k=1)] == list(DRAWINGS)
+
+    index.save(tmp_path / "index")
+    loaded = LabelIndex.load(tmp_path / "index", fingerprint=tiny_encoder.fingerprint)
+    assert loaded.layout_weight == weight
+    paths = []
+    for number, image in enumerate(images):
+        image.save(tmp_path / f"{number}.png")
+        paths.append(tmp_path / f"{number}.png")
+    streamed = [ranking.hits[0] for _, ranking in Matcher(tiny_encoder, loaded).iter_rank(paths, top_k=1, batch_size=2)]
+    assert [hit.text for hit in streamed] == list(DRAWINGS)
+
+    with pytest.raises(ClipMatchError, match="blends in layout codes.*--examples"):
+        loaded.add(tiny_encoder, ["y"], progress=False)  # no example layouts for the new candidate
+    manifest_path = tmp_path / "index" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for field, value, message in (("layout_shape", [8, 64], "layout codes of shape"),
+                                  ("layout_weight", -1, "layout weight must be between 0")):
+        manifest_path.write_text(json.dumps({**manifest, field: value}))
+        with pytest.raises(ClipMatchError, match=rf"manifest.json: {message}"):
+            LabelIndex.load(tmp_path / "index")
+
+
+def test_layout_weight_in_the_clis(tiny_bundle, renders, png, tmp_path, capsys):
+    (tmp_path / "labels.txt").write_text("\n".join(DRAWINGS) + "\n", encoding="utf-8")
+    build = ["index", "build", "--bundle", str(tiny_bundle), "--candidates", str(tmp_path / "labels.txt"), "--latex"]
+    assert cli.main([*build, "--out", str(tmp_path / "i"), "--layout-weight", "0.5"]) == 2
+    assert "--layout-weight needs --examples" in capsys.readouterr().err
+    assert not (tmp_path / "i").exists()
+    assert cli.main([*build, "--out", str(tmp_path / "i"), "--examples", str(renders), "--text-weight", "0",
+                     "--layout-weight", "0.9"]) == 0
+    assert "layout weight 0.9" in capsys.readouterr().out
+    query = tmp_path / "query.png"
+    queries()[1].save(query)
+    assert cli.main(["query", "--latex", "--image", str(query), "--index", str(tmp_path / "i"),
+                     "--bundle", str(tiny_bundle), "--top-k", "1", "--json"]) == 0
+    assert "\\\\frac { a } { b }" in capsys.readouterr().out
+
+    write_split(tmp_path / "data", "test", [(i, png(image)) for i, image in enumerate(queries())],
+                [(number, text, [number]) for number, text in enumerate(DRAWINGS)])
+    write_renders(tmp_path / "data", png)
+    evaluate = ["eval-retrieval", str(tiny_bundle), str(tmp_path / "data"), "--precision", "fp32", "--json"]
+    assert cli.main([*evaluate, "--examples", "train", "--text-weight", "0", "--layout-weight", "1"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert (metrics["layout_weight"], metrics["i2t_r1"], metrics["t2i_r1"]) == (1.0, 100.0, 100.0)
+    assert cli.main([*evaluate, "--layout-weight", "0.5"]) == 2
+    assert "a layout weight needs example images" in capsys.readouterr().err
