@@ -14,11 +14,10 @@
 # below. Training sees renders only: the builder's query-leak check (always on) refuses a training
 # split that holds a real query image, or for `open` a query formula. Results: RESULTS.md here.
 #
-# Budget: each protocol trains in one stage, in bf16 autocast on two threads (~90 samples/s on a
-# 2-core AMD EPYC with AVX512-BF16: ~85 min for the bank, ~35 for open; BF16=0 runs fp32, about twice
-# as long).
-# Render + build-lmdb take ~7 min for the bank on one core. An interrupted run resumes from its
-# checkpoints/epoch_latest.pt (saved every 300 steps); that file also exports as it is.
+# Budget: training runs in bf16 autocast on two threads (~90-100 samples/s on a 2-core AMD EPYC with
+# AVX512-BF16: ~115 min for the bank's two stages, ~35 min for open; BF16=0 runs fp32, about twice as
+# long). Render + build-lmdb take ~7 min for the bank on one core. An interrupted stage resumes from its
+# own checkpoints/epoch_latest.pt (saved every 300 steps); that file also exports as it is.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -32,8 +31,10 @@ DATA_SEED=0                         # protocol split, bank sample, render augmen
 TRAIN_SEED=123                      # model init, data order
 BANK_RENDERS=10                     # augmented renders per bank formula (4,000 formulas)
 OPEN_RENDERS=3                      # per training formula (first half + CROHME, ~10,000 formulas)
-BANK_STEPS=${BANK_STEPS:-3600}      # optimiser steps of batch 128
-OPEN_STEPS=${OPEN_STEPS:-1500}
+# Training schedules, one cosine cycle per stage as STEPS:PEAK_LR:WARMUP (optimiser steps of batch 128). A
+# later stage starts from the previous stage's weights with a fresh optimiser (a warm restart) and the next seed.
+BANK_STAGES=${BANK_STAGES:-3600:1e-3:100 1200:3e-4:50}
+OPEN_STAGES=${OPEN_STAGES:-1500:1e-3:100}
 CANDIDATE_RENDERS=5                 # open: renders of every candidate (query) formula, never trained on, to rank
                                     # the real images against images of the candidates as well as their text
 BF16=${BF16:-1}                     # bf16 autocast (needs a CPU with bf16 support to be fast)
@@ -42,18 +43,34 @@ REAL_TRAIN=${REAL_TRAIN:-0}         # also train on the real images of up to N n
 EXAMPLES=3                          # real bank images shown through `clip-match query`
 EXAMPLE_TEXT_WEIGHT=0               # candidates as the mean of their renders only: chosen on the bank's
                                     # validation renders (RESULTS.md), never on real test images; kept for open
+LAYOUT_WEIGHT=0.75                  # share of the layout match (where the ink is, clip_match/index/layout.py) in
+                                    # the score with renders: chosen on the development bank's real images (RESULTS.md)
 clip_match() { "${PYTHON}" -m clip_match.cli "$@"; }
-# From scratch: symmetric InfoNCE with label-aware negatives (the trainer's default), AdamW lr 1e-3,
-# wd 0.1, 100 warm-up steps then cosine. No trainer augmentation: the builder's renders (typeset from each
+# From scratch: symmetric InfoNCE with label-aware negatives (the trainer's default), AdamW wd 0.1, each
+# stage's warm-up then cosine to zero. No trainer augmentation: the builder's renders (typeset from each
 # formula's source LaTeX) already vary scale, ink, blur, noise, JPEG and rotation, and a random crop
 # would cut symbols off; their margins are trimmed away by the model's preprocessing.
 train() {  # DATA NAME FLAGS...
   local data=$1 name=$2; shift 2
   "${PYTHON}" -m clip_match.train --device=cpu --model="${MODEL}" \
     --train-data="${data}/lmdb/train" --val-data="${data}/lmdb/valid" --logs="${WORK}/runs" --name="${name}" \
-    --batch-size=128 --valid-batch-size=256 --lr=1e-3 --wd=0.1 --augment=none --num-workers=1 \
-    --valid-num-workers=0 --save-step-frequency=300 --keep-step-checkpoints=2 --warmup=100 \
+    --batch-size=128 --valid-batch-size=256 --wd=0.1 --augment=none --num-workers=1 \
+    --valid-num-workers=0 --save-step-frequency=300 --keep-step-checkpoints=2 \
     --precision="${train_precision}" --log-interval=50 "$@"
+}
+train_stages() {  # DATA PROTOCOL STAGES; sets checkpoint to the last stage's slim.pt
+  local data=$1 protocol=$2 stage=0 name steps lr warmup start
+  local weights=()
+  for spec in $3; do
+    IFS=: read -r steps lr warmup <<<"${spec}"
+    stage=$((stage + 1)); name=${protocol}; (( stage > 1 )) && name=${protocol}_${stage}
+    start=("${weights[@]}")  # an interrupted stage resumes from its own epoch_latest.pt instead
+    [[ -f ${WORK}/runs/${name}/checkpoints/epoch_latest.pt ]] && start=()
+    train "${data}" "${name}" --seed=$((TRAIN_SEED + stage - 1)) --max-steps="${steps}" --lr="${lr}" \
+      --warmup="${warmup}" "${start[@]}"
+    checkpoint=${WORK}/runs/${name}/checkpoints/slim.pt
+    weights=(--resume="${checkpoint}")
+  done
 }
 train_precision=fp32; (( BF16 )) && train_precision=bf16
 
@@ -61,8 +78,8 @@ bash datasets/formulas/install_tex.sh
 
 for protocol in ${PROTOCOLS}; do
   data=${WORK}/${protocol}
-  renders=${BANK_RENDERS}; steps=${BANK_STEPS}; candidate_renders=0; examples=train  # (a bank's training renders)
-  [[ ${protocol} == open ]] && renders=${OPEN_RENDERS} && steps=${OPEN_STEPS} && candidate_renders=${CANDIDATE_RENDERS} \
+  renders=${BANK_RENDERS}; stages=${BANK_STAGES}; candidate_renders=0; examples=train  # (a bank's training renders)
+  [[ ${protocol} == open ]] && renders=${OPEN_RENDERS} && stages=${OPEN_STAGES} && candidate_renders=${CANDIDATE_RENDERS} \
     && examples=candidates
   if [[ ! -d ${data}/lmdb ]]; then
     "${PYTHON}" -m datasets.formulas.build "${protocol}" "${data}" --seed "${DATA_SEED}" --renders "${renders}" \
@@ -71,8 +88,7 @@ for protocol in ${PROTOCOLS}; do
     clip_match build-lmdb "${data}" --splits train,valid --overwrite
   fi
 
-  train "${data}" "${protocol}" --seed="${TRAIN_SEED}" --max-steps="${steps}"
-  checkpoint=${WORK}/runs/${protocol}/checkpoints/slim.pt
+  train_stages "${data}" "${protocol}" "${stages}"
 
   bundle=${WORK}/${protocol}_bundle
   clip_match export "${checkpoint}" --arch "${MODEL}" --precision fp32,int8 \
@@ -81,10 +97,13 @@ for protocol in ${PROTOCOLS}; do
     echo "== ${protocol} protocol, ${precision}: clip-match eval-retrieval ${bundle} ${data} --precision ${precision}"
     clip_match eval-retrieval "${bundle}" "${data}" --precision "${precision}" --threads "${OMP_NUM_THREADS}"
     # Rank the real images against images of each candidate too: the bank's training renders, or for
-    # `open` the candidates' own renders (never trained on).
-    echo "== ${protocol} protocol, ${precision}, candidates = mean of their renders in split ${examples}: ... --examples ${examples} --text-weight ${EXAMPLE_TEXT_WEIGHT}"
-    clip_match eval-retrieval "${bundle}" "${data}" --precision "${precision}" --threads "${OMP_NUM_THREADS}" \
-      --examples "${examples}" --text-weight "${EXAMPLE_TEXT_WEIGHT}"
+    # `open` the candidates' own renders (never trained on); by the model alone, then blended with the
+    # layout match.
+    for layout_weight in 0 "${LAYOUT_WEIGHT}"; do
+      echo "== ${protocol} protocol, ${precision}, candidates = mean of their renders in split ${examples}: ... --examples ${examples} --text-weight ${EXAMPLE_TEXT_WEIGHT} --layout-weight ${layout_weight}"
+      clip_match eval-retrieval "${bundle}" "${data}" --precision "${precision}" --threads "${OMP_NUM_THREADS}" \
+        --examples "${examples}" --text-weight "${EXAMPLE_TEXT_WEIGHT}" --layout-weight "${layout_weight}"
+    done
   done
 done
 
@@ -106,7 +125,8 @@ for line, _ in zip(read_tsv(data / "test_imgs.tsv"), range(count)):
     print(f"{line.image_id}.png is {truth[line.image_id]}", file=sys.stderr)
 EOF
   clip_match index build --candidates "${WORK}/bank/bank_candidates.jsonl" --latex --bundle "${WORK}/bank_bundle" \
-    --examples "${WORK}/bank" --text-weight "${EXAMPLE_TEXT_WEIGHT}" --out "${WORK}/bank_index" --overwrite
+    --examples "${WORK}/bank" --text-weight "${EXAMPLE_TEXT_WEIGHT}" --layout-weight "${LAYOUT_WEIGHT}" \
+    --out "${WORK}/bank_index" --overwrite
   clip_match query --latex --image "${WORK}"/bank_examples/*.png --index "${WORK}/bank_index" \
     --bundle "${WORK}/bank_bundle" --top-k 3
 fi
