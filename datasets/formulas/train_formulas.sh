@@ -15,7 +15,7 @@
 # split that holds a real query image, or for `open` a query formula. Results: RESULTS.md here.
 #
 # Budget: training runs in bf16 autocast on two threads (~90-100 samples/s on a 2-core AMD EPYC with
-# AVX512-BF16: ~115 min for the bank's two stages, ~35 min for open; BF16=0 runs fp32, about twice as
+# AVX512-BF16: ~170 min for the bank's three stages, ~35 min for open; BF16=0 runs fp32, about twice as
 # long). Render + build-lmdb take ~7 min for the bank on one core. An interrupted stage resumes from its
 # own checkpoints/epoch_latest.pt (saved every 300 steps); that file also exports as it is.
 set -euo pipefail
@@ -33,7 +33,7 @@ BANK_RENDERS=10                     # augmented renders per bank formula (4,000 
 OPEN_RENDERS=3                      # per training formula (first half + CROHME, ~10,000 formulas)
 # Training schedules, one cosine cycle per stage as STEPS:PEAK_LR:WARMUP (optimiser steps of batch 128). A
 # later stage starts from the previous stage's weights with a fresh optimiser (a warm restart) and the next seed.
-BANK_STAGES=${BANK_STAGES:-3600:1e-3:100 1200:3e-4:50}
+BANK_STAGES=${BANK_STAGES:-3600:1e-3:100 1200:3e-4:50 2400:3e-4:50}
 OPEN_STAGES=${OPEN_STAGES:-1500:1e-3:100}
 CANDIDATE_RENDERS=5                 # open: renders of every candidate (query) formula, never trained on, to rank
                                     # the real images against images of the candidates as well as their text
