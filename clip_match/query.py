@@ -17,7 +17,7 @@ from .data.labels import IMAGE_SUFFIXES
 from .errors import ClipMatchError
 from .index.candidates import candidate_key
 from .index.label_index import Hit, LabelIndex, Ranking, softmax_probabilities
-from .runtime.encoder import Encoder, is_single_image, positive_batch_size
+from .runtime.encoder import Encoder, input_name, is_single_image, positive_batch_size
 
 
 class Matcher:
@@ -37,9 +37,10 @@ class Matcher:
     def rank(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5, batch_size: int = 16) -> list[Ranking]:
         """Top ``top_k`` candidates for each image; an unreadable image raises `ClipMatchError`."""
         index = self._require_index()
+        if not index.layout_weight:  # (the encoder decodes batch by batch: memory stays bounded)
+            return index.search(self.encoder.encode_images(images, batch_size=batch_size), top_k)
         items = [images] if is_single_image(images) else list(images)
-        pictures = [open_image(item, None if isinstance(item, (str, os.PathLike)) else f"images[{i}]")
-                    for i, item in enumerate(items)]
+        pictures = [open_image(item, input_name(item, i)) for i, item in enumerate(items)]
         vectors = self.encoder.encode_images(pictures, batch_size=batch_size)
         return index.search(index.query_vectors(vectors, pictures), top_k)
 
@@ -90,7 +91,7 @@ class Matcher:
             raise ClipMatchError("no images to rank")
         query = self.text_vector(text, latex)
         vectors = self.encoder.encode_images(list(images), batch_size=batch_size)
-        names = list(names) if names is not None else [_name(image, i) for i, image in enumerate(images)]
+        names = list(names) if names is not None else [input_name(image, i) for i, image in enumerate(images)]
         return rank_vectors(query, vectors, names, top_k)
 
     def _require_index(self) -> LabelIndex:
@@ -126,6 +127,3 @@ def expand_images(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
         else:
             yield path
 
-
-def _name(image: ImageInput, position: int) -> str:
-    return str(image) if isinstance(image, (str, os.PathLike)) else f"images[{position}]"

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ClipMatchError
-from ..runtime.preprocess import trim_to_content
+from ..runtime.preprocess import border_pixels, trim_to_content
 
 LAYOUT_SHAPE = (16, 128)  # (rows, columns): a formula line is ~6x wider than high (median real image)
 LAYOUT_DIM = LAYOUT_SHAPE[0] * LAYOUT_SHAPE[1]
@@ -38,7 +38,8 @@ def check_layout_weight(layout_weight: float) -> float:
 def layout_code(image: Image.Image) -> np.ndarray:
     """The unit layout code of ``image`` (zeros for a blank image)."""
     gray = image.convert("L")
-    paper = _border_median(np.asarray(gray, dtype=np.float32))  # (before the trim: after it, ink touches the border)
+    # The paper's colour from the untrimmed border: after the trim, ink touches the border.
+    paper = float(np.median(border_pixels(np.asarray(gray, dtype=np.float32))))
     ink = np.abs(np.asarray(trim_to_content(gray, 0), dtype=np.float32) - paper)
     ink = np.clip(ink / max(float(np.percentile(ink, INK_PERCENTILE)), 1.0), 0.0, 1.0)
     rows, columns = LAYOUT_SHAPE
@@ -47,10 +48,6 @@ def layout_code(image: Image.Image) -> np.ndarray:
     grid -= grid.mean()
     norm = float(np.linalg.norm(grid))
     return grid / norm if norm > 1e-6 else np.zeros(LAYOUT_DIM, np.float32)
-
-
-def _border_median(pixels: np.ndarray) -> float:
-    return float(np.median(np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])))
 
 
 def layout_codes(images: Sequence[Image.Image]) -> np.ndarray:

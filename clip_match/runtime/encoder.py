@@ -126,8 +126,7 @@ class Encoder:
         features = np.empty((len(items), self.embed_dim), dtype=np.float32)
         for start in range(0, len(items), positive_batch_size(batch_size)):
             chunk = items[start:start + batch_size]
-            pictures = [open_image(item, None if isinstance(item, (str, os.PathLike)) else f"images[{start + i}]")
-                        for i, item in enumerate(chunk)]
+            pictures = [open_image(item, input_name(item, start + i)) for i, item in enumerate(chunk)]
             batch = preprocess(pictures, self.resolution, self._mean, self._std, self._resizers(),
                                self.framing)
             features[start:start + len(chunk)] = self._image_session.run(None, {IMAGE_INPUT: batch})[0]
@@ -155,6 +154,11 @@ def _session(path: os.PathLike, options: ort.SessionOptions, providers: list[str
         return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as error:  # onnxruntime raises its own exception types
         raise ClipMatchError(f"{path}: onnxruntime cannot load this model: {str(error).splitlines()[0]}") from None
+
+
+def input_name(item: object, position: int) -> str:
+    """How errors and results name an input: a path by itself, anything else as ``images[position]``."""
+    return str(item) if isinstance(item, (str, os.PathLike)) else f"images[{position}]"
 
 
 def is_single_image(items: object) -> bool:

@@ -113,13 +113,19 @@ def trim_to_content(image: Image.Image, margin: int) -> Image.Image:
     is returned unchanged.
     """
     gray = np.asarray(image.convert("L"), dtype=np.int16)
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    border = border_pixels(gray)
     content = np.abs(gray - int(np.median(border))) > CONTENT_CONTRAST
     rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
     if rows.size == 0:
         return image
     return image.crop((max(0, int(cols[0]) - margin), max(0, int(rows[0]) - margin),
                        min(image.width, int(cols[-1]) + 1 + margin), min(image.height, int(rows[-1]) + 1 + margin)))
+
+
+def border_pixels(pixels: np.ndarray) -> np.ndarray:
+    """The first and last rows and columns of an image array, one after another: their median is
+    the paper's colour."""
+    return np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
 
 
 def fold_wide(image: Image.Image) -> Image.Image:
@@ -145,7 +151,7 @@ def fold_wide(image: Image.Image) -> Image.Image:
         return image
     source = image.convert("RGB")
     rgb = np.asarray(source)
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    border = border_pixels(rgb)
     paper = tuple(int(c) for c in np.median(border, axis=0))
     folded = Image.new("RGB", (strip_width(strips), strips * height + (strips - 1) * gap), paper)
     step = (width - overlap) / strips
