@@ -2,7 +2,8 @@
 
 For each bundle (the packaged demo model if present, else the demo architecture with random
 weights; and RN50@RBT3-chinese with random weights, exported once and cached, its int8 image tower
-statically quantised on tiles of separately seeded puzzles):
+statically quantised on tiles of separately seeded puzzles, or with ``--rn50 BUNDLE`` an RN50
+bundle you exported yourself, e.g. from the official CN-CLIP weights):
 
 - end-to-end: ``GridSolver.solve(png_path, prompt, k=2)`` = decode, find gap lines, cut,
   preprocess, one image-encoder call for the 9 tiles, one text-encoder call, score, select; timed
@@ -22,7 +23,12 @@ turns for --repeats rounds and each one's best time is printed (robust to other 
 
 Goals (issue 6): end-to-end <= 1.2x encoder-only; best answer-preserving precision >= 3x faster
 than naive fp32 on RN50.
-Run: .venv/bin/python benchmarks/bench_grid.py [--threads 2] [--repeats 7] [--validation 40]
+Run: .venv/bin/python benchmarks/bench_grid.py [--threads 2] [--repeats 7] [--validation 40] [--rn50 BUNDLE]
+
+Random weights time RN50 faithfully but cannot settle which precision keeps the answers: their tile
+scores are nearly tied. Only a trained RN50 can: export one with fp32 and int8, the int8 image tower
+calibrated on puzzle tiles (``datasets/emoji/generate.py tiles TILES --seed 11``, then ``clip-match
+export CKPT --arch RN50@RBT3-chinese --out BUNDLE --precision fp32,int8 --calibration-images TILES``).
 """
 from __future__ import annotations
 
@@ -41,6 +47,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--validation", type=int, default=40, help="validation puzzles for the precision check")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "clip_match_bench_grid",
                         help="where exported random-weight bundles and puzzles are kept between runs")
+    parser.add_argument("--rn50", type=Path, help="an exported RN50 bundle to use instead of random weights")
     return parser.parse_args()
 
 
@@ -216,8 +223,11 @@ def main() -> int:
         demo, demo_label = random_bundle("demo", ARGS.cache / "demo_random", calibration), \
             "demo architecture, random weights (no packaged demo bundle yet)"
     bench_bundle(demo_label, demo, puzzle_path, jpeg_path, puzzle.prompt, validation)
-    rn50 = random_bundle("RN50@RBT3-chinese", ARGS.cache / "rn50_random", calibration)
-    bench_bundle("RN50@RBT3-chinese, random weights", rn50, puzzle_path, jpeg_path, puzzle.prompt, validation)
+    if ARGS.rn50:
+        bench_bundle("RN50 bundle given", ARGS.rn50, puzzle_path, jpeg_path, puzzle.prompt, validation)
+    else:
+        rn50 = random_bundle("RN50@RBT3-chinese", ARGS.cache / "rn50_random", calibration)
+        bench_bundle("RN50@RBT3-chinese, random weights", rn50, puzzle_path, jpeg_path, puzzle.prompt, validation)
     return 0
 
 

@@ -64,6 +64,14 @@ def test_layout_code_survives_scale_padding_ink_and_blur_but_not_another_layout(
     assert not layout_code(Image.new("RGB", (50, 20), "white")).any()  # blank: zeros, no division by zero
 
 
+def test_layout_code_of_a_transparent_export_is_that_of_the_drawing_on_paper():
+    drawn = drawing(DRAWINGS["a + b"], 2.0, 4)
+    exported = Image.new("RGBA", drawn.size, (0, 0, 0, 0))  # black ink over see-through black
+    exported.putalpha(Image.eval(drawn.convert("L"), lambda gray: 255 - gray))
+    assert not layout_code(exported.convert("RGB")).any()  # (alpha dropped: black on black)
+    assert float(layout_code(exported) @ layout_code(drawn)) > 0.999
+
+
 def test_with_layout_blends_the_two_cosines_by_weight():
     model = np.eye(2, dtype=np.float32)
     code = np.zeros(LAYOUT_DIM, np.float32)

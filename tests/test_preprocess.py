@@ -11,7 +11,7 @@ from PIL import Image
 
 from clip_match.data.images import decode_image, open_image
 from clip_match.errors import ClipMatchError
-from clip_match.runtime.preprocess import (CONTENT_CONTRAST, MAX_FOLDS, MEAN, STD, Framing, fold_wide, preprocess,
+from clip_match.runtime.preprocess import (CONTENT_CONTRAST, MAX_FOLDS, MEAN, STD, Framing, fold_wide, on_paper, preprocess,
                                           trim_to_content)
 
 NUM_IMAGES = 200
@@ -198,3 +198,31 @@ def test_fold_wide_stacks_overlapping_strips_of_every_column_into_a_near_square(
     for left_alone in (Image.new("L", (60, 50)), Image.new("L", (20, 60)), Image.new("L", (30, 0))):
         assert fold_wide(left_alone) is left_alone  # near-square, tall and empty images are not folded
     assert fold_wide(Image.new("L", (4000, 10))).height == MAX_FOLDS * 10 + (MAX_FOLDS - 1) * 2  # strips capped
+
+
+
+def _transparent(drawn: Image.Image, hidden: int) -> Image.Image:
+    """``drawn`` (grey ink on white) as an export with a transparent background: black ink whose
+    alpha is the ink's darkness, the fully see-through pixels' colour ``hidden`` (nobody sees it)."""
+    alpha = 255 - np.asarray(drawn.convert("L"))
+    rgba = np.zeros((*alpha.shape, 4), np.uint8)
+    rgba[..., :3] = np.where(alpha[..., None] > 0, 0, hidden)
+    rgba[..., 3] = alpha
+    return Image.fromarray(rgba, "RGBA")
+
+
+def test_transparent_images_are_laid_on_paper_before_framing():
+    drawn = _formula_on((200, 60), (30, 10))
+    framing = Framing(2)
+    for hidden in (0, 255):  # black or white under the transparent pixels: the same formula
+        exported = _transparent(drawn, hidden)
+        assert np.abs(np.asarray(on_paper(exported), np.int16) - np.asarray(drawn, np.int16)).max() <= 1
+        np.testing.assert_allclose(preprocess(exported, 32, framing=framing), preprocess(drawn, 32, framing=framing),
+                                   atol=0.02)
+    assert trim_to_content(_transparent(drawn, 0).convert("RGB"), 0).size == (200, 60)  # alpha dropped: nothing found
+    light = _transparent(drawn, 0)
+    light.paste((235, 235, 235), (0, 0) + light.size, mask=light.getchannel("A"))  # light ink (a dark-mode export)
+    on_black = on_paper(light)
+    assert np.asarray(on_black)[0, 0].tolist() == [0, 0, 0] and trim_to_content(on_black, 0).size == (41, 12)
+    opaque = Image.new("RGB", (5, 5))
+    assert on_paper(opaque) is opaque

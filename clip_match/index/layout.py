@@ -4,8 +4,8 @@ A candidate with example images (renders of a formula) can also be matched by *w
 is*: the image is trimmed to its ink, the ink (distance from the border colour, light on dark as
 well as dark on light, scaled to its 99.5th percentile so faint and bold prints agree) is averaged
 onto a fixed ``LAYOUT_SHAPE`` grid, centred and normalised. Two typesettings of one formula by the
-same engine give nearly the same code at any scale, padding, blur or JPEG quality. It is not meant
-for photos.
+same engine give nearly the same code at any scale, padding, blur or JPEG quality; a transparent
+image is first laid on paper (`on_paper`). It is not meant for photos.
 
 An index with layout weight ``w`` scores ``(1 - w) * model cosine + w * layout cosine``: every
 vector (candidate and query) is ``[sqrt(1 - w) * model vector, sqrt(w) * layout code]``, so one
@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ClipMatchError
-from ..runtime.preprocess import border_pixels, trim_to_content
+from ..runtime.preprocess import border_pixels, on_paper, trim_to_content
 
 LAYOUT_SHAPE = (16, 128)  # (rows, columns): a formula line is ~6x wider than high (median real image)
 LAYOUT_DIM = LAYOUT_SHAPE[0] * LAYOUT_SHAPE[1]
@@ -37,7 +37,7 @@ def check_layout_weight(layout_weight: float) -> float:
 
 def layout_code(image: Image.Image) -> np.ndarray:
     """The unit layout code of ``image`` (zeros for a blank image)."""
-    gray = image.convert("L")
+    gray = on_paper(image).convert("L")
     # The paper's colour from the untrimmed border: after the trim, ink touches the border.
     paper = float(np.median(border_pixels(np.asarray(gray, dtype=np.float32))))
     ink = np.abs(np.asarray(trim_to_content(gray, 0), dtype=np.float32) - paper)

@@ -16,9 +16,9 @@ where cn_clip's own loader sees it sideways; for every decoded image the output 
 cn_clip's transform of that image (max abs difference <= 1e-5, tested).
 
 A model may ask for steps before the resize (its `Framing`, from ``trim_margin`` and ``fold_wide``
-in its config and bundle): crop each image to its content (`trim_to_content`), then cut a wide
-result into strips stacked into a near-square (`fold_wide`). cn_clip has no such steps; no shipped
-CN-CLIP architecture uses them.
+in its config and bundle): lay a transparent image on paper (`on_paper`), crop it to its content
+(`trim_to_content`), then cut a wide result into strips stacked into a near-square (`fold_wide`).
+cn_clip has no such steps; no shipped CN-CLIP architecture uses them.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class Framing:
     fold: bool = False
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        image = trim_to_content(image, self.trim_margin)
+        image = trim_to_content(on_paper(image), self.trim_margin)
         return fold_wide(image) if self.fold else image
 
 
@@ -103,6 +103,24 @@ def checked_framing(trim_margin: object, fold_wide: object, where: str) -> Frami
         raise ClipMatchError(f"{where}: fold_wide must be true or false, and true only with a trim_margin; "
                              f"got {fold_wide!r}")
     return None if trim_margin is None else Framing(trim_margin, fold_wide)
+
+
+def on_paper(image: Image.Image) -> Image.Image:
+    """``image`` laid on opaque paper (RGB) if it has transparency; otherwise unchanged.
+
+    A formula exported with a transparent background is ink over pixels whose colour nobody sees
+    (often black): dropping the alpha, as ``convert`` does, can leave black ink on black. The paper
+    is white under dark ink and black under light ink (a dark-mode export), judged by the mean
+    grey level of the visible pixels.
+    """
+    if not image.has_transparency_data:
+        return image
+    rgba = image.convert("RGBA")
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32)
+    gray = np.asarray(rgba.convert("L"), dtype=np.float32)
+    light_ink = float((gray * alpha).sum()) > 127.5 * float(alpha.sum())
+    paper = Image.new("RGBA", rgba.size, (0, 0, 0, 255) if light_ink else (255, 255, 255, 255))
+    return Image.alpha_composite(paper, rgba).convert("RGB")
 
 
 def trim_to_content(image: Image.Image, margin: int) -> Image.Image:
