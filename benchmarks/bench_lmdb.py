@@ -13,7 +13,9 @@ the decode-only loop on 2 cores.
 
 The two independent loops are the ceiling for any parallel verifier on this machine: nothing is
 shared between them but the hardware, so their speed-up over one loop says how much a second
-busy core slows the first (on a VM, whatever the host shares between its vCPUs).
+busy core slows the first (on a VM, whatever the host shares between its vCPUs). A last job
+writes the same images into an LMDB and nothing else (one transaction, cn_clip's keys and values):
+the part of a build's CPU time that the format itself costs.
 
 The decode-only loop does exactly the verifying processes' work (read chunks, parse them with the
 same scanner, base64-decode and fully decode every image), so that ratio measures parallel
@@ -40,6 +42,8 @@ from pathlib import Path
 from typing import Callable
 
 import multiprocessing
+
+import lmdb
 import numpy as np
 from PIL import Image
 
@@ -110,6 +114,20 @@ def independent_decode_loops(data_dir: Path, processes: int) -> None:
             raise RuntimeError(f"a decode-only process failed (exit code {job.exitcode})")
 
 
+def lmdb_puts(items: list[tuple[bytes, bytes]], out: Path) -> None:
+    env = lmdb.open(str(out), map_size=4 * sum(len(value) for _, value in items) + (1 << 24), sync=False,
+                    metasync=False, meminit=False)
+    with env, env.begin(write=True) as txn:
+        txn.cursor().putmulti(items)
+
+
+def image_items(data_dir: Path) -> list[tuple[bytes, bytes]]:
+    """(key, base64 value) of every image, as a build writes them."""
+    return [(str(image_id).encode(), chunk.data[start:stop])
+            for chunk, entries in scan_file(imgs_path(data_dir, "train"), scan_tsv)
+            for _, image_id, start, stop, _ in entries]
+
+
 def timed(job: Callable[[Path], None], scratch: Path) -> tuple[float, float, float]:
     """Wall seconds, CPU seconds (this process and its finished child processes) and the children's share."""
     out = scratch / "lmdb"
@@ -143,7 +161,9 @@ def main() -> None:
             data_dir, "train", out, verify=True, workers=args.workers),
         "decode-only loop, 1 process": lambda out: decode_loop(data_dir),
         "decode-only loops, 2 processes at once": lambda out: independent_decode_loops(data_dir, 2),
+        "LMDB image puts alone (no decoding, no pairs)": lambda out: lmdb_puts(items, out),
     }
+    items = image_items(data_dir)
     best = {name: (float("inf"), float("inf"), float("inf")) for name in jobs}
     with tempfile.TemporaryDirectory(prefix="bench_lmdb.") as scratch:
         for _ in range(args.repeats):
@@ -169,6 +189,7 @@ def main() -> None:
           f"processes one fair share, so wall-clock parallel speed-up needs idle cores)")
     print(f"  hardware ceiling: two independent decode-only loops / one = {ceiling:.2f}x "
           f"(full verification reaches {verify_ratio / ceiling:.0%} of it)")
+    print(f"  the LMDB puts alone cost {best[names[5]][1] / best[names[3]][1]:.1%} of the decode-only loop's CPU time")
     print(json.dumps({"images": args.images, "images_per_s": {n: round(r) for n, r in rate.items()},
                       "cpu_s": {n: round(c, 3) for n, (_, c, _) in best.items()},
                       "off_vs_cn_clip": round(off_ratio, 3), "verify_vs_decode_loop": round(verify_ratio, 3),
