@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import io
 import json
+import multiprocessing
 import resource
 import runpy
 import shutil
@@ -40,8 +41,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Callable
-
-import multiprocessing
 
 import lmdb
 import numpy as np
@@ -94,7 +93,7 @@ def decode_loop(data_dir: Path) -> None:
 
 
 def independent_decode_loops(data_dir: Path, processes: int) -> None:
-    """``processes`` forked processes, each decoding every ``processes``-th chunk of the TSV exactly as
+    """``processes`` forked processes, each decoding every ``processes``-th span of the TSV exactly as
     a verifying worker does; nothing passes between them and the parent but their exit codes."""
     tsv = imgs_path(data_dir, "train")
     spans = list(line_spans(map_file(tsv), CHUNK_BYTES))
@@ -154,6 +153,7 @@ def main() -> None:
 
     data_dir = make_data(args.images)
     size = (data_dir / "train_imgs.tsv").stat().st_size
+    items = image_items(data_dir)
     jobs: dict[str, Callable[[Path], None]] = {
         "cn_clip build_lmdb_dataset.py": lambda out: run_cn_clip(data_dir, out),
         "clip_match, verification off": lambda out: build_lmdb(data_dir, "train", out, verify=False),
@@ -163,7 +163,6 @@ def main() -> None:
         "decode-only loops, 2 processes at once": lambda out: independent_decode_loops(data_dir, 2),
         "LMDB image puts alone (no decoding, no pairs)": lambda out: lmdb_puts(items, out),
     }
-    items = image_items(data_dir)
     best = {name: (float("inf"), float("inf"), float("inf")) for name in jobs}
     with tempfile.TemporaryDirectory(prefix="bench_lmdb.") as scratch:
         for _ in range(args.repeats):
