@@ -14,6 +14,7 @@ from clip_match.cli import main
 from clip_match.errors import ClipMatchError
 from clip_match.export import calibration, export_bundle
 from clip_match.export import verify as parity
+from clip_match.export.precision import ATTENTION_POOL
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,17 @@ def test_static_int8_image_tower_is_qdq_and_has_dynamic_batch(static_bundle, syn
     fp32 = Encoder.load(static_bundle, device="cpu", precision="fp32").encode_images(fresh)
     int8 = Encoder.load(static_bundle, device="cpu", precision="int8").encode_images(fresh)
     assert (fp32 * int8).sum(axis=1).min() >= 0.99
+
+
+def test_static_int8_keeps_the_attention_pool_float_but_its_weight_products(static_bundle):
+    graph = onnx.load(str(static_bundle / "image.int8.onnx")).graph
+    producer = {output: node for node in graph.node for output in node.output}
+    attention = [node for node in graph.node if node.name.startswith(ATTENTION_POOL)]
+    softmax = next(node for node in attention if node.op_type == "Softmax")
+    assert producer[softmax.input[0]].op_type != "DequantizeLinear"  # query-key products in float
+    weighted = [node for node in attention if node.op_type in ("MatMul", "Gemm")
+                and any(producer.get(name) and producer[name].op_type == "DequantizeLinear" for name in node.input)]
+    assert len(weighted) == 4  # q, k, v and output projections in int8
 
 
 def test_int8_without_calibration_notes_that_convolutions_stay_fp32(tiny_checkpoint, tmp_path, capsys):
