@@ -17,9 +17,9 @@ busy core slows the first (on a VM, whatever the host shares between its vCPUs).
 writes the same images into an LMDB and nothing else (one transaction, cn_clip's keys and values):
 the part of a build's CPU time that the format itself costs.
 
-The decode-only loop does exactly the verifying processes' work (read chunks, parse them with the
-same scanner, base64-decode and fully decode every image), so that ratio measures parallel
-speed-up and nothing else. CPU seconds are printed because they hardly depend on other load.
+The decode-only loop runs the verifying processes' own task (read a span, parse it with the same
+scanner, base64-decode and fully decode every image) over the same spans, so that ratio measures
+parallel speed-up and nothing else. CPU seconds are printed because they hardly depend on other load.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import multiprocessing
 import resource
@@ -47,8 +48,7 @@ import numpy as np
 from PIL import Image
 
 from clip_match.data.formats import CHUNK_BYTES, imgs_path, line_spans, map_file, scan_file, scan_tsv, write_split
-from clip_match.data.lmdb_build import _scan_images, build_lmdb, check_image
-from clip_match.errors import where
+from clip_match.data.lmdb_build import _scan_images, build_lmdb
 
 
 def make_data(n_images: int) -> Path:
@@ -84,33 +84,29 @@ def run_cn_clip(data_dir: Path, out: Path) -> None:
 
 def decode_loop(data_dir: Path) -> None:
     """What full verification does for every image, in one process: read, parse, base64, decode."""
-    tsv = imgs_path(data_dir, "train")
-    for chunk, entries in scan_file(tsv, scan_tsv):
-        for number, _, start, stop, problem in entries:
-            problem = problem or check_image(chunk.data[start:stop], where(tsv, number))
-            if problem:
-                raise RuntimeError(problem)
+    decode_spans(imgs_path(data_dir, "train"), 0, 1)
 
 
 def independent_decode_loops(data_dir: Path, processes: int) -> None:
-    """``processes`` forked processes, each decoding every ``processes``-th span of the TSV exactly as
-    a verifying worker does; nothing passes between them and the parent but their exit codes."""
-    tsv = imgs_path(data_dir, "train")
-    spans = list(line_spans(map_file(tsv), CHUNK_BYTES))
-
-    def decode(share: list) -> None:
-        for span in share:
-            if any(entry[-1] for entry in _scan_images(str(tsv), span, True)):
-                raise RuntimeError(f"{tsv}: a bad image in lines from {span.first_line}")
-
+    """``processes`` forked processes, each running the decode-only loop over every ``processes``-th
+    span of the TSV; nothing passes between them and the parent but their exit codes."""
     fork = multiprocessing.get_context("fork")
-    jobs = [fork.Process(target=decode, args=(spans[index::processes],)) for index in range(processes)]
+    jobs = [fork.Process(target=decode_spans, args=(imgs_path(data_dir, "train"), index, processes))
+            for index in range(processes)]
     for job in jobs:
         job.start()
     for job in jobs:
         job.join()
         if job.exitcode:
             raise RuntimeError(f"a decode-only process failed (exit code {job.exitcode})")
+
+
+def decode_spans(tsv: Path, first: int, step: int) -> None:
+    """Every ``step``-th span of ``tsv`` from span ``first``, decoded exactly as a verifying worker does."""
+    for span in itertools.islice(line_spans(map_file(tsv), CHUNK_BYTES), first, None, step):
+        problem = next((entry[-1] for entry in _scan_images(str(tsv), span, True) if entry[-1]), None)
+        if problem:
+            raise RuntimeError(problem)
 
 
 def lmdb_puts(items: list[tuple[bytes, bytes]], out: Path) -> None:
