@@ -18,7 +18,8 @@ bundle you exported yourself, e.g. from the official CN-CLIP weights):
 Then the best CPU precision is the fastest one whose answers (top-k with k known, and the k-unknown
 rule) equal the reference precision's on every validation puzzle (a separate seed), and its
 end-to-end speed-up over the naive loop is printed, with what decides it: how far apart the
-reference's tile scores are, and how far another precision moves them (random weights put all nine
+reference's tile scores are (the k-th and (k+1)-th best above all), how far another precision moves
+them, and for each changed answer that puzzle's margin and score change (random weights put all nine
 tiles within about 0.01 cosine of each other, so any rounding can reorder them). One process, one thread count for all (default 2); the cases take
 turns for --repeats rounds and each one's best time is printed (robust to other processes).
 
@@ -136,15 +137,24 @@ def naive_solver(bundle: Bundle, precision: str):
     return solve
 
 
-def answers(solver: GridSolver, puzzles: Path) -> tuple[list[tuple], np.ndarray]:
-    """(top-k choice, k-unknown choice) for each validation puzzle, and every puzzle's tile scores."""
-    out, scores = [], []
+def answers(solver: GridSolver, puzzles: Path) -> tuple[list[tuple], np.ndarray, list[int]]:
+    """(top-k choice, k-unknown choice) for each validation puzzle, every puzzle's tile scores, and its k."""
+    out, scores, ks = [], [], []
     for puzzle in read_puzzles(puzzles):
         result = solver.solve(puzzle.image, puzzle.prompt, k=puzzle.k)
         k_unknown, _ = solver.choose(np.array(result.scores))  # the bundle's calibrated rule, else largest gap
         out.append((tuple(result.selected), tuple(k_unknown.tolist())))
         scores.append(result.scores)
-    return out, np.array(scores)
+        ks.append(puzzle.k)
+    return out, np.array(scores), ks
+
+
+def top_k_margins(scores: np.ndarray, ks: list[int]) -> np.ndarray:
+    """Per puzzle, how far apart the k-th and (k+1)-th best tiles score: a precision that moves
+    scores by more than this can swap them."""
+    ordered = -np.sort(-scores, axis=1)
+    rows = np.arange(len(ks))
+    return ordered[rows, np.array(ks) - 1] - ordered[rows, np.array(ks)]
 
 
 def bench_bundle(label: str, path: Path, puzzle_path: Path, jpeg_path: Path, prompt: str, validation: Path) -> None:
@@ -185,17 +195,24 @@ def bench_bundle(label: str, path: Path, puzzle_path: Path, jpeg_path: Path, pro
               f"{best['decode png'] * 1000:.1f} ms, JPEG {best['decode jpeg'] * 1000:.1f} ms, so end-to-end / encoder "
               f">= {1 + best['decode png'] / encoder_s:.2f}x (PNG), {1 + best['decode jpeg'] / encoder_s:.2f}x (JPEG)")
 
-    expected, reference_scores = answers(results[reference][0], validation)
+    expected, reference_scores, ks = answers(results[reference][0], validation)
     ordered = -np.sort(-reference_scores, axis=1)
+    margins = top_k_margins(reference_scores, ks)
     print(f"{reference} tile scores per puzzle: median spread (best - worst) {np.median(ordered[:, 0] - ordered[:, -1]):.4f}, "
-          f"median closest pair {np.median((ordered[:, :-1] - ordered[:, 1:]).min(axis=1)):.6f} (cosine)")
+          f"median closest pair {np.median((ordered[:, :-1] - ordered[:, 1:]).min(axis=1)):.6f}, k-th to (k+1)-th "
+          f"median {np.median(margins):.4f}, smallest {margins.min():.6f} (cosine)")
     keeping = []
     for precision, (solver, solve_s) in results.items():
         if precision == reference:
             same, deviation = len(expected), 0.0
         else:
-            chosen, scores = answers(solver, validation)
-            same, deviation = sum(a == b for a, b in zip(chosen, expected)), np.abs(scores - reference_scores).max()
+            chosen, scores, _ = answers(solver, validation)
+            changed = [i for i, (a, b) in enumerate(zip(chosen, expected)) if a != b]
+            same, deviation = len(expected) - len(changed), np.abs(scores - reference_scores).max()
+            for i in changed:
+                print(f"{precision}: validation puzzle {i + 1} changed: {reference}'s k-th and (k+1)-th tiles "
+                      f"{margins[i]:.6f} apart, {precision} moved its scores by up to "
+                      f"{np.abs(scores[i] - reference_scores[i]).max():.4f}")
         print(f"{precision}: answers equal to {reference} on {same}/{len(expected)} validation puzzles "
               f"(k known and unknown); largest tile-score change {deviation:.4f}")
         if same == len(expected):
