@@ -154,3 +154,11 @@ def test_layout_weight_in_the_clis(tiny_bundle, renders, png, tmp_path, capsys):
     assert (metrics["layout_weight"], metrics["i2t_r1"], metrics["t2i_r1"]) == (1.0, 100.0, 100.0)
     assert cli.main([*evaluate, "--layout-weight", "0.5"]) == 2
     assert "a layout weight needs example images" in capsys.readouterr().err
+
+
+def test_a_layout_index_warns_that_candidates_without_examples_rank_below_the_others(tiny_encoder, renders):
+    examples = read_examples(tiny_encoder, renders, "train", progress=False, layouts=True)
+    with pytest.warns(UserWarning, match=r"1 of 4 candidate\(s\) have no example images .* at most 0.4 x that "
+                                         r"text's cosine, so they usually rank below candidates with examples"):
+        LabelIndex.build(tiny_encoder, [*DRAWINGS, "x = 1"], examples=examples, text_weight=0.0, layout_weight=0.6,
+                         progress=False)

@@ -158,8 +158,11 @@ class LabelIndex:
             prototypes = [examples.prototypes.get(entry.key) for entry in entries]
             without = sum(prototype is None for prototype in prototypes)
             if without:
+                layout_note = (f"; with layout weight {self.layout_weight:g} they score at most "
+                               f"{1 - self.layout_weight:g} x that text's cosine, so they usually rank below "
+                               "candidates with examples" if self.layout_weight else "")
                 warnings.warn(f"{without} of {len(entries)} candidate(s) have no example images and are "
-                              "ranked by their text alone", stacklevel=2)
+                              f"ranked by their text alone{layout_note}", stacklevel=2)
             vectors = fuse(vectors, prototypes, self.text_weight)
             if self.layout_weight:
                 vectors = with_layout(vectors, [examples.layouts.get(entry.key) for entry in entries],
