@@ -48,7 +48,7 @@ import numpy as np
 from PIL import Image
 
 from clip_match.data.formats import CHUNK_BYTES, imgs_path, line_spans, map_file, scan_file, scan_tsv, write_split
-from clip_match.data.lmdb_build import _scan_images, build_lmdb
+from clip_match.data.lmdb_build import build_lmdb, scan_images
 
 
 def make_data(n_images: int) -> Path:
@@ -104,7 +104,7 @@ def independent_decode_loops(data_dir: Path, processes: int) -> None:
 def decode_spans(tsv: Path, first: int, step: int) -> None:
     """Every ``step``-th span of ``tsv`` from span ``first``, decoded exactly as a verifying worker does."""
     for span in itertools.islice(line_spans(map_file(tsv), CHUNK_BYTES), first, None, step):
-        problem = next((entry[-1] for entry in _scan_images(str(tsv), span, True) if entry[-1]), None)
+        problem = next((entry[-1] for entry in scan_images(str(tsv), span, True) if entry[-1]), None)
         if problem:
             raise RuntimeError(problem)
 

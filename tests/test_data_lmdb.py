@@ -18,7 +18,7 @@ import pytest
 from clip_match.data import LMDBReader, Pair
 from clip_match.data import formats, lmdb_build
 from clip_match.data.formats import write_split
-from clip_match.data.lmdb_build import REPORT_NAME, _scan_images, build_lmdb
+from clip_match.data.lmdb_build import REPORT_NAME, build_lmdb, scan_images
 from clip_match.errors import ClipMatchError
 from test_data_helpers import image_bytes, tiny_dataset, tsv_line, write_lines
 
@@ -236,13 +236,13 @@ def test_killing_a_build_leaves_nothing_under_the_final_name(tmp_path, workers):
 def _dies_in_a_worker(path, span, verify):
     if multiprocessing.parent_process() is not None:
         os._exit(3)
-    return _scan_images(path, span, verify)
+    return scan_images(path, span, verify)
 
 
 def _fails_in_a_worker(path, span, verify):
     if multiprocessing.parent_process() is not None:
         raise ClipMatchError(f"{path}:{span.first_line}: made up")
-    return _scan_images(path, span, verify)
+    return scan_images(path, span, verify)
 
 
 @pytest.mark.parametrize("task,message", [
@@ -255,7 +255,7 @@ def test_a_worker_failure_stops_the_build_with_the_line_named(tmp_path, monkeypa
     write_split(tmp_path, "train", [(i, data) for i in range(100, 700)], [(i, f"text {i}", [i]) for i in range(100, 700)])
     line_bytes = len(tsv_line(100, data)) + 1  # (every line is as long)
     monkeypatch.setattr(lmdb_build, "TASK_BYTES", 100 * line_bytes)  # spans of 100 lines or fewer: some go to the worker
-    monkeypatch.setattr(lmdb_build, "_scan_images", task)  # (the forked workers run it)
+    monkeypatch.setattr(lmdb_build, "scan_images", task)  # (the forked workers run it)
     with pytest.raises(ClipMatchError, match=message):
         build_lmdb(tmp_path, "train", workers=2)
     assert not (tmp_path / "lmdb").exists() and not list(tmp_path.glob(".lmdb.*"))

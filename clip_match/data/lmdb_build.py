@@ -65,7 +65,7 @@ def check_image(b64: bytes, source: str) -> str | None:
     return None
 
 
-def _scan_images(path: str, span: Span, verify: bool) -> list[ImageEntry]:
+def scan_images(path: str, span: Span, verify: bool) -> list[ImageEntry]:
     """Task: parse the TSV lines of ``span`` and, with ``verify``, fully decode their images; the
     entry of a bad image carries why it is bad."""
     tsv = Path(path)
@@ -79,7 +79,7 @@ def _scan_images(path: str, span: Span, verify: bool) -> list[ImageEntry]:
 
 
 class _Workers:
-    """Forked processes that run `_scan_images` alongside the build process, which runs a task
+    """Forked processes that run `scan_images` alongside the build process, which runs a task
     itself whenever every worker is busy and no result is ready; results come back in order.
 
     Each worker has a pipe of its own and holds TASKS_PER_WORKER tasks, so it never waits while
@@ -106,7 +106,7 @@ class _Workers:
         self.pending: collections.deque[tuple[object, tuple, Connection | None, object]] = collections.deque()
 
     def map(self, jobs: Iterable[tuple[object, tuple]]) -> Iterator[tuple[object, list[ImageEntry]]]:
-        """``(item, _scan_images(*args))`` for each ``(item, args)`` of ``jobs``, in order; starts now."""
+        """``(item, scan_images(*args))`` for each ``(item, args)`` of ``jobs``, in order; starts now."""
         self.jobs = iter(jobs)
         for pipe in self.pipes * TASKS_PER_WORKER:
             self._give(pipe)
@@ -134,12 +134,12 @@ class _Workers:
             self._close()
 
     def _run_here(self, args: tuple) -> list[ImageEntry]:
-        """`_scan_images` in the build process, with the garbage collector as in a worker."""
+        """`scan_images` in the build process, with the garbage collector as in a worker."""
         paused = not gc.isenabled()
         if self.collecting:
             gc.enable()
         try:
-            return _scan_images(*args)
+            return scan_images(*args)
         finally:
             if paused:
                 gc.disable()
@@ -182,7 +182,7 @@ class _Workers:
 
 
 def _serve(pipe: Connection, build_ends: list[Connection]) -> None:
-    """Worker process: send back ``(True, _scan_images(*args))`` or ``(False, error)`` for each
+    """Worker process: send back ``(True, scan_images(*args))`` or ``(False, error)`` for each
     ``args`` from ``pipe`` until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the build process's to handle
     for end in build_ends:
@@ -193,7 +193,7 @@ def _serve(pipe: Connection, build_ends: list[Connection]) -> None:
         except EOFError:
             return
         try:
-            reply = (True, _scan_images(*args))
+            reply = (True, scan_images(*args))
         except Exception as error:  # (raised again in the build process)
             reply = (False, error)
         try:
@@ -438,7 +438,7 @@ def _checked_images(
     spans = _progress(line_spans(data, TASK_BYTES, share), lambda span: span.stop - span.start, tsv, label)
     jobs = ((span, (str(tsv), span, verify)) for span in spans)
     if pool is None:
-        return ((span, _scan_images(*args)) for span, args in jobs)
+        return ((span, scan_images(*args)) for span, args in jobs)
     return pool.map(jobs)
 
 
