@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from .data.images import ImageInput, open_image
-from .data.labels import IMAGE_SUFFIXES
+from .data.labels import image_files
 from .errors import ClipMatchError
 from .index.candidates import candidate_key
 from .index.label_index import Hit, LabelIndex, Ranking, softmax_probabilities
@@ -120,10 +120,8 @@ def rank_vectors(query: np.ndarray, vectors: np.ndarray, names: list[str], top_k
 
 
 def expand_images(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
-    """Files as given; folders expand to their image files (by suffix), sorted, not recursive."""
+    """Files as given; folders expand to the image files under them (`image_files`: by suffix,
+    recursively, sorted, hidden ones skipped), so a folder of per-label sub-folders works too."""
     for path in map(Path, paths):
-        if path.is_dir():
-            yield from sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        else:
-            yield path
+        yield from image_files(path) if path.is_dir() else [path]
 

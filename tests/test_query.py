@@ -160,6 +160,19 @@ def test_matcher_without_index_refuses_rank(encoder, images) -> None:
         Matcher(encoder).rank([images / "0.png"])
 
 
+def test_query_folders_expand_recursively_skipping_hidden_ones(index_dir, tiny_bundle, images, tmp_path,
+                                                               capsys) -> None:
+    for folder in ("猫", "狗/大", ".thumbnails"):
+        (tmp_path / folder).mkdir(parents=True)
+    Image.open(images / "0.png").save(tmp_path / "猫" / "a.png")
+    Image.open(images / "1.png").save(tmp_path / "狗" / "大" / "b.png")
+    Image.open(images / "2.png").save(tmp_path / ".thumbnails" / "c.png")
+    assert main(["query", "--bundle", str(tiny_bundle), "--index", str(index_dir), "--image", str(tmp_path),
+                 "--json"]) == 0
+    assert [json.loads(line)["image"] for line in capsys.readouterr().out.splitlines()] == [
+        str(tmp_path / "狗" / "大" / "b.png"), str(tmp_path / "猫" / "a.png")]
+
+
 def test_query_empty_folder_is_an_error(index_dir, tiny_bundle, tmp_path, capsys) -> None:
     assert main(["query", "--bundle", str(tiny_bundle), "--index", str(index_dir), "--image", str(tmp_path)]) == 2
     assert f"no images found in {tmp_path}" in capsys.readouterr().err

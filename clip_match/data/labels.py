@@ -34,9 +34,15 @@ def folder_records(images_dir: str | Path) -> Iterator[tuple[str, Path, list[str
         label = folder.name.strip()
         if not label:
             raise ClipMatchError(f"{folder}: folder name is empty or whitespace only")
-        for path in sorted(folder.rglob("*")):
-            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not _hidden(path, root):
-                yield path.relative_to(root).as_posix(), path, [label]
+        for path in image_files(folder):
+            yield path.relative_to(root).as_posix(), path, [label]
+
+
+def image_files(directory: Path) -> list[Path]:
+    """The image files (by suffix) under ``directory``, recursively and sorted; hidden files and
+    folders (a leading dot, e.g. ``.thumbnails``) are skipped."""
+    return sorted(path for path in directory.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+                  and not _hidden(path, directory))
 
 
 def labels_file_records(images_dir: str | Path, labels_path: str | Path) -> list[tuple[str, Path, list[str]]]:

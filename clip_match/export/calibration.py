@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.images import open_image
-from ..data.labels import IMAGE_SUFFIXES
+from ..data.labels import IMAGE_SUFFIXES, image_files
 from ..errors import ClipMatchError
 from ..runtime.preprocess import MEAN, STD, Framing, preprocess
 
@@ -55,8 +55,7 @@ def load_calibration_images(directory: str | os.PathLike, resolution: int,
     directory = Path(directory)
     if not directory.is_dir():
         raise ClipMatchError(f"{directory}: calibration image folder not found")
-    paths = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(directory).parts))
+    paths = image_files(directory)
     np.random.default_rng(SEED).shuffle(paths)
     wanted = MAX_CALIBRATION + MAX_HELD_OUT
     pixels, skipped, first_error = [], 0, None

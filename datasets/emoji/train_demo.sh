@@ -14,7 +14,7 @@
 # Work data goes to $WORK (default /tmp/demo_work); nothing there is committed. Every seed is fixed
 # below; puzzle seeds for calibration and for the reported test are different from each other and
 # from the training pairs' seed. Results are summarised in datasets/emoji/RESULTS.md.
-# "demo64" is DESIGN.md's "demo" probe at 64 px instead of 96: the image tower, most of the training
+# "demo64" is the "demo" config at 64 px instead of 96: the image tower, most of the training
 # cost, is ~2.5x cheaper, which buys more steps in the same CPU time. The last stage then trains at
 # 96 px (only the attention pool's positional embedding depends on the size; it is resized).
 set -euo pipefail
@@ -64,7 +64,7 @@ train() {  # train NAME DATA_DIR STEPS WARMUP LR [more trainer flags]
     --max-steps="$3" --augment=safe --num-workers=1 --log-interval=20 --save-step-frequency=100 \
     --keep-step-checkpoints=2 "${@:6}"
 }
-# Stage 1, the recipe of DESIGN.md's probe: symmetric InfoNCE with label-aware negatives (the
+# Stage 1, the recipe of a first probe run of the "demo" config on these machines: symmetric InfoNCE with label-aware negatives (the
 # trainer's default), AdamW lr 1e-3 wd 0.1, warm-up then cosine, batch 128, safe augmentation
 # (crop + brightness/contrast, no flips or colour inversion) on top of the generator's style
 # augmentation; the generator's captions (Chinese name 45%, English 20%, tag 15%, templates 20%).
