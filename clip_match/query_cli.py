@@ -31,9 +31,11 @@ from .query import Matcher, expand_images, rank_vectors
 
 def configure(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--image", nargs="+", metavar="PATH", help="images, or folders of images (sub-folders included) to label")
+    what.add_argument("--image", nargs="+", metavar="PATH",
+                      help="images, or folders of images (sub-folders included), to label")
     what.add_argument("--text", help="rank the --images for this text instead")
-    parser.add_argument("--images", nargs="+", metavar="PATH", help="with --text: images, or folders of images (sub-folders included), to rank")
+    parser.add_argument("--images", nargs="+", metavar="PATH",
+                        help="with --text: images, or folders of images (sub-folders included), to rank")
     parser.add_argument("--index", help="candidate index directory (from `clip-match index build`)")
     parser.add_argument("--bundle", help="model bundle directory (default: the packaged demo model)")
     parser.add_argument("--top-k", type=int, default=5, help="results per query (default 5)")
