@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from clip_match.cli import main
 from clip_match.errors import ClipMatchError
@@ -60,6 +60,49 @@ def gapped(rows: int, cols: int, tile: int = 60, gap: int = 6) -> Image.Image:
         for c in range(cols):
             image.paste(noise(tile, tile, r * cols + c), (c * (tile + gap), r * (tile + gap)))
     return image
+
+
+def screenshot(grid: Image.Image, header: str = "#4285f4", header_height: int = 90, side: int = 20,
+               seed: int = 0) -> Image.Image:
+    """``grid`` as a captcha widget shows it: a header band with the prompt above, margins beside and
+    a button below, on white."""
+    width, height = grid.size
+    canvas = Image.new("RGB", (width + 2 * side, header_height + 8 + height + 70), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((0, 0, canvas.width, header_height), fill=header)
+    draw.text((side, header_height // 3), f"Select all images with umbrellas ({seed})",
+              fill="black" if header == "white" else "white")
+    canvas.paste(grid, (side, header_height + 8))
+    draw.rectangle((canvas.width - 110, canvas.height - 50, canvas.width - side, canvas.height - 15), fill=header)
+    return canvas
+
+
+def test_a_grid_inside_a_screenshot_is_found_between_its_header_and_footer(emoji, solver):
+    for i in range(6):
+        layout = ("2x3", "3x3")[i % 2]
+        puzzle = make_puzzle(emoji, np.random.default_rng([17, i]), layout, ("noto", "fluent")[i % 2])
+        header, header_height = [("#4285f4", 90), ("white", 60), ("#202124", 140)][i % 3]
+        image = screenshot(puzzle.image, header, header_height, seed=i)
+        assert find_grid(puzzle.image).method == "gap lines"  # (alone, the whole image shows the grid)
+        grid = find_grid(image)
+        assert (grid.layout, grid.method) == (layout, "gap lines, framed")
+        assert grid.boxes() == [(left + 20, top + header_height + 8, right + 20, bottom + header_height + 8)
+                                for left, top, right, bottom in puzzle.boxes]
+        assert grid == find_grid(image, layout)
+    framed, plain = solver.solve(image, puzzle.prompt, k=puzzle.k), solver.solve(puzzle.image, puzzle.prompt, k=puzzle.k)
+    assert (framed.coordinates, framed.scores, framed.split) == (plain.coordinates, plain.scores, "gap lines, framed")
+
+
+def test_a_framed_grid_is_not_cut_out_of_a_larger_one():
+    def method(image: Image.Image) -> str:
+        try:
+            return find_grid(image).method
+        except ClipMatchError:
+            return "refused"
+
+    # Never three or two rows of a taller grid: what the whole image shows, as before.
+    images = (gapped(5, 3), gapped(4, 3, tile=90), screenshot(gapped(5, 3)), screenshot(noise(300, 300)))
+    assert [method(image) for image in images] == ["refused", "gap lines", "equal split", "equal split"]
 
 
 def test_wrong_or_unsupported_layout_is_refused_with_the_detected_one(emoji):

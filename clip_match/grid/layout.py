@@ -7,6 +7,13 @@ flat columns). A grid of n bands along an axis is *supported*
 when each of its n - 1 evenly spaced boundaries falls in (or within 12% of a cell of) a gap run;
 tiles are the bands between the matched runs. An axis with no gap lines falls back to an equal
 split of the image. Layouts are written rows x columns.
+
+A screenshot often frames the grid with bands above and below it (a header with the prompt, a row
+of buttons) that break the even spacing and the flat columns. When the whole image does not show
+a grid by its gap lines, the grid is looked for between such bands: the tallest stretch of rows,
+bounded by flat rows, whose gap lines show the layout (method "gap lines, framed"). A band left
+out that holds a stretch of content as tall as a tile is taken for more of the grid, and that
+stretch is refused.
 """
 from __future__ import annotations
 
@@ -32,7 +39,7 @@ class Grid:
     layout: str
     rows: list[Span]       # pixel [start, end) of each tile row
     cols: list[Span]
-    method: str            # "gap lines", "equal split" or "gap lines + equal split"
+    method: str            # "gap lines", "gap lines, framed", "equal split" or "gap lines + equal split"
 
     def boxes(self) -> list[tuple[int, int, int, int]]:
         """Tile boxes (left, top, right, bottom), row-major."""
@@ -51,6 +58,21 @@ def find_grid(image: Image.Image, layout: str = "auto") -> Grid:
     if layout != "auto":
         check_layout(layout)
     gray = np.asarray(image.convert("L"), dtype=np.float32)
+    try:
+        grid, error = _whole_grid(gray, layout), None
+    except ClipMatchError as refusal:
+        grid, error = None, refusal
+    if grid is None or grid.method != "gap lines":
+        framed = _framed_grid(gray, layout)
+        if framed is not None:
+            return framed
+    if error is not None:
+        raise error
+    return grid
+
+
+def _whole_grid(gray: np.ndarray, layout: str) -> Grid:
+    """The grid that the whole image's gap lines show (equal split on an axis without any)."""
     height, width = gray.shape
     row_gaps, col_gaps = _gap_lines(gray)
     row_options = _supported_bands(row_gaps)  # {n: spans}, only n >= 2
@@ -75,6 +97,46 @@ def find_grid(image: Image.Image, layout: str = "auto") -> Grid:
     grid = Grid(layout, row_spans, col_spans, method)
     _check_tile_size(grid, width, height)
     return grid
+
+
+def _framed_grid(gray: np.ndarray, layout: str) -> Grid | None:
+    """The grid inside a larger image: below a header and above a footer (bands of any content), beside
+    margins of one shade each. Stretches of rows run from the end of one run of rows flat across the
+    middle half of the image (or the top) to the start of another (or the bottom); tallest first
+    (at least half the image), each loses its flat margin columns and is searched for the layout by
+    its gap lines on both axes (the finest grid they show must be the layout). A stretch that leaves out
+    a tile-tall run of content (more tiles) is refused. None if no stretch shows the layout."""
+    height, width = gray.shape
+    middle = gray[:, width // 4:width - width // 4]
+    flat_rows = middle.max(axis=1) - middle.min(axis=1) <= _FLAT_RANGE
+    runs = _runs(flat_rows)
+    tops, bottoms = {0, *(end for _, end in runs)}, {height, *(start for start, _ in runs)}
+    names = list(LAYOUTS) if layout == "auto" else [layout]
+    stretches = sorted(((top, bottom) for top in tops for bottom in bottoms if bottom - top >= height / 2),
+                       key=lambda stretch: stretch[0] - stretch[1])
+    for top, bottom in stretches:
+        part = gray[top:bottom]
+        flat_cols = part.max(axis=0) - part.min(axis=0) <= _FLAT_RANGE
+        left = int(np.argmin(flat_cols)) if flat_cols[0] else 0
+        right = width - int(np.argmin(flat_cols[::-1])) if flat_cols[-1] else width
+        if right - left < width / 2:
+            continue
+        row_gaps, col_gaps = _gap_lines(part[:, left:right])
+        row_options, col_options = _supported_bands(row_gaps), _supported_bands(col_gaps)
+        shown = (max(row_options, default=0), max(col_options, default=0))  # the finest grid, not a coarser reading
+        name = next((name for name in names if LAYOUTS[name] == shown), None)
+        if name is None:
+            continue
+        rows, cols = shown
+        grid = Grid(name, [(a + top, b + top) for a, b in row_options[rows]],
+                    [(a + left, b + left) for a, b in col_options[cols]], "gap lines, framed")
+        tile_height = min(b - a for a, b in grid.rows)
+        left_out = np.concatenate([flat_rows[:grid.rows[0][0]], [True], flat_rows[grid.rows[-1][1]:]])
+        if min(min(b - a for a, b in grid.cols), tile_height) < MIN_TILE or any(
+                b - a >= 0.8 * tile_height for a, b in _runs(~left_out)):
+            continue
+        return grid
+    return None
 
 
 def cut_tiles(image: Image.Image, grid: Grid) -> list[Image.Image]:

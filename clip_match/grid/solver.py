@@ -32,7 +32,8 @@ class GridResult:
     scores: list[float]            # every tile's cosine similarity to the prompt, row-major
     selected: list[bool]           # every tile's choice, row-major
     rule: str                      # how tiles were chosen, e.g. "top-2", "threshold 0.3", "calibrated gap"
-    split: str                     # "gap lines", "equal split", "gap lines + equal split" or "tiles given"
+    split: str                     # how the tiles were found: "gap lines", "gap lines, framed" (inside a
+                                   # screenshot), "equal split", "gap lines + equal split" or "tiles given"
     zero_based: bool = False
     tile_crop: float = 1.0         # share of each tile's side that was encoded (centred)
 
