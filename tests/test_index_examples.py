@@ -84,6 +84,10 @@ def test_index_with_examples_ranks_an_example_image_first_and_keeps_its_weight(t
     plain = LabelIndex.build(tiny_encoder, TEXTS, progress=False)
     assert plain.text_weight == 1.0
     assert plain.search(dog, top_k=3)[0].hits[0].score < 0.999  # text vectors only: no exact match
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the candidate without examples)
+        mixed = LabelIndex.build(tiny_encoder, TEXTS, examples=examples, progress=False)
+    assert mixed.text_weight == 0.5  # as `clip-match index build --examples` without --text-weight
 
 
 def test_index_build_cli_with_examples(tiny_bundle, example_dir, tmp_path, capsys):

@@ -7,7 +7,7 @@ import warnings
 from ..errors import ClipMatchError
 from ..runtime.encoder import Encoder
 from .candidates import candidate_key
-from .examples import Examples, check_text_weight, read_examples
+from .examples import EXAMPLE_TEXT_WEIGHT, Examples, check_text_weight, read_examples
 from .layout import check_layout_weight
 from .label_index import LabelIndex
 
@@ -21,9 +21,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--factory", help="FAISS factory string (default: chosen by size: Flat, then IVF)")
     build.add_argument("--search-params", default=None, help='FAISS search parameters, e.g. "nprobe=32"')
     build.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
-    build.add_argument("--text-weight", type=float, default=0.5,
+    build.add_argument("--text-weight", type=float, default=EXAMPLE_TEXT_WEIGHT,
                        help="with --examples: share of the text in each candidate's vector (0: examples only, "
-                            "1: text only; default 0.5)")
+                            f"1: text only; default {EXAMPLE_TEXT_WEIGHT:g})")
     build.add_argument("--layout-weight", type=float, default=0.0,
                        help="with --examples: share of the layout match (where the ink is; for typeset formulas and "
                             "other drawings on plain paper) in every score (0: model only, the default)")

@@ -26,6 +26,9 @@ from ..errors import ClipMatchError, where
 from .layout import LAYOUT_DIM, layout_codes
 
 
+EXAMPLE_TEXT_WEIGHT = 0.5  # a candidate's text share in its vector when it has examples, unless told otherwise
+
+
 class ImageEncoder(Protocol):
     embed_dim: int
 

@@ -2,7 +2,7 @@
 
 Vectors are L2-normalised, so inner product is cosine. A candidate with example images (see
 `clip_match.index.examples`) is stored as its text vector mixed with its examples' prototype, by the
-index's ``text_weight`` (1, the default: text only). An index with a ``layout_weight`` above 0 also
+index's ``text_weight`` (0: examples only, 1: text only). An index with a ``layout_weight`` above 0 also
 blends in the layout codes of the examples and of each query image (`clip_match.index.layout`): its
 vectors are longer than the model's, and queries go through `query_vectors`. Probabilities are a
 softmax over 100 x cosine (CLIP's logit scale), computed over every candidate when the index is exact and
@@ -37,7 +37,7 @@ from ..fsutil import atomic_dir
 from ..jsonio import read_manifest
 from ..runtime.bundle import sha256_file
 from .candidates import Candidate, candidate_key, check_unique_ids, read_candidates
-from .examples import Examples, check_text_weight, fuse
+from .examples import EXAMPLE_TEXT_WEIGHT, Examples, check_text_weight, fuse
 from .layout import LAYOUT_DIM, LAYOUT_SHAPE, check_layout_weight, layout_codes, with_layout
 from .faiss_index import (EXACT_LIMIT, choose_factory, is_exact, l2_normalised, new_index,
                           set_search_parameters, to_search_device, train_if_needed)
@@ -111,11 +111,14 @@ class LabelIndex:
               candidates: str | os.PathLike | Iterable[Candidate | str], latex: bool = False,
               factory: str | None = None, search_parameters: str | None = None, batch_size: int = 256,
               progress: bool = True, examples: Examples | None = None,
-              text_weight: float = 1.0, layout_weight: float = 0.0) -> LabelIndex:
+              text_weight: float | None = None, layout_weight: float = 0.0) -> LabelIndex:
         """Embed ``candidates`` (a candidate file, `Candidate`s or plain strings) with ``encoder``
         (an `Encoder`, or a bundle directory; None: the packaged demo model); ``examples``
         (`read_examples`, with layouts when ``layout_weight`` > 0) are mixed in by ``text_weight``
+        (default: `EXAMPLE_TEXT_WEIGHT` with examples, 1 without, as ``clip-match index build``)
         and ``layout_weight``."""
+        if text_weight is None:
+            text_weight = EXAMPLE_TEXT_WEIGHT if examples is not None else 1.0
         if not hasattr(encoder, "encode_texts"):
             from ..runtime.encoder import Encoder  # onnxruntime only when a bundle must be opened
 
