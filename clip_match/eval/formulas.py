@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 from ..data.formats import decode_b64, imgs_path, read_jsonl, read_tsv, texts_path
 from ..errors import ClipMatchError, where
 from ..data.images import decode_image
-from ..index.examples import check_text_weight, fuse, read_examples
+from ..index.examples import EXAMPLE_TEXT_WEIGHT, check_text_weight, fuse, read_examples
 from ..index.layout import check_layout_weight, layout_codes, with_layout
 from ..text.latex import normalize_latex
 from ..text.tokenizer import tokenize
@@ -260,7 +260,8 @@ def check_no_query_images(data_dir: str | Path, protocol: Protocol) -> dict[str,
 
 
 def evaluate_split(encoder: Encoder, data_dir: str | Path, split: str = QUERY_SPLIT, batch_size: int = 32,
-                   examples: str | None = None, text_weight: float = 1.0, layout_weight: float = 0.0) -> dict:
+                   examples: str | None = None, text_weight: float = EXAMPLE_TEXT_WEIGHT,
+                   layout_weight: float = 0.0) -> dict:
     """Retrieval metrics of ``encoder`` on one written split (by default the real-image query split).
 
     ``i2t_r1/5/10`` and ``i2t_mean_recall`` are the protocols' numbers (query image -> formula

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import ClipMatchError
+from ..index.examples import EXAMPLE_TEXT_WEIGHT
 from .formulas import QUERY_SPLIT, evaluate_split
 
 
@@ -30,8 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="images per encoder batch")
     parser.add_argument("--examples", metavar="SPLIT", default=None,
                         help="mix each candidate's images in this split (e.g. train: the bank's renders) into its vector")
-    parser.add_argument("--text-weight", type=float, default=0.5,
-                        help="with --examples: share of the text in each candidate's vector (default 0.5)")
+    parser.add_argument("--text-weight", type=float, default=EXAMPLE_TEXT_WEIGHT,
+                        help=f"with --examples: share of the text in each candidate's vector (default "
+                             f"{EXAMPLE_TEXT_WEIGHT:g})")
     parser.add_argument("--layout-weight", type=float, default=0.0,
                         help="with --examples: share of the layout match (clip_match.index.layout) in every score "
                              "(default 0: model only)")
