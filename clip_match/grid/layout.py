@@ -12,8 +12,8 @@ A screenshot often frames the grid with bands above and below it (a header with 
 of buttons) that break the even spacing and the flat columns. When the whole image does not show
 a grid by its gap lines, the grid is looked for between such bands: the tallest stretch of rows,
 bounded by flat rows, whose gap lines show the layout (method "gap lines, framed"). A band left
-out that holds a stretch of content as tall as a tile is taken for more of the grid, and that
-stretch is refused.
+out that holds a run of content four fifths of a tile tall or more is taken for more of the grid,
+and that stretch is refused.
 """
 from __future__ import annotations
 
@@ -105,7 +105,8 @@ def _framed_grid(gray: np.ndarray, layout: str) -> Grid | None:
     middle half of the image (or the top) to the start of another (or the bottom); tallest first
     (at least half the image), each loses its flat margin columns and is searched for the layout by
     its gap lines on both axes (the finest grid they show must be the layout). A stretch that leaves out
-    a tile-tall run of content (more tiles) is refused. None if no stretch shows the layout."""
+    a run of content 0.8 of a tile tall or more (more tiles) is refused. None if no stretch shows the
+    layout."""
     height, width = gray.shape
     middle = gray[:, width // 4:width - width // 4]
     flat_rows = middle.max(axis=1) - middle.min(axis=1) <= _FLAT_RANGE
