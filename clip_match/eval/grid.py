@@ -5,7 +5,7 @@ are judged twice: with k known (top-k) and with k unknown (the solver's calibrat
 largest gap). Latency is the whole solve, median and 95th percentile.
 
 Calibration (on validation puzzles, never the reported ones) fits the solver's tile crop and
-k-unknown rule together: the puzzles are solved once per candidate crop (TILE_CROPS).
+k-unknown rule together: each puzzle is decoded once and encoded once per candidate crop (TILE_CROPS).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..errors import ClipMatchError, where
 from ..jsonio import parse_object
-from ..grid.layout import LAYOUTS
+from ..grid.layout import LAYOUTS, crop_margins
 from ..grid.select import Calibration, SelectionRule, calibrate, top_k
 from ..grid.solver import GridSolver
 
@@ -81,20 +81,32 @@ class Scored:
 
 
 def score_puzzles(solver: GridSolver, path: str | os.PathLike, layout: str = "auto") -> Scored:
-    """Solve each puzzle of ``path`` from its image file and keep the tile scores."""
-    scored = Scored([], [], [], [], [])
-    for puzzle in tqdm(list(read_puzzles(path)), desc="puzzles", unit="puzzle", disable=None, leave=False):
-        start = time.perf_counter()
-        result = solver.solve(puzzle.image, puzzle.prompt, layout=layout, k=puzzle.k)
-        scored.seconds.append(time.perf_counter() - start)
-        if result.layout != puzzle.layout:
-            raise ClipMatchError(f"{puzzle.image}: detected layout {result.layout}, puzzles.jsonl says {puzzle.layout}")
-        scored.scores.append(np.array(result.scores))
-        scored.answers.append(puzzle.answer)
-        scored.ks.append(puzzle.k)
-        scored.layouts.append(puzzle.layout)
-    if not scored.scores:
+    """Solve each puzzle of ``path`` from its image file (with the solver's tile crop) and keep the tile scores."""
+    return score_crops(solver, path, [solver.tile_crop], layout)[solver.tile_crop]
+
+
+def score_crops(solver: GridSolver, path: str | os.PathLike, tile_crops: Sequence[float],
+                layout: str = "auto") -> dict[float, Scored]:
+    """The puzzles of ``path`` scored with each tile crop; each image is decoded and cut once. A
+    crop's latency is the decoding and cutting plus that crop's encoding and scoring: one solve."""
+    puzzles = list(read_puzzles(path))
+    if not puzzles:
         raise ClipMatchError(f"{path}: no puzzles")
+    scored = {crop: Scored([], [], [], [], []) for crop in tile_crops}
+    for puzzle in tqdm(puzzles, desc="puzzles", unit="puzzle", disable=None, leave=False):
+        start = time.perf_counter()
+        tiles, grid = solver.tiles(puzzle.image, layout)
+        cut = time.perf_counter() - start
+        if grid.layout != puzzle.layout:
+            raise ClipMatchError(f"{puzzle.image}: detected layout {grid.layout}, puzzles.jsonl says {puzzle.layout}")
+        for crop, into in scored.items():
+            start = time.perf_counter()
+            scores = solver.scores(crop_margins(tiles, crop), puzzle.prompt)
+            into.seconds.append(cut + time.perf_counter() - start)
+            into.scores.append(scores)
+            into.answers.append(puzzle.answer)
+            into.ks.append(puzzle.k)
+            into.layouts.append(puzzle.layout)
     return scored
 
 
@@ -133,9 +145,7 @@ def fit_calibration(solver: GridSolver, path: str | os.PathLike, layout: str = "
     (default: their path). Leaves ``solver`` on that crop; returns the calibration and the puzzles
     as scored with it."""
     fits = []
-    for crop in tile_crops:
-        solver.tile_crop = crop
-        scored = score_puzzles(solver, path, layout)
+    for crop, scored in score_crops(solver, path, tile_crops, layout).items():
         rule, accuracy = calibrate(scored.scores, scored.answers)
         known = np.mean([np.array_equal(top_k(s, k), a) for s, k, a in zip(scored.scores, scored.ks, scored.answers)])
         fits.append((accuracy + known, crop, rule, accuracy, scored))
