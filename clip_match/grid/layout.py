@@ -101,19 +101,18 @@ def _whole_grid(gray: np.ndarray, layout: str) -> Grid:
 
 def _framed_grid(gray: np.ndarray, layout: str) -> Grid | None:
     """The grid inside a larger image: below a header and above a footer (bands of any content), beside
-    margins of one shade each. Stretches of rows run from the end of one run of rows flat across the
-    middle half of the image (or the top) to the start of another (or the bottom); tallest first
-    (at least half the image), each loses its flat margin columns and is searched for the layout by
-    its gap lines on both axes (the finest grid they show must be the layout). A stretch that leaves out
-    a run of content 0.8 of a tile tall or more (more tiles) is refused. None if no stretch shows the
-    layout."""
+    margins of one shade each. Stretches of rows run from the end of one run of flat rows (across the
+    whole width, or across its middle half, where the grid is) or the top, to the start of another or
+    the bottom; tallest first, at least a third of the image. Each loses its flat margin columns and
+    is searched for the layout by its gap lines: every gap line inside must be a boundary between
+    tiles on both axes (a footer's spacer is not). A stretch that leaves out a run of content 0.8 of
+    a tile tall or more (more tiles) is refused. None if no stretch shows the layout."""
     height, width = gray.shape
     middle = gray[:, width // 4:width - width // 4]
     flat_rows = middle.max(axis=1) - middle.min(axis=1) <= _FLAT_RANGE
-    runs = _runs(flat_rows)
+    runs = _runs(flat_rows) + _runs(gray.max(axis=1) - gray.min(axis=1) <= _FLAT_RANGE)
     tops, bottoms = {0, *(end for _, end in runs)}, {height, *(start for start, _ in runs)}
-    names = list(LAYOUTS) if layout == "auto" else [layout]
-    stretches = sorted(((top, bottom) for top in tops for bottom in bottoms if bottom - top >= height / 2),
+    stretches = sorted(((top, bottom) for top in tops for bottom in bottoms if bottom - top >= height / 3),
                        key=lambda stretch: stretch[0] - stretch[1])
     for top, bottom in stretches:
         part = gray[top:bottom]
@@ -122,13 +121,14 @@ def _framed_grid(gray: np.ndarray, layout: str) -> Grid | None:
         right = width - int(np.argmin(flat_cols[::-1])) if flat_cols[-1] else width
         if right - left < width / 2:
             continue
-        row_gaps, col_gaps = _gap_lines(part[:, left:right])
-        row_options, col_options = _supported_bands(row_gaps), _supported_bands(col_gaps)
-        shown = (max(row_options, default=0), max(col_options, default=0))  # the finest grid, not a coarser reading
-        name = next((name for name in names if LAYOUTS[name] == shown), None)
+        gaps = _gap_lines(part[:, left:right])
+        shape = tuple(len(_inner_runs(axis_gaps)[2]) + 1 for axis_gaps in gaps)  # bands if every gap line parts tiles
+        name = next((name for name, bands in LAYOUTS.items() if bands == shape and layout in ("auto", name)), None)
         if name is None:
             continue
-        rows, cols = shown
+        (rows, cols), (row_options, col_options) = shape, map(_supported_bands, gaps)
+        if rows not in row_options or cols not in col_options:
+            continue
         grid = Grid(name, [(a + top, b + top) for a, b in row_options[rows]],
                     [(a + left, b + left) for a, b in col_options[cols]], "gap lines, framed")
         tile_height = min(b - a for a, b in grid.rows)
@@ -190,13 +190,18 @@ def _runs(mask: np.ndarray) -> list[Span]:
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
 
 
+def _inner_runs(gaps: np.ndarray) -> tuple[int, int, list[Span]]:
+    """Where the content starts and ends along an axis (past outer margins of gap shade) and the gap
+    runs between."""
+    runs = _runs(gaps)
+    start = runs[0][1] if runs and runs[0][0] == 0 else 0
+    end = runs[-1][0] if runs and runs[-1][1] == len(gaps) else len(gaps)
+    return start, end, [run for run in runs if run[0] > start and run[1] < end]
+
+
 def _supported_bands(gaps: np.ndarray) -> dict[int, list[Span]]:
     """For each band count n >= 2 whose evenly spaced boundaries all meet gap runs: the band spans."""
-    length = len(gaps)
-    runs = _runs(gaps)
-    start = runs[0][1] if runs and runs[0][0] == 0 else 0            # skip an outer margin
-    end = runs[-1][0] if runs and runs[-1][1] == length else length
-    inner = [run for run in runs if run[0] > start and run[1] < end]
+    start, end, inner = _inner_runs(gaps)
     options = {}
     for n in range(2, _MAX_BANDS + 1):
         cell = (end - start) / n
