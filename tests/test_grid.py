@@ -78,9 +78,10 @@ def screenshot(grid: Image.Image, header: str = "#4285f4", header_height: int = 
 
 
 def test_a_grid_inside_a_screenshot_is_found_between_its_header_and_footer(emoji, solver):
-    for i in range(6):
+    # (seeds 2, 11, 14, 38: a spacer above the button once read a 3x3 grid as 2x3; short grids were missed)
+    for i in (0, 1, 2, 3, 4, 5, 11, 14, 38):
         layout = ("2x3", "3x3")[i % 2]
-        puzzle = make_puzzle(emoji, np.random.default_rng([17, i]), layout, ("noto", "fluent")[i % 2])
+        puzzle = make_puzzle(emoji, np.random.default_rng([55, i]), layout, ("noto", "fluent")[i // 2 % 2])
         header, header_height = [("#4285f4", 90), ("white", 60), ("#202124", 140)][i % 3]
         image = screenshot(puzzle.image, header, header_height, seed=i)
         assert find_grid(puzzle.image).method == "gap lines"  # (alone, the whole image shows the grid)

@@ -11,9 +11,9 @@ split of the image. Layouts are written rows x columns.
 A screenshot often frames the grid with bands above and below it (a header with the prompt, a row
 of buttons) that break the even spacing and the flat columns. When the whole image does not show
 a grid by its gap lines, the grid is looked for between such bands: the tallest stretch of rows,
-bounded by flat rows, whose gap lines show the layout (method "gap lines, framed"). A band left
-out that holds a run of content four fifths of a tile tall or more is taken for more of the grid,
-and that stretch is refused.
+bounded by flat rows, whose gap lines show the layout with every gap line inside parting tiles
+(method "gap lines, framed"). A band left out that holds a run of content four fifths of a tile
+tall or more is taken for more of the grid, and that stretch is refused.
 """
 from __future__ import annotations
 
