@@ -10,6 +10,13 @@ class ClipMatchError(Exception):
     """
 
 
+def positive_batch_size(batch_size: int) -> int:
+    """``batch_size``, or an error unless it is a whole number >= 1."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ClipMatchError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size
+
+
 def where(path: object, line: int | None = None, key: object | None = None) -> str:
     """Format a location prefix like ``data/train_texts.jsonl:12`` or ``lmdb/imgs[key=7]``."""
     text = str(path)

@@ -40,15 +40,10 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> Ite
         raise
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, overwrite: bool = False,
-               inputs: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces ``path``.
-
-    Refuses an existing ``path`` unless ``overwrite`` is set, and always refuses a ``path`` that
-    holds one of the run's ``inputs`` (replacing it would delete them). The old directory, if
-    replaced, is removed only after the new one is complete.
-    """
+def check_output_dir(path: str | os.PathLike, overwrite: bool = False,
+                     inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """``path`` as a Path, or an error: it exists and ``overwrite`` is not set, or it holds one of the
+    run's ``inputs`` (replacing it would delete them). Callers with long work check before it."""
     path = Path(path)
     resolved = path.resolve()
     for item in inputs:
@@ -56,8 +51,23 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False,
             raise ClipMatchError(f"{path} holds the input {item}; choose an output directory outside the inputs")
     if path.exists() and not overwrite:
         raise ClipMatchError(f"{path} already exists (pass --overwrite to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    return path
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False,
+               inputs: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
+    """Yield a temporary sibling directory; on success it replaces ``path``.
+
+    Refuses what `check_output_dir` refuses. The old directory, if replaced, is removed only after
+    the new one is complete.
+    """
+    path = check_output_dir(path, overwrite, inputs)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as error:
+        raise ClipMatchError(f"{path}: cannot create the output directory: {error.strerror or error}") from None
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual permissions
     try:
         yield tmp

@@ -14,10 +14,10 @@ from PIL import Image
 
 from .data.images import ImageInput, open_image
 from .data.labels import image_files
-from .errors import ClipMatchError
+from .errors import ClipMatchError, positive_batch_size
 from .index.candidates import candidate_key
 from .index.label_index import Hit, LabelIndex, Ranking, softmax_probabilities
-from .runtime.encoder import Encoder, input_name, is_single_image, positive_batch_size
+from .runtime.encoder import Encoder, input_name, is_single_image
 
 
 class Matcher:

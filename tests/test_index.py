@@ -141,6 +141,21 @@ def test_candidate_files(tmp_path) -> None:
     (tmp_path / "empty.txt").write_text("\n  \n")
     with pytest.raises(ClipMatchError, match="empty.txt: no candidates"):
         read_candidates(tmp_path / "empty.txt")
+    (tmp_path / "repeats.txt").write_text("cat\ncat\npage\x0cbreak\r\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match="repeats.txt: 1 repeated line"):
+        assert [c.id for c in read_candidates(tmp_path / "repeats.txt")] == ["cat", "page\x0cbreak"]
+    (tmp_path / "sep.jsonl").write_text(json.dumps({"id": 1, "text": "a\u2028b"}, ensure_ascii=False) + "\n"
+                                        + json.dumps({"id": 1, "text": "c"}) + "\n", encoding="utf-8")
+    with pytest.raises(ClipMatchError, match=r"sep.jsonl:2: candidate id '1' is already on line 1"):
+        read_candidates(tmp_path / "sep.jsonl")  # (and line 1, with its U+2028, is one line)
+
+
+def test_faiss_refusals_come_before_anything_is_saved() -> None:
+    vectors = unit(np.random.default_rng(6).standard_normal((3, 8)))
+    with pytest.raises(ClipMatchError, match=r"invalid FAISS search parameters 'nprobe=banana'"):
+        LabelIndex.from_vectors(vectors, list("abc"), "fp", factory="Flat", search_parameters="nprobe=banana")
+    with pytest.raises(ClipMatchError, match=r"FAISS index 'PQ8' cannot take these 3 candidates"):
+        LabelIndex.from_vectors(vectors, list("abc"), "fp", factory="PQ8")
 
 
 def test_runtime_modules_do_not_import_torch() -> None:

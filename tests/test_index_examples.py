@@ -88,6 +88,8 @@ def test_index_with_examples_ranks_an_example_image_first_and_keeps_its_weight(t
         warnings.simplefilter("ignore")  # (the candidate without examples)
         mixed = LabelIndex.build(tiny_encoder, TEXTS, examples=examples, progress=False)
     assert mixed.text_weight == 0.5  # as `clip-match index build --examples` without --text-weight
+    with pytest.raises(ClipMatchError, match="keeps text vectors only .* example images would change nothing"):
+        plain.add(tiny_encoder, ["一只鸟"], examples=examples, progress=False)
 
 
 def test_index_build_cli_with_examples(tiny_bundle, example_dir, tmp_path, capsys):

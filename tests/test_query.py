@@ -173,6 +173,19 @@ def test_query_folders_expand_recursively_skipping_hidden_ones(index_dir, tiny_b
         str(tmp_path / "狗" / "大" / "b.png"), str(tmp_path / "猫" / "a.png")]
 
 
+def test_index_build_refuses_a_bad_batch_size_and_an_output_that_holds_its_input(tiny_bundle, tmp_path,
+                                                                                   capsys) -> None:
+    candidates = tmp_path / "out" / "labels.txt"
+    candidates.parent.mkdir()
+    candidates.write_text("猫\n狗\n", encoding="utf-8")
+    build = ["index", "build", "--bundle", str(tiny_bundle), "--candidates", str(candidates)]
+    assert main([*build, "--out", str(tmp_path / "i"), "--batch-size", "-3"]) == 2
+    assert "batch_size must be a positive integer, got -3" in capsys.readouterr().err
+    assert not (tmp_path / "i").exists()
+    assert main([*build, "--out", str(candidates.parent), "--overwrite"]) == 2
+    assert "holds the input" in capsys.readouterr().err and candidates.read_text(encoding="utf-8") == "猫\n狗\n"
+
+
 def test_query_empty_folder_is_an_error(index_dir, tiny_bundle, tmp_path, capsys) -> None:
     assert main(["query", "--bundle", str(tiny_bundle), "--index", str(index_dir), "--image", str(tmp_path)]) == 2
     assert f"no images found in {tmp_path}" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -32,19 +33,35 @@ def candidate_key(text: str, latex: bool) -> str:
 
 def read_candidates(path: str | os.PathLike) -> list[Candidate]:
     """Read a candidate file: JSONL (``.jsonl``; ``id``, ``text``, other fields kept as metadata)
-    or plain text (one candidate per line; the id is the stripped line). Blank lines are skipped."""
+    or plain text (one candidate per line; the id is the stripped line, and a repeated line is kept
+    once). Blank lines are skipped; lines end at newlines only (a U+2028 inside a JSON string is text)."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")
     except UnicodeDecodeError as error:
         raise ClipMatchError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     except OSError as error:
         raise ClipMatchError(f"{path}: cannot read candidates: {error.strerror or error}") from None
-    parse = _parse_jsonl_line if path.suffix.lower() == ".jsonl" else _parse_text_line
-    candidates = [parse(line, where(path, number)) for number, line in enumerate(lines, 1) if line.strip()]
+    jsonl = path.suffix.lower() == ".jsonl"
+    parse = _parse_jsonl_line if jsonl else _parse_text_line
+    first_line: dict[str, int] = {}
+    candidates, repeated = [], 0
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        candidate = parse(line, where(path, number))
+        if candidate.id in first_line:
+            if jsonl:
+                raise ClipMatchError(f"{where(path, number)}: candidate id {candidate.id!r} is already on line "
+                                     f"{first_line[candidate.id]}")
+            repeated += 1
+            continue
+        first_line[candidate.id] = number
+        candidates.append(candidate)
     if not candidates:
         raise ClipMatchError(f"{path}: no candidates (the file is empty)")
-    check_unique_ids(candidates, str(path))
+    if repeated:
+        warnings.warn(f"{path}: {repeated} repeated line(s) kept once", stacklevel=2)
     return candidates
 
 

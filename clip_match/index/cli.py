@@ -5,6 +5,7 @@ import argparse
 import warnings
 
 from ..errors import ClipMatchError
+from ..fsutil import check_output_dir
 from ..runtime.encoder import Encoder
 from .candidates import candidate_key
 from .examples import EXAMPLE_TEXT_WEIGHT, Examples, check_text_weight, read_examples
@@ -43,6 +44,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     one_line_warnings("index")
     encoder = Encoder.load(args.bundle, args.device, args.precision)
+    inputs = [path for path in (args.candidates, args.examples) if path]
+    out, overwrite = (args.out, args.overwrite) if args.action == "build" else (args.index, True)
+    check_output_dir(out, overwrite, inputs)  # before the embedding, not after it
     if args.action == "build":
         check_text_weight(args.text_weight)
         if check_layout_weight(args.layout_weight) and not args.examples:
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                                  search_parameters=args.search_params, batch_size=args.batch_size,
                                  examples=examples, text_weight=args.text_weight if examples else 1.0,
                                  layout_weight=args.layout_weight)
-        index.save(args.out, overwrite=args.overwrite)
+        index.save(out, overwrite=overwrite, inputs=inputs)
         print(f"{args.out}: {len(index)} candidates, dim {index.dim}, FAISS {index.factory}"
               f"{' (' + index.search_parameters + ')' if index.search_parameters else ''}"
               f"{f', text weight {index.text_weight:g}' if examples else ''}"
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         index = LabelIndex.load(args.index, fingerprint=encoder.fingerprint)
         added = index.add(encoder, args.candidates, batch_size=args.batch_size,
                           examples=_examples(encoder, args, index.latex, layouts=index.layout_weight > 0))
-        index.save(args.index, overwrite=True)
+        index.save(out, overwrite=overwrite, inputs=inputs)
         print(f"{args.index}: added {added}, now {len(index)} candidates")
     return 0
 

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..errors import ClipMatchError
+from ..errors import ClipMatchError, positive_batch_size
 from ..fsutil import atomic_dir
 from ..jsonio import read_manifest
 from ..runtime.bundle import sha256_file
@@ -143,6 +143,10 @@ class LabelIndex:
         """Embed and add candidates whose normalised text is new; returns how many were added.
         ``examples`` (`read_examples`) are mixed in by the index's text and layout weights."""
         self.check_bundle(encoder.fingerprint)
+        positive_batch_size(batch_size)
+        if examples is not None and self.text_weight == 1.0 and not self.layout_weight:
+            raise ClipMatchError("this index keeps text vectors only (text weight 1, no layout weight): example "
+                                 "images would change nothing; build a new index with the examples")
         if self.layout_weight and (examples is None or examples.layouts is None):
             raise ClipMatchError(f"this index blends in layout codes (layout weight {self.layout_weight:g}): "
                                  "give the new candidates' example images with their layout codes (--examples)")
@@ -223,8 +227,13 @@ class LabelIndex:
             self.search_parameters = self.search_parameters or chosen_parameters
             self._index = new_index(self.dim, self.factory)
             self._choose_factory_on_first_add = False
-        train_if_needed(self._index, vectors)
-        self._index.add(vectors)
+        try:
+            train_if_needed(self._index, vectors)
+            self._index.add(vectors)
+        except RuntimeError as error:  # FAISS's own checks, e.g. too few vectors to train PQ codes
+            raise ClipMatchError(f"FAISS index {self.factory!r} cannot take these {len(vectors)} candidates: "
+                                 f"{str(error).splitlines()[0]}") from None
+        set_search_parameters(self._index, self.search_parameters)
         self._entries.extend(entries)
         self._keys.update(entry.key for entry in entries)
         self._ids.update(entry.candidate.id for entry in entries)
@@ -293,10 +302,12 @@ class LabelIndex:
         return self._search_index
 
     # ---- persistence ----------------------------------------------------------------------
-    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write the index directory atomically (see the module docstring)."""
+    def save(self, path: str | os.PathLike, overwrite: bool = False,
+             inputs: Iterable[str | os.PathLike] = ()) -> Path:
+        """Write the index directory atomically (see the module docstring); a ``path`` that holds one
+        of the ``inputs`` (the candidate file, the examples) is refused."""
         path = Path(path)
-        with atomic_dir(path, overwrite=overwrite) as tmp:
+        with atomic_dir(path, overwrite=overwrite, inputs=inputs) as tmp:
             faiss.write_index(self._index, str(tmp / INDEX_NAME))
             with open(tmp / CANDIDATES_NAME, "w", encoding="utf-8") as handle:
                 for entry in self._entries:

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..data.images import ImageInput, open_image
-from ..errors import ClipMatchError
+from ..errors import ClipMatchError, positive_batch_size
 from ..text.tokenizer import Tokenizer, normalize_text
 from .bundle import IMAGE_INPUT, TEXT_INPUT, Bundle, check_precision
 from .preprocess import preprocess
@@ -163,12 +163,6 @@ def input_name(item: object, position: int) -> str:
 
 def is_single_image(items: object) -> bool:
     return isinstance(items, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray)) or hasattr(items, "getpixel")
-
-
-def positive_batch_size(batch_size: int) -> int:
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ClipMatchError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return batch_size
 
 
 def _l2_normalise(features: np.ndarray) -> np.ndarray:
