@@ -98,6 +98,19 @@ def test_sixteen_bit_images_are_scaled_not_clipped():
     assert np.array_equal(np.asarray(image).ravel(), np.arange(256))
 
 
+def test_a_16_bit_pgm_is_scaled_like_a_16_bit_png_and_odd_modes_become_usable():
+    quarter = (np.arange(256, dtype=np.uint16) * 64).reshape(16, 16)  # a quarter of the 16-bit range
+    pgm = io.BytesIO()
+    Image.fromarray(quarter).save(pgm, "PPM")  # a 16-bit PGM, which Pillow opens as 32-bit "I"
+    assert Image.open(io.BytesIO(pgm.getvalue())).mode == "I"
+    image = decode_image(pgm.getvalue(), "quarter16.pgm")
+    assert np.asarray(image).max() == 64  # as a 16-bit PNG, not stretched to white
+    assert np.array_equal(np.asarray(image), np.asarray(decode_image(_png(Image.fromarray(quarter)), "q.png")))
+    assert open_image(Image.new("La", (3, 2))).mode == "LA"  # (Pillow converts "La" to nothing else)
+    lab = open_image(Image.new("LAB", (3, 2)))  # (nor "LAB" to grey)
+    assert lab.mode == "RGB" and lab.convert("L").size == (3, 2)
+
+
 def test_exif_orientation_is_applied():
     image = Image.new("RGB", (40, 20), "blue")
     exif = Image.Exif()

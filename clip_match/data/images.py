@@ -7,7 +7,10 @@ the same pixels and the model transform afterwards is exactly Chinese-CLIP's:
 
 - EXIF orientation is applied (phone photos arrive upright; cn_clip ignores the tag),
 - 16-bit and float images are scaled to 8 bits (a plain ``convert("RGB")`` would clip them
-  to white).
+  to white): 16-bit modes by their full range, 32-bit integers ("I", e.g. a 16-bit PGM) by the
+  range their values fit (8 or 16 bits), floats by 1 or their maximum;
+- the two modes Pillow cannot turn into grey or RGB as they are become the nearest mode it can:
+  premultiplied "La" becomes "LA" and CIE "LAB" becomes "RGB".
 
 Other modes (CMYK, P, LA, RGBA, ...) are kept: Chinese-CLIP resizes before converting to RGB,
 and preprocessing must do the same to match it.
@@ -28,6 +31,7 @@ from ..errors import ClipMatchError
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_CONVERTED_MODES = {"La": "LA", "LAB": "RGB"}  # Pillow converts these to nothing else useful
 
 
 def decode_image(data: bytes | bytearray | memoryview, source: str) -> Image.Image:
@@ -44,13 +48,13 @@ def decode_image(data: bytes | bytearray | memoryview, source: str) -> Image.Ima
         raise ClipMatchError(f"{source}: not an image (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ClipMatchError(f"{source}: corrupt or truncated image: {error}") from None
-    return to_8bit(image)
+    return standard_mode(image)
 
 
 def open_image(item: ImageInput, name: str | None = None) -> Image.Image:
     """Turn a path, bytes, PIL image or HxW[xC] uint8 array into a loaded PIL image."""
     if isinstance(item, Image.Image):
-        return to_8bit(item)
+        return standard_mode(item)
     if isinstance(item, np.ndarray):
         if item.dtype != np.uint8 or item.ndim not in (2, 3) or (item.ndim == 3 and item.shape[2] not in (1, 3, 4)):
             raise ClipMatchError(
@@ -70,12 +74,19 @@ def open_image(item: ImageInput, name: str | None = None) -> Image.Image:
     raise ClipMatchError(f"{name or 'input'}: unsupported image input type {type(item).__name__}")
 
 
-def to_8bit(image: Image.Image) -> Image.Image:
-    """Scale 16-bit / 32-bit / float images to 8-bit grayscale ("L"); other modes pass through."""
+def standard_mode(image: Image.Image) -> Image.Image:
+    """16-bit / 32-bit / float images scaled to 8-bit grayscale ("L"), "La" as "LA", "LAB" as "RGB";
+    other modes pass through."""
+    if image.mode in _CONVERTED_MODES:
+        return image.convert(_CONVERTED_MODES[image.mode])
     if image.mode not in _HIGH_DEPTH_MODES:
         return image
     array = np.asarray(image, dtype=np.float64)
-    peak = 65535.0 if image.mode.startswith("I;16") else max(float(array.max(initial=0.0)), 1.0)
-    if image.mode == "F" and peak <= 1.0:
-        peak = 1.0
+    top = float(array.max(initial=0.0))
+    if image.mode.startswith("I;16"):
+        peak = 65535.0
+    elif image.mode == "I":
+        peak = 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
+    else:  # "F"
+        peak = 1.0 if top <= 1.0 else top
     return Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
