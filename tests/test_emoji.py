@@ -147,6 +147,11 @@ def test_generate_script(tmp_path, capsys):
     assert generate.main(["tiles", str(tmp_path / "t"), "--count", "1", "--seed", "4"]) == 0
     assert json.loads(capsys.readouterr().out) == {"out": str(tmp_path / "t"), "tiles": 9, "style": "noto", "seed": 4}
     assert len(list((tmp_path / "t").glob("*.png"))) == 9
+    for bad in (["puzzles", str(tmp_path / "q"), "--count", "-3"], ["pairs", str(tmp_path / "q"), "--size", "4"]):
+        with pytest.raises(SystemExit) as exit_:
+            generate.main(bad)
+        assert exit_.value.code == 2 and "must be at least" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
 
 
 def test_puzzle_for_a_given_prompt(emoji):

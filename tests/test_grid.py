@@ -164,6 +164,13 @@ def test_bad_input_errors(solver, emoji, tmp_path):
         solver.solve([*tiles[:2], noise(10, 10), *tiles[3:]], "雨伞")
     with pytest.raises(ClipMatchError, match="k must be an integer from 1 to 9"):
         solver.solve(puzzle.image, "雨伞", k=10)
+    for threshold in (float("nan"), 5, -1.5, "0.5"):
+        with pytest.raises(ClipMatchError, match="threshold must be a cosine from -1 to 1"):
+            solver.solve(puzzle.image, "雨伞", threshold=threshold)
+    with pytest.raises(ClipMatchError, match=r"image \(300x0\) has no pixels"):
+        solver.solve(np.zeros((0, 300, 3), np.uint8), "雨伞")
+    lab = puzzle.image.convert("LAB")  # (Pillow turns LAB into no grey: converted to RGB on input)
+    assert solver.solve(lab, "雨伞", k=2).layout == "3x3"
 
 
 def test_selection_rules_on_given_scores():
@@ -225,8 +232,17 @@ def test_calibrated_tile_crop_is_applied_and_checked(solver, emoji, tmp_path):
     del record["tile_crop"]  # a calibration written before tile crops existed: whole tiles
     (tmp_path / "old.json").write_text(json.dumps(record), encoding="utf-8")
     assert Calibration.load(tmp_path / "old.json").tile_crop == 1.0
-    (tmp_path / "bad.json").write_text(json.dumps({**record, "tile_crop": 1.5}), encoding="utf-8")
-    with pytest.raises(ClipMatchError, match="bad.json: field 'tile_crop' must be a number in"):
+    for change, message in (({"tile_crop": 1.5}, "field 'tile_crop' must be a number in"),
+                            ({"rule": {"kind": "relative", "value": 1.5}}, "'rule.value' must be a number from -1 to 1"),
+                            ({"rule": {"kind": "threshold", "value": float("nan")}}, "'rule.value' must be a number"),
+                            ({"rule": {"kind": "median", "value": 0.5}}, "'rule.kind' must be one of gap, relative"),
+                            ({"fingerprint": 123}, "field 'fingerprint' must be a str"),
+                            ({"rule": "threshold"}, "not a readable grid calibration")):
+        (tmp_path / "bad.json").write_text(json.dumps({**record, **change}), encoding="utf-8")
+        with pytest.raises(ClipMatchError, match=f"bad.json: .*{message}"):
+            Calibration.load(tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text("5", encoding="utf-8")
+    with pytest.raises(ClipMatchError, match="bad.json: not a readable grid calibration"):
         Calibration.load(tmp_path / "bad.json")
 
 
@@ -285,6 +301,9 @@ def test_eval_grid_cli_and_calibration(tiny_bundle, emoji, tmp_path, capsys):
                    '{"image": "0002.png", "prompt": "x", "layout": "3x3", "k": 2, "answer": [[0, 1]]}\n')
     assert main(["eval-grid", str(bad), "--bundle", str(tiny_bundle)]) == 2
     assert "bad.jsonl:2: field 'answer' needs 1-based [row, col]" in capsys.readouterr().err
+    bad.write_text('{"image": "0001.png", "prompt": "x", "layout": "2x3", "k": 0, "answer": []}\n')
+    assert main(["eval-grid", str(bad), "--bundle", str(tiny_bundle), "--calibrate", str(tmp_path / "c.json")]) == 2
+    assert "bad.jsonl:1: field 'k' must be from 1 to 6" in capsys.readouterr().err
     assert len(list(read_puzzles(tmp_path / "valid" / "puzzles.jsonl"))) == 6
 
 

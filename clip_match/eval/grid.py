@@ -57,6 +57,9 @@ def read_puzzles(path: str | os.PathLike) -> Iterator[PuzzleLine]:
         if record["layout"] not in LAYOUTS:
             raise ClipMatchError(f"{where(path, number)}: field 'layout' must be one of {', '.join(LAYOUTS)}")
         rows, cols = LAYOUTS[record["layout"]]
+        if not 1 <= record["k"] <= rows * cols:
+            raise ClipMatchError(f"{where(path, number)}: field 'k' must be from 1 to {rows * cols} "
+                                 f"(the tiles of a {record['layout']} grid), got {record['k']}")
         answer = np.zeros(rows * cols, bool)
         for cell in record["answer"]:
             if not (isinstance(cell, list) and len(cell) == 2 and all(isinstance(v, int) for v in cell)

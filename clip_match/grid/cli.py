@@ -20,8 +20,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     prompt.add_argument("--text", help="the prompt, e.g. 雨伞")
     prompt.add_argument("--example", metavar="PATH", help="an example image to match instead of a text")
     parser.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS), help="rows x columns (default: detect)")
-    parser.add_argument("--k", type=int, help="number of matching tiles, when known")
-    parser.add_argument("--threshold", type=float, help="choose tiles scoring at least this cosine (k unknown)")
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--k", type=int, help="number of matching tiles, when known")
+    choice.add_argument("--threshold", type=float,
+                        help="k unknown: choose the tiles scoring at least this cosine (-1 to 1), and always the best "
+                             "(default: the bundle's calibrated rule)")
     parser.add_argument("--zero-based", action="store_true", help="0-based [row, col] instead of 1-based")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument("--bundle", help="model bundle directory (default: the packaged demo model)")

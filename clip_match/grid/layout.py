@@ -57,6 +57,8 @@ def find_grid(image: Image.Image, layout: str = "auto") -> Grid:
     """Locate the tiles; ``layout`` "auto" detects 2x3 or 3x3. Errors name the detected layout."""
     if layout != "auto":
         check_layout(layout)
+    if not image.width or not image.height:
+        raise ClipMatchError(f"image ({image.width}x{image.height}) has no pixels")
     gray = np.asarray(image.convert("L"), dtype=np.float32)
     try:
         grid, error = _whole_grid(gray, layout), None
@@ -178,11 +180,17 @@ def _gap_level(row_levels: np.ndarray, col_levels: np.ndarray) -> float | None:
     levels = np.concatenate([row_levels, col_levels])
     if len(levels) == 0:
         return None
-    near_rows = (np.abs(levels[:, None] - row_levels[None, :]) <= _LEVEL_TOL).sum(axis=1)
-    near_cols = (np.abs(levels[:, None] - col_levels[None, :]) <= _LEVEL_TOL).sum(axis=1)
+    near_rows, near_cols = _within_tolerance(levels, row_levels), _within_tolerance(levels, col_levels)
     support = (near_rows + near_cols) * ((near_rows > 0) & (near_cols > 0) | (len(row_levels) == 0)
                                          | (len(col_levels) == 0))
     return float(levels[int(np.argmax(support))])
+
+
+def _within_tolerance(levels: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """For each level, how many of ``pool`` lie within _LEVEL_TOL of it (sorted search: memory linear in
+    the image's side, where a table of all pairs grew with its square)."""
+    pool = np.sort(pool)
+    return np.searchsorted(pool, levels + _LEVEL_TOL, "right") - np.searchsorted(pool, levels - _LEVEL_TOL, "left")
 
 
 def _runs(mask: np.ndarray) -> list[Span]:

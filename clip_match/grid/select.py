@@ -72,14 +72,40 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Calibration:
+        """Read and check a calibration file; every fault names the file and field."""
         try:
             record = json.loads(Path(path).read_text(encoding="utf-8"))
+            if not isinstance(record, dict) or not isinstance(record.get("rule"), dict):
+                raise ValueError("expected an object with a 'rule' object")
             calibration = cls(SelectionRule(**record.pop("rule")), **record)
         except (OSError, ValueError, TypeError, KeyError) as error:
             raise ClipMatchError(f"{path}: not a readable grid calibration: {error}") from None
-        if not isinstance(calibration.tile_crop, (int, float)) or not 0 < calibration.tile_crop <= 1:
+        rule = calibration.rule
+        if rule.kind not in KINDS:
+            raise ClipMatchError(f"{path}: field 'rule.kind' must be one of {', '.join(KINDS)}, got {rule.kind!r}")
+        if rule.kind != "gap" and not _real_in(rule.value, -1.0, 1.0):
+            raise ClipMatchError(f"{path}: field 'rule.value' must be a number from -1 to 1, got {rule.value!r}")
+        for field, kind in (("fingerprint", str), ("source", str), ("puzzles", int)):
+            if not isinstance(getattr(calibration, field), kind):
+                raise ClipMatchError(f"{path}: field {field!r} must be a {kind.__name__}")
+        if not _real_in(calibration.accuracy, 0.0, 1.0):
+            raise ClipMatchError(f"{path}: field 'accuracy' must be a number from 0 to 1, got {calibration.accuracy!r}")
+        if not _real_in(calibration.tile_crop, 0.0, 1.0) or calibration.tile_crop == 0:
             raise ClipMatchError(f"{path}: field 'tile_crop' must be a number in (0, 1], got {calibration.tile_crop!r}")
         return calibration
+
+
+def check_threshold(threshold: object) -> float:
+    """A tile-score threshold (a cosine: -1 to 1) as a float, or an error."""
+    if not _real_in(threshold, -1.0, 1.0):
+        raise ClipMatchError(f"threshold must be a cosine from -1 to 1, got {threshold!r}")
+    return float(threshold)
+
+
+def _real_in(value: object, low: float, high: float) -> bool:
+    """Whether ``value`` is a real number (not a bool, not NaN) in [low, high]."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
+        and low <= float(value) <= high
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from ..data.images import ImageInput, open_image
 from ..errors import ClipMatchError
 from ..runtime.encoder import Encoder
 from .layout import LAYOUTS, MIN_TILE, Grid, check_layout, crop_margins, cut_tiles, find_grid
-from .select import CALIBRATION_NAME, Calibration, SelectionRule, by_threshold, top_k
+from .select import CALIBRATION_NAME, Calibration, SelectionRule, by_threshold, check_threshold, top_k
 
 TILE_COUNTS = {rows * cols: name for name, (rows, cols) in LAYOUTS.items()}  # 6 -> "2x3", 9 -> "3x3"
 
@@ -122,7 +122,7 @@ class GridSolver:
         if k is not None:
             return top_k(scores, k), f"top-{k}"
         if threshold is not None:
-            return by_threshold(scores, float(threshold)), f"threshold {float(threshold):g}"
+            return by_threshold(scores, check_threshold(threshold)), f"threshold {float(threshold):g}"
         if self.calibration is not None:
             rule = self.calibration.rule
             return rule.select(scores), f"calibrated {rule.kind}" + (f" {rule.value:g}" if rule.kind != "gap" else "")

@@ -26,8 +26,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a check
 
 from clip_match.errors import ClipMatchError  # noqa: E402
 from clip_match.grid.emoji import STYLES  # noqa: E402
-from clip_match.grid.layout import LAYOUTS  # noqa: E402
+from clip_match.grid.layout import LAYOUTS, MIN_TILE  # noqa: E402
 from clip_match.grid.synth import CAPTIONS, write_pairs, write_puzzles, write_tiles  # noqa: E402
+
+
+def at_least(low: int):
+    """An argparse type: a whole number >= ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,22 +48,22 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     pairs = sub.add_parser("pairs", help="training pairs: {train,valid}_imgs.tsv and _texts.jsonl")
     pairs.add_argument("out", type=Path)
-    pairs.add_argument("--per-emoji", type=int, default=16, help="train renderings per emoji and style")
-    pairs.add_argument("--valid-per-emoji", type=int, default=1)
+    pairs.add_argument("--per-emoji", type=at_least(1), default=16, help="train renderings per emoji and style")
+    pairs.add_argument("--valid-per-emoji", type=at_least(0), default=1)
     pairs.add_argument("--styles", nargs="+", default=list(STYLES), choices=STYLES)
-    pairs.add_argument("--size", type=int, default=96, help="tile side in px")
+    pairs.add_argument("--size", type=at_least(MIN_TILE), default=96, help="tile side in px")
     pairs.add_argument("--restyle", type=float, default=0.3, help="probability of each art-style change")
     pairs.add_argument("--captions", choices=CAPTIONS, default="one",
                        help="one drawn caption per rendering, or all its names and puzzle tags (default: one)")
     puzzles = sub.add_parser("puzzles", help="puzzle PNGs + puzzles.jsonl")
     puzzles.add_argument("out", type=Path)
-    puzzles.add_argument("--count", type=int, default=1000)
+    puzzles.add_argument("--count", type=at_least(1), default=1000)
     puzzles.add_argument("--style", default="noto", choices=STYLES)
     puzzles.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
     puzzles.add_argument("--prompt", help="one prompt for every puzzle (an emoji name or tag; default: random)")
     tiles = sub.add_parser("tiles", help="the tiles of 3x3 puzzles as PNGs")
     tiles.add_argument("out", type=Path)
-    tiles.add_argument("--count", type=int, default=8, help="puzzles (9 tiles each)")
+    tiles.add_argument("--count", type=at_least(1), default=8, help="puzzles (9 tiles each)")
     tiles.add_argument("--style", default="noto", choices=STYLES)
     for command in (pairs, puzzles, tiles):
         command.add_argument("--seed", type=int, default=0)
