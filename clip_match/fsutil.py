@@ -25,8 +25,11 @@ def _umask() -> int:
 def atomic_file(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; fsync and rename it over ``path`` on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise ClipMatchError(f"{path}: cannot write here: {error.strerror or error}") from None
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
     try:
         with os.fdopen(fd, mode, **open_kwargs) as handle:
@@ -67,7 +70,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False,
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     except OSError as error:
-        raise ClipMatchError(f"{path}: cannot create the output directory: {error.strerror or error}") from None
+        raise ClipMatchError(f"{path}: cannot write here: {error.strerror or error}") from None
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual permissions
     try:
         yield tmp

@@ -53,4 +53,7 @@ def read_manifest(directory: Path, name: str, kind: str, fmt: str, version: int,
     missing = [field for field in required if field not in manifest]
     if missing:
         raise ClipMatchError(f"{path}: missing field {missing[0]!r}")
+    files = manifest.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise ClipMatchError(f"{path}: field 'files' must map file names to sha256 digests")
     return manifest

@@ -72,6 +72,16 @@ def test_atomic_dir_never_replaces_a_directory_holding_its_inputs(tmp_path):
     assert (data / "train_imgs.tsv").read_text() == "1\tAAAA\n"
 
 
+def test_unwritable_outputs_are_user_errors(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ClipMatchError, match=r"file/sub: cannot write here"):
+        with atomic_dir(tmp_path / "file" / "sub"):
+            pass
+    with pytest.raises(ClipMatchError, match=r"file/out.txt: cannot write here"):
+        with atomic_file(tmp_path / "file" / "out.txt"):
+            pass
+
+
 def test_atomic_dir_failure_keeps_nothing(tmp_path):
     with pytest.raises(ValueError):
         with atomic_dir(tmp_path / "x") as tmp:

@@ -151,6 +151,16 @@ def test_damaged_bundles_are_named(tiny_bundle, tmp_path):
     (copy / "clip_match.json").write_text(json.dumps(manifest), encoding="utf-8")
     with pytest.raises(ClipMatchError, match="precision 'int8' must name an image and a text file"):
         Encoder.load(copy)
+    good = json.loads((tiny_bundle / "clip_match.json").read_text(encoding="utf-8"))
+    for change, message in (({"embed_dim": "abc"}, "field 'embed_dim' must be a positive whole number"),
+                            ({"embed_dim": good["embed_dim"] * 2}, "field 'embed_dim' is .* but the image tower's is"),
+                            ({"image_resolution": good["image_resolution"] + 1}, "field 'image_resolution' is .*"),
+                            ({"mean": [0.5, 0.5]}, "field 'mean' must be 3 numbers"),
+                            ({"files": list(good["files"])}, "field 'files' must map file names"),
+                            ({"vocab": 5}, "field 'vocab' must be a string")):
+        (copy / "clip_match.json").write_text(json.dumps({**good, **change}), encoding="utf-8")
+        with pytest.raises(ClipMatchError, match=f"clip_match.json: {message}"):
+            Encoder.load(copy, device="cpu")
     (copy / "clip_match.json").unlink()
     with pytest.raises(ClipMatchError, match="not a model bundle"):
         Encoder.load(copy)

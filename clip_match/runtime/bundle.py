@@ -65,6 +65,27 @@ def default_bundle_path() -> Path:
     return path
 
 
+def _check_fields(manifest: dict[str, Any], where: Path) -> None:
+    """The manifest's values have the types the runtime relies on (a hand-edited manifest fails here,
+    naming the field, not deep inside onnxruntime)."""
+    def positive_int(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    for field in ("embed_dim", "context_length", "image_resolution"):
+        if not positive_int(manifest[field]):
+            raise ClipMatchError(f"{where}: field {field!r} must be a positive whole number, got {manifest[field]!r}")
+    for field in ("mean", "std"):
+        values = manifest[field]
+        if not (isinstance(values, list) and len(values) == 3
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+            raise ClipMatchError(f"{where}: field {field!r} must be 3 numbers (R, G, B), got {values!r}")
+    if not all(manifest["std"]):
+        raise ClipMatchError(f"{where}: field 'std' must not contain zero")
+    for field in ("fingerprint", "vocab"):
+        if field in manifest and not isinstance(manifest[field], str):
+            raise ClipMatchError(f"{where}: field {field!r} must be a string, got {manifest[field]!r}")
+
+
 @dataclass(frozen=True)
 class Bundle:
     """A bundle directory with its manifest read and its files checked against their sha256."""
@@ -83,6 +104,7 @@ class Bundle:
         manifest = read_manifest(path, MANIFEST_NAME, "model bundle", FORMAT, FORMAT_VERSION, "re-export the model",
                                  ("fingerprint", "embed_dim", "context_length", "image_resolution", "mean", "std",
                                   "precisions", "files"))
+        _check_fields(manifest, path / MANIFEST_NAME)
         bundle = cls(path, manifest)
         for name in manifest["files"]:
             if not (path / name).is_file():

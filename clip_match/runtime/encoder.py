@@ -18,7 +18,7 @@ import onnxruntime as ort
 from ..data.images import ImageInput, open_image
 from ..errors import ClipMatchError, positive_batch_size
 from ..text.tokenizer import Tokenizer, normalize_text
-from .bundle import IMAGE_INPUT, TEXT_INPUT, Bundle, check_precision
+from .bundle import IMAGE_INPUT, MANIFEST_NAME, TEXT_INPUT, Bundle, check_precision
 from .preprocess import preprocess
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -91,6 +91,7 @@ class Encoder:
         sessions = [
             _session(bundle.tower_path(tower, precision), options, providers) for tower in ("image", "text")
         ]
+        _check_shapes(bundle, *sessions)
         return cls(bundle, *sessions, precision=precision, threads=threads)
 
     def encode_texts(self, texts: str | Sequence[str], batch_size: int = 256) -> np.ndarray:
@@ -147,6 +148,21 @@ def _usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def _check_shapes(bundle: Bundle, image_session: ort.InferenceSession, text_session: ort.InferenceSession) -> None:
+    """The towers' fixed sizes (input resolution, embedding width) agree with the manifest."""
+    expected = {"image_resolution": bundle.resolution, "embed_dim": bundle.embed_dim}
+    image_shape = image_session.get_inputs()[0].shape
+    found = {"image_resolution": image_shape[-1], "embed_dim": image_session.get_outputs()[0].shape[-1]}
+    text_width = text_session.get_outputs()[0].shape[-1]
+    for field, size in found.items():
+        if isinstance(size, int) and size != expected[field]:
+            raise ClipMatchError(f"{bundle.path / MANIFEST_NAME}: field {field!r} is {expected[field]}, but the image "
+                                 f"tower's is {size}")
+    if isinstance(text_width, int) and text_width != bundle.embed_dim:
+        raise ClipMatchError(f"{bundle.path / MANIFEST_NAME}: field 'embed_dim' is {bundle.embed_dim}, but the text "
+                             f"tower's is {text_width}")
 
 
 def _session(path: os.PathLike, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
