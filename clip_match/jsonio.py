@@ -12,9 +12,13 @@ from .errors import ClipMatchError
 
 
 def parse_object(content: str | bytes, place: str) -> dict[str, Any]:
-    """One JSON object (a JSONL line, say); anything else is an error naming ``place``."""
+    """One JSON object (a JSONL line, say); anything else, NaN and Infinity included (Python's json
+    accepts them, JSON does not, and they would be written back), is an error naming ``place``."""
     try:
-        obj = json.loads(content.decode("utf-8") if isinstance(content, bytes) else content)
+        obj = json.loads(content.decode("utf-8") if isinstance(content, bytes) else content,
+                         parse_constant=_refuse_constant)
+    except _NotJson as error:
+        raise ClipMatchError(f"{place}: malformed JSON: {error} is not JSON") from None
     except UnicodeDecodeError as error:
         raise ClipMatchError(f"{place}: invalid UTF-8 at byte {error.start}") from None
     except json.JSONDecodeError as error:
@@ -24,6 +28,14 @@ def parse_object(content: str | bytes, place: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ClipMatchError(f"{place}: expected a JSON object, got {type(obj).__name__}")
     return obj
+
+
+class _NotJson(Exception):
+    """NaN, Infinity or -Infinity in a JSON text."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJson(name)
 
 
 def read_manifest(directory: Path, name: str, kind: str, fmt: str, version: int, remedy: str,

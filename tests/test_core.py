@@ -183,6 +183,7 @@ def test_cli_output_into_a_closed_pipe_is_not_an_error():
     ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "labels.jsonl:3: malformed JSON: nested too deeply"),
     (b'{"a": "\xff"}', "labels.jsonl:3: invalid UTF-8"),
     ("[1]", "labels.jsonl:3: expected a JSON object, got list"),
+    ('{"score": NaN}', "labels.jsonl:3: malformed JSON: NaN is not JSON"),
 ])
 def test_parse_object_errors_name_the_place(content, message):
     from clip_match.jsonio import parse_object
