@@ -152,8 +152,9 @@ def test_bad_input_errors(solver, emoji, tmp_path):
         solver.solve(tiles[:5], "雨伞")
     with pytest.raises(ClipMatchError, match="make a 3x3 grid, not 2x3"):
         solver.solve(tiles, "雨伞", layout="2x3")
-    with pytest.raises(ClipMatchError, match="prompt is empty"):
-        solver.solve(puzzle.image, "  ")
+    for blank in ("  ", "\u200b\ufeff"):  # (zero-width characters: the tokenizer drops them)
+        with pytest.raises(ClipMatchError, match="prompt is empty"):
+            solver.solve(puzzle.image, blank)
     with pytest.raises(ClipMatchError, match="puzzle image: not an image"):
         solver.solve(b"definitely not a png", "雨伞")
     text_file = tmp_path / "notes.txt"

@@ -150,6 +150,16 @@ def test_candidate_files(tmp_path) -> None:
         read_candidates(tmp_path / "sep.jsonl")  # (and line 1, with its U+2028, is one line)
 
 
+def test_a_candidate_of_invisible_characters_is_empty() -> None:
+    vectors = unit(np.random.default_rng(7).standard_normal((2, 8)))
+    with pytest.raises(ClipMatchError, match="text is empty after normalisation"):
+        LabelIndex.from_vectors(vectors, ["猫", "\u200b\ufeff"], "fp")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert len(LabelIndex.from_vectors(vectors, ["猫", "猫\u200b"], "fp")) == 1  # what the model sees: one text
+    assert any("1 duplicate" in str(w.message) for w in caught)
+
+
 def test_faiss_refusals_come_before_anything_is_saved() -> None:
     vectors = unit(np.random.default_rng(6).standard_normal((3, 8)))
     with pytest.raises(ClipMatchError, match=r"invalid FAISS search parameters 'nprobe=banana'"):

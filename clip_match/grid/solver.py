@@ -19,6 +19,7 @@ from PIL import Image
 from ..data.images import ImageInput, open_image
 from ..errors import ClipMatchError
 from ..runtime.encoder import Encoder
+from ..text.tokenizer import strip_invisible
 from .layout import LAYOUTS, MIN_TILE, Grid, check_layout, crop_margins, cut_tiles, find_grid
 from .select import CALIBRATION_NAME, Calibration, SelectionRule, by_threshold, check_threshold, top_k
 
@@ -107,7 +108,7 @@ class GridSolver:
     def scores(self, tiles: list[Image.Image], prompt: str | ImageInput) -> np.ndarray:
         """Cosine similarity of each tile to the prompt; all tiles go through one encoder call."""
         if isinstance(prompt, str):
-            if not prompt.strip():
+            if not strip_invisible(prompt).strip():
                 raise ClipMatchError("the prompt is empty: give a text such as '雨伞' or an example image")
             query = self.encoder.encode_texts([prompt.strip()])[0]
             tile_features = self.encoder.encode_images(tiles, batch_size=len(tiles))

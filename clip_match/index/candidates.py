@@ -10,7 +10,7 @@ from typing import Any, Iterable
 from ..errors import ClipMatchError, where
 from ..jsonio import parse_object
 from ..text.latex import normalize_latex
-from ..text.tokenizer import normalize_text
+from ..text.tokenizer import normalize_text, strip_invisible
 
 
 @dataclass(frozen=True)
@@ -26,9 +26,10 @@ def candidate_key(text: str, latex: bool) -> str:
     """The text that is embedded and compared for duplicates.
 
     LaTeX: `normalize_latex`. Plain text: what the model sees anyway (`normalize_text`, i.e.
-    lower-case and straight quotes) with runs of whitespace collapsed.
+    lower-case and straight quotes, without the characters the tokenizer drops) with runs of
+    whitespace collapsed.
     """
-    return normalize_latex(text) if latex else " ".join(normalize_text(text).split())
+    return normalize_latex(text) if latex else " ".join(normalize_text(strip_invisible(text)).split())
 
 
 def read_candidates(path: str | os.PathLike) -> list[Candidate]:

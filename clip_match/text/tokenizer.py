@@ -48,6 +48,12 @@ def normalize_text(text: str) -> str:
     )
 
 
+def strip_invisible(text: str) -> str:
+    """``text`` without the characters the tokenizer drops (NUL, U+FFFD, control and format
+    characters such as the zero-width space U+200B), so an emptiness check sees what the model sees."""
+    return "".join(char for char in text if char in "\t\n\r" or not (ord(char) in (0, 0xFFFD) or _is_control(char)))
+
+
 def load_vocab(path: str | os.PathLike) -> dict[str, int]:
     """Read a BERT vocabulary the way cn_clip does: one token per line, stripped, id = line number."""
     try:
