@@ -6,6 +6,7 @@ SIGKILL, disk full) never leaves a half-written file or directory under the fina
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import tempfile
@@ -57,13 +58,27 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool = False,
     return path
 
 
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths atomically with Linux's renameat2(RENAME_EXCHANGE); False where the C library
+    or the file system lacks it (nothing has moved then)."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, TypeError, AttributeError):  # no C library to open (Windows), no renameat2 (macOS)
+        return False
+    return renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, overwrite: bool = False,
                inputs: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it replaces ``path``.
 
     Refuses what `check_output_dir` refuses. The old directory, if replaced, is removed only after
-    the new one is complete.
+    the new one is complete; on Linux the two trade places in one step (`_exchange`), elsewhere the
+    old one is first moved aside, so a crash at that moment leaves it in a ``.old`` sibling.
     """
     path = check_output_dir(path, overwrite, inputs)
     try:
@@ -74,7 +89,9 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False,
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual permissions
     try:
         yield tmp
-        if path.exists():
+        if path.exists() and _exchange(tmp, path):
+            shutil.rmtree(tmp, ignore_errors=True)  # (now the old directory)
+        elif path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             os.replace(path, old / path.name)
             os.replace(tmp, path)

@@ -48,6 +48,19 @@ def test_atomic_dir_refuses_then_replaces(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="renameat2 is Linux's")
+def test_atomic_dir_swaps_the_old_directory_out_in_one_step(tmp_path, monkeypatch):
+    target = tmp_path / "index"
+    with atomic_dir(target) as tmp:
+        (tmp / "a").write_text("1")
+    renames = []
+    monkeypatch.setattr(os, "replace", lambda *args: renames.append(args))  # (the two-step fallback would call it)
+    with atomic_dir(target, overwrite=True) as tmp:
+        (tmp / "b").write_text("2")
+    assert renames == [] and sorted(p.name for p in target.iterdir()) == ["b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+
+
 def test_atomic_outputs_get_normal_permissions(tmp_path):
     mask = os.umask(0o022)
     try:
