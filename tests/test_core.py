@@ -114,6 +114,20 @@ def test_decode_rejects_non_images_truncation_and_bombs(monkeypatch):
         decode_image(data, "big.png")
 
 
+def test_decoding_never_runs_postscript_and_names_any_decoder_failure(monkeypatch):
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n0 0 moveto 8 8 lineto stroke\nshowpage\n"
+    assert Image.open(io.BytesIO(eps)).format == "EPS"  # Pillow would hand it to Ghostscript on load
+    with pytest.raises(ClipMatchError, match="drawing.eps: not an image"):
+        decode_image(eps, "drawing.eps")
+
+    def fails(self):  # as a corrupt TIFF's tags make Pillow fail (TypeError, NotImplementedError, ...)
+        raise TypeError("'IFDRational' object cannot be interpreted as an integer")
+    data = _png(Image.new("RGB", (4, 4)))
+    monkeypatch.setattr("PIL.ImageFile.ImageFile.load", fails)
+    with pytest.raises(ClipMatchError, match="bad.tif: corrupt or truncated image: 'IFDRational'"):
+        decode_image(data, "bad.tif")
+
+
 def test_sixteen_bit_images_are_scaled_not_clipped():
     ramp = (np.arange(256, dtype=np.uint16) * 257).reshape(16, 16)
     image = decode_image(_png(Image.fromarray(ramp)), "ramp16.png")

@@ -18,7 +18,7 @@ from typing import Sequence
 from PIL import Image
 
 from ..data.formats import decode_b64, imgs_path, read_jsonl, read_tsv, texts_path
-from ..data.images import decode_image
+from ..data.images import FORMATS, decode_image
 from ..data.prepare import SPLIT_NAMES, write_dataset
 from ..errors import ClipMatchError, where
 from ..fsutil import atomic_file
@@ -107,7 +107,7 @@ def _unpack(b64: bytes, image_dir: Path, source: str) -> str:
     truncated, over the pixel limit) stops the import before the label store exists."""
     data = decode_b64(b64, source)
     decode_image(data, source).close()
-    with Image.open(io.BytesIO(data)) as image:  # the format, from the header (decoding may convert)
+    with Image.open(io.BytesIO(data), formats=FORMATS) as image:  # the format, from the header (decoding may convert)
         extension = (image.format or "img").lower()
     name = f"{hashlib.sha256(data).hexdigest()[:20]}.{'jpg' if extension == 'jpeg' else extension}"
     target = image_dir / name

@@ -16,6 +16,7 @@ from typing import Iterable, Mapping
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from ..data.images import FORMATS
 from ..errors import ClipMatchError
 
 
@@ -135,11 +136,11 @@ def _probe(path: Path) -> tuple[str, tuple[int, int]] | str:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(path, formats=FORMATS) as image:
                 return image.format or "unknown", image.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return "image too large (decompression bomb guard)"
     except UnidentifiedImageError:
         return "not an image"
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        return f"unreadable image: {error}"
+    except Exception as error:  # a corrupt header can make a decoder fail any way at all
+        return f"unreadable image: {error or type(error).__name__}"

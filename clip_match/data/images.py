@@ -1,8 +1,8 @@
 """Safe image decoding shared by the data pipeline, the runtime, training and annotation.
 
-Decoding is strict: bytes that are not an image, truncated files and decompression bombs
-(more pixels than Pillow's ``Image.MAX_IMAGE_PIXELS``) raise `ClipMatchError` naming the
-input. Two normalisations happen here, at decode time, so that training and inference see
+Decoding is strict: bytes that are not an image (of the raster `FORMATS`: JPEG, PNG, GIF, BMP,
+WebP, TIFF, PPM/PGM), truncated or corrupt files and decompression bombs (more pixels than
+Pillow's ``Image.MAX_IMAGE_PIXELS``) raise `ClipMatchError` naming the input. Two normalisations happen here, at decode time, so that training and inference see
 the same pixels and the model transform afterwards is exactly Chinese-CLIP's:
 
 - EXIF orientation is applied (phone photos arrive upright; cn_clip ignores the tag),
@@ -32,6 +32,9 @@ ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, 
 
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _CONVERTED_MODES = {"La": "LA", "LAB": "RGB"}  # Pillow converts these to nothing else useful
+# The formats decoded: raster images only. Pillow would also open PostScript (by running Ghostscript
+# on it) and a dozen rare formats whose decoders fail on corrupt data with arbitrary exceptions.
+FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "PPM")  # (JPEG includes MPO, from phones)
 
 
 def decode_image(data: bytes | bytearray | memoryview, source: str) -> Image.Image:
@@ -39,15 +42,15 @@ def decode_image(data: bytes | bytearray | memoryview, source: str) -> Image.Ima
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(bytes(data)))
+            image = Image.open(io.BytesIO(bytes(data)), formats=FORMATS)
             image.load()
             ImageOps.exif_transpose(image, in_place=True)  # (a copy would double every decode's cost)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ClipMatchError(f"{source}: image too large (decompression bomb guard): {error}") from None
     except UnidentifiedImageError:
         raise ClipMatchError(f"{source}: not an image (unrecognised format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ClipMatchError(f"{source}: corrupt or truncated image: {error}") from None
+    except Exception as error:  # a corrupt file can make a decoder fail any way at all
+        raise ClipMatchError(f"{source}: corrupt or truncated image: {error or type(error).__name__}") from None
     return standard_mode(image)
 
 
