@@ -151,6 +151,9 @@ def test_export_then_import_round_trip(tmp_path):
 
     with pytest.raises(ClipMatchError, match="already exists"):
         export_dataset(tmp_path / "labels", tmp_path / "data")
+    store.set_skipped("t", ids["img7.jpg"], True)  # a labelled image skipped later is left out
+    assert export_dataset(tmp_path / "labels", tmp_path / "data", overwrite=True)["images"] == 7
+    store.set_skipped("t", ids["img7.jpg"], False)
     export_dataset(tmp_path / "labels", tmp_path / "data", overwrite=True)
 
     result = import_dataset(tmp_path / "data", tmp_path / "again")

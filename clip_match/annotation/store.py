@@ -232,11 +232,11 @@ class LabelStore:
         return result
 
     def labelled_images(self) -> list[tuple[str, list[str]]]:
-        """(relative path, label names) of every present image with at least one label, in path order."""
+        """(relative path, label names) of every present, unskipped image with at least one label, in path order."""
         conn = self.connection()
         rows = conn.execute(
             "SELECT i.path, l.name FROM images i JOIN image_labels il ON il.image_id = i.id "
-            "JOIN labels l ON l.id = il.label_id WHERE i.present = 1 ORDER BY l.name"
+            "JOIN labels l ON l.id = il.label_id WHERE i.present = 1 AND i.skipped = 0 ORDER BY l.name"
         ).fetchall()
         grouped: dict[str, list[str]] = {}
         for path, name in rows:
