@@ -44,6 +44,16 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> Ite
         raise
 
 
+def ensure_dir(path: str | os.PathLike) -> Path:
+    """``path`` as an existing directory (made with its parents if needed), or an error naming it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # e.g. a file of that name, or no permission
+        raise ClipMatchError(f"{path}: cannot create this directory: {error.strerror or error}") from None
+    return path
+
+
 def check_output_dir(path: str | os.PathLike, overwrite: bool = False,
                      inputs: Iterable[str | os.PathLike] = ()) -> Path:
     """``path`` as a Path, or an error: it exists and ``overwrite`` is not set, or it holds one of the

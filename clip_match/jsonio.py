@@ -23,6 +23,8 @@ def parse_object(content: str | bytes, place: str) -> dict[str, Any]:
         raise ClipMatchError(f"{place}: invalid UTF-8 at byte {error.start}") from None
     except json.JSONDecodeError as error:
         raise ClipMatchError(f"{place}: malformed JSON: {error.msg} (column {error.colno})") from None
+    except ValueError as error:  # e.g. an integer longer than Python's 4,300-digit limit
+        raise ClipMatchError(f"{place}: malformed JSON: {error}") from None
     except RecursionError:
         raise ClipMatchError(f"{place}: malformed JSON: nested too deeply") from None
     if not isinstance(obj, dict):

@@ -15,7 +15,7 @@ from PIL import Image
 from clip_match import cli
 from clip_match.data.images import decode_image, open_image
 from clip_match.errors import ClipMatchError
-from clip_match.fsutil import atomic_dir, atomic_file
+from clip_match.fsutil import atomic_dir, atomic_file, ensure_dir
 
 
 def _png(image: Image.Image) -> bytes:
@@ -87,6 +87,8 @@ def test_atomic_dir_never_replaces_a_directory_holding_its_inputs(tmp_path):
 
 def test_unwritable_outputs_are_user_errors(tmp_path):
     (tmp_path / "file").write_text("x")
+    with pytest.raises(ClipMatchError, match=r"file: cannot create this directory"):
+        ensure_dir(tmp_path / "file")
     with pytest.raises(ClipMatchError, match=r"file/sub: cannot write here"):
         with atomic_dir(tmp_path / "file" / "sub"):
             pass

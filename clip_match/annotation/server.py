@@ -155,7 +155,7 @@ class AnnotationHandler(BaseHTTPRequestHandler):
             self._send(body, content_type, cache="no-cache")
         elif path == "/api/state":
             since = query.get("since", ["0"])[0]
-            if not since.isdigit():
+            if not (since.isascii() and since.isdigit() and len(since) <= 18):  # (SQLite's integers: 63 bits)
                 raise HTTPError(HTTPStatus.BAD_REQUEST, "since must be a non-negative integer")
             self._send_json(self.server.store.state(int(since)))
         elif path == "/api/rejects":
@@ -172,7 +172,10 @@ class AnnotationHandler(BaseHTTPRequestHandler):
             row = store.change_labels(client, int(match[1]), _names(body, "add"), _names(body, "remove"))
             self._send_json({"image": row})
         elif match and match[2] == "skip":
-            row = store.set_skipped(client, int(match[1]), bool(body.get("skipped", True)))
+            skipped = body.get("skipped", True)
+            if not isinstance(skipped, bool):
+                raise HTTPError(HTTPStatus.BAD_REQUEST, "skipped must be true or false")
+            row = store.set_skipped(client, int(match[1]), skipped)
             self._send_json({"image": row})
         elif path == "/api/undo":
             self._send_json({"undone": store.undo(client)})
@@ -207,7 +210,7 @@ class AnnotationHandler(BaseHTTPRequestHandler):
             raise HTTPError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "writes must be application/json")
         try:
             body = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        except ValueError as error:  # (bad UTF-8, bad JSON, an integer over Python's 4,300 digits)
             raise HTTPError(HTTPStatus.BAD_REQUEST, f"request body is not JSON: {error}") from None
         if not isinstance(body, dict):
             raise HTTPError(HTTPStatus.BAD_REQUEST, "request body must be a JSON object")

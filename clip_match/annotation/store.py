@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from ..errors import ClipMatchError
+from ..fsutil import ensure_dir
 from .scan import ScannedImage, natural_key
 
 DB_NAME = "annotations.sqlite"
@@ -88,8 +89,7 @@ class LabelStore:
     """The annotation database of one DATASET_DIR, shared by all threads of the server."""
 
     def __init__(self, dataset_dir: str | Path):
-        self.dataset_dir = Path(dataset_dir)
-        self.dataset_dir.mkdir(parents=True, exist_ok=True)
+        self.dataset_dir = ensure_dir(dataset_dir)
         self.path = self.dataset_dir / DB_NAME
         self._local = threading.local()
         conn = self.connection()

@@ -29,6 +29,7 @@ from ..fsutil import atomic_file
 
 BOM = b"\xef\xbb\xbf"
 _INT = re.compile(rb"-?[0-9]+")
+_MAX_ID_DIGITS = 4000  # (Python refuses to read integers of over 4,300 digits)
 _INT_TYPE = {int}
 _WHITESPACE = frozenset(b" \t\r\n\x0b\x0c")
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -213,7 +214,8 @@ def scan_tsv(chunk: Chunk, path: Path) -> tuple[list[ImageEntry], int]:
         end = size if end < 0 else end
         tab = find(b"\t", pos, end)
         stop = end - (data[end - 1] == _CR)  # CRLF
-        if (pos < tab < stop - 1 and data[tab + 1] > _SPACE and data[stop - 1] > _SPACE and data[pos:tab].isdigit()
+        if (pos < tab < min(stop - 1, pos + _MAX_ID_DIGITS) and data[tab + 1] > _SPACE and data[stop - 1] > _SPACE
+                and data[pos:tab].isdigit()
                 and find(b"\t", tab + 1, stop) < 0 and (ascii_only or data[pos:end].isascii())):
             entries.append((number, int(data[pos:tab]), tab + 1, stop, None))
         else:
@@ -280,9 +282,10 @@ def parse_image_line(content: bytes, path: Path, number: int) -> tuple[int, int,
         start += 1
     while stop > start and content[stop - 1] in _WHITESPACE:
         stop -= 1
-    if not _INT.fullmatch(raw_id):
+    if not _INT.fullmatch(raw_id) or len(raw_id) > _MAX_ID_DIGITS:
         shown = raw_id.decode("utf-8", "replace")[:40]
-        raise ClipMatchError(f"{where(path, number)}: image_id must be an integer, got {shown!r}")
+        raise ClipMatchError(f"{where(path, number)}: image_id must be an integer of at most {_MAX_ID_DIGITS} digits, "
+                             f"got {shown!r}")
     if start == stop:
         raise ClipMatchError(f"{where(path, number)}: empty base64 image field")
     if not content.isascii():

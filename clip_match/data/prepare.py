@@ -24,6 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..errors import ClipMatchError
+from ..fsutil import ensure_dir
 from .formats import imgs_path, texts_path, write_split
 from .images import decode_image
 
@@ -62,7 +63,7 @@ def write_dataset(
         assignment[name] = sorted(order[start:start + count], key=image_ids.__getitem__)
         start += count
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out_dir)
     stage = Path(tempfile.mkdtemp(prefix=".prepare.", suffix=".tmp", dir=out_dir))
     summary: dict = {"out_dir": str(out_dir), "images": len(keys), "texts": len(text_ids), "splits": {}}
     try:
