@@ -36,6 +36,7 @@ def test_config_from_json_path_and_context_length(tmp_path):
     ("nope", None, "unknown model config 'nope'"),
     ("RN50@GPT-9", None, "cn_clip has no config 'GPT-9'"),
     ("tiny", 1000, "context_length 1000 must be between 2 and text_max_position_embeddings (512)"),
+    ("tiny", 0, "context_length must be a whole number >= 1, got 0"),
 ])
 def test_config_errors(name, context, message):
     with pytest.raises(ClipMatchError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -142,9 +143,29 @@ def test_resize_checkpoint_to_a_larger_resolution(tiny_checkpoint, tmp_path):
         assert model.encode_image(torch.zeros(1, 3, 96, 96)).shape == (1, 64)
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"context_length": "16"}, "context_length must be a whole number >= 1, got '16'"),
+    ({"embed_dim": 64.5}, "embed_dim must be a whole number >= 1"),
+    ({"vision_layers": "2"}, "vision_layers must be a whole number"),
+    ({"vision_layers": 2, "vision_patch_size": None}, "vision_patch_size must be a whole number >= 1 for a ViT"),
+    ({"text_hidden_act": "tanh"}, "text_hidden_act must be one of gelu"),
+    ({"text_num_attention_heads": 3}, "text_num_attention_heads must be a divisor of text_hidden_size"),
+    ({"image_resolution": -64}, "image_resolution must be a whole number >= 1"),
+])
+def test_config_values_are_checked_by_field(tmp_path, change, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(load_config("tiny").to_dict() | change))
+    with pytest.raises(ClipMatchError, match=f"model config .*{message}"):
+        load_config(path)
+
+
 def test_resize_command_refuses_other_architectures(tiny_checkpoint, tmp_path, capsys):
     wider = tmp_path / "wider.json"
     wider.write_text(json.dumps(load_config("tiny").to_dict() | {"name": "wider", "embed_dim": 128}))
     out = tmp_path / "out.pt"
     assert cli.main(["resize", str(tiny_checkpoint), "--model", str(wider), "--out", str(out)]) == 2
     assert "incompatible checkpoint" in capsys.readouterr().err and not out.exists()
+    trimming = tmp_path / "trimming.json"  # the same weights fit, but the model would frame its images otherwise
+    trimming.write_text(json.dumps(load_config("tiny").to_dict() | {"name": "trimming", "trim_margin": 4}))
+    assert cli.main(["resize", str(tiny_checkpoint), "--model", str(trimming), "--out", str(out)]) == 2
+    assert "trained with trim_margin None, but model trimming has 4" in capsys.readouterr().err and not out.exists()

@@ -250,6 +250,42 @@ def test_bad_input_is_refused_with_the_path_or_flag_named(shapes, configs, tmp_p
         train(parse(_flags(shapes, tmp_path / "vit", model, "--resume", str(other / "checkpoints" / "epoch_latest.pt"))))
 
 
+def test_resume_keeps_the_run_going_and_a_reset_offset_restarts_the_schedule(shapes, configs, tmp_path, capsys):
+    flags = _flags(shapes, tmp_path, configs["micro_rn"], "--batch-size", "32", "--save-step-frequency", "1")
+    first = train(parse([*flags, "--max-steps", "2"]))
+    start = str(first / "checkpoints" / "epoch_latest.pt")
+    again = _flags(shapes, tmp_path, configs["micro_rn"], "--batch-size", "32", "--save-step-frequency", "1",
+                   "--log-interval", "1")
+    again[again.index("run")] = "second"
+    train(parse([*again, "--max-steps", "3", "--resume", start]))  # a new run, from the first one's state at step 2
+    capsys.readouterr()
+    train(parse([*again, "--max-steps", "4", "--resume", start]))  # the same command again: goes on at step 3
+    assert "checkpoints/epoch_latest.pt exists: going on with this run" in capsys.readouterr().err
+    steps = [json.loads(line) for line in (tmp_path / "second" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in steps if m["kind"] == "train"] == [3, 4]
+    reset = _flags(shapes, tmp_path, configs["micro_rn"], "--batch-size", "32", "--log-interval", "1")
+    reset[reset.index("run")] = "reset"
+    train(parse([*reset, "--max-steps", "2", "--resume", start, "--reset-data-offset"]))
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "reset" / "metrics.jsonl").read_text().splitlines()
+           if json.loads(line)["kind"] == "train"]
+    assert lrs and min(lrs) > 0  # the schedule starts again with the steps (it was at its end: lr 0)
+    frozen = _flags(shapes, tmp_path, configs["micro_rn"], "--batch-size", "32")
+    frozen[frozen.index("run")] = "frozen"
+    train(parse([*frozen, "--max-steps", "1", "--freeze-text"]))
+    with pytest.raises(ClipMatchError, match="optimiser state does not fit this run .* --reset-optimizer"):
+        train(parse([*frozen, "--max-steps", "2"]))
+
+
+def test_optimiser_values_and_flag_errors_are_refused_clearly(shapes, configs, tmp_path, capsys):
+    for flag, value, message in (("--lr", "-1", "--lr must be a positive number"), ("--lr", "0", "--lr must be"),
+                                 ("--beta1", "1.5", "--beta1 must be in"), ("--eps", "-1", "--eps must be a positive"),
+                                 ("--wd", "-0.1", "--wd not negative")):
+        with pytest.raises(ClipMatchError, match=message):
+            parse(_flags(shapes, tmp_path, configs["micro_rn"], flag, value))
+    assert main(_flags(shapes, tmp_path, configs["micro_rn"], "--batch-size", "0")) == 2  # python -m clip_match.train
+    assert "--batch-size must be at least 1" in capsys.readouterr().err
+
+
 def test_validation_split_smaller_than_the_batch_still_validates(shapes, configs, tmp_path, capsys):
     run = train(parse(_flags(shapes, tmp_path, configs["micro_vit"], "--val-data", str(shapes / "valid"),
                              "--batch-size", "32", "--max-steps", "1", "--valid-batch-size", "64")))

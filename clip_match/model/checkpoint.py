@@ -23,10 +23,11 @@ _SHOWN = 5  # mismatched keys listed in an error
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The checkpoint's weights with ``module.`` stripped and ``bert.pooler`` dropped (tensors as stored)."""
-    return checkpoint_weights(_read(Path(path)), path)
+    return checkpoint_weights(read_checkpoint(Path(path)), path)
 
 
-def _read(path: Path) -> object:
+def read_checkpoint(path: Path) -> object:
+    """The loaded checkpoint file (tensors only: ``weights_only``), or an error naming it."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -50,16 +51,22 @@ def load_checkpoint(path: str | os.PathLike, config: ModelConfig) -> torch.nn.Mo
     mismatched keys and their shapes, and slim checkpoints trained with another ``trim_margin`` or
     ``fold_wide`` (the weights fit, but the model would see its images cropped differently than in training).
     """
-    checkpoint = _read(Path(path))
+    checkpoint = read_checkpoint(Path(path))
+    check_framing(checkpoint, config, path)
+    model = create_model(config)
+    load_weights(model, checkpoint_weights(checkpoint, path), f"{path} (model {config.name})")
+    return model.eval()
+
+
+def check_framing(checkpoint: object, config: ModelConfig, path: str | os.PathLike) -> None:
+    """Refuse ``config`` if the checkpoint records another ``trim_margin`` or ``fold_wide``."""
     recorded = checkpoint.get("model_config") if isinstance(checkpoint, dict) else None
     if isinstance(recorded, dict):
         for name, default in (("trim_margin", None), ("fold_wide", False)):
             if recorded.get(name, default) != getattr(config, name):
-                raise ClipMatchError(f"{path}: trained with {name} {recorded.get(name, default)}, but model {config.name} "
-                                     f"has {getattr(config, name)}; use the config it was trained with (its 'model_config')")
-    model = create_model(config)
-    load_weights(model, checkpoint_weights(checkpoint, path), f"{path} (model {config.name})")
-    return model.eval()
+                raise ClipMatchError(f"{path}: trained with {name} {recorded.get(name, default)}, but model "
+                                     f"{config.name} has {getattr(config, name)}; use the config it was trained with "
+                                     "(its 'model_config')")
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

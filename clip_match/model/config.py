@@ -20,6 +20,7 @@ from ..errors import ClipMatchError
 from ..runtime.preprocess import Framing, checked_framing
 
 SHIPPED_DIR = Path(__file__).parent / "configs"
+TEXT_ACTIVATIONS = ("gelu", "relu", "swish", "gelu_new")  # cn_clip's modeling_bert.ACT2FN
 
 # cn_clip's short model names -> "vision@text" architecture names (its utils._MODEL_INFO).
 ALIASES = {
@@ -60,6 +61,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if isinstance(self.vision_layers, list):
             object.__setattr__(self, "vision_layers", tuple(self.vision_layers))
+        self._check_types()
         if not 2 <= self.context_length <= self.text_max_position_embeddings:
             raise ClipMatchError(
                 f"model config {self.name}: context_length {self.context_length} must be between 2 and "
@@ -71,6 +73,36 @@ class ModelConfig:
                 f"model config {self.name}: image_resolution {self.image_resolution} must be a multiple of 32 "
                 "(the ResNet attention pool works on resolution / 32)"
             )
+
+    def _check_types(self) -> None:
+        """Every field has a value cn_clip's ``CLIP`` can build (else the error names the field)."""
+        def fail(field: str, wanted: str) -> None:
+            raise ClipMatchError(f"model config {self.name}: {field} must be {wanted}, got {getattr(self, field)!r}")
+
+        def positive(value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+        if not isinstance(self.name, str):
+            fail("name", "a string")
+        for field in ("embed_dim", "image_resolution", "vision_width", "vocab_size", "text_hidden_size",
+                      "text_intermediate_size", "text_max_position_embeddings", "text_num_attention_heads",
+                      "text_num_hidden_layers", "text_type_vocab_size", "vision_head_width", "context_length"):
+            if not positive(getattr(self, field)):
+                fail(field, "a whole number >= 1")
+        layers = self.vision_layers
+        if not (positive(layers) or isinstance(layers, tuple) and len(layers) == 4 and all(map(positive, layers))):
+            fail("vision_layers", "a whole number (ViT) or four of them (ResNet)")
+        if self.vision_patch_size is not None and not positive(self.vision_patch_size) or (
+                positive(layers) and self.vision_patch_size is None):
+            fail("vision_patch_size", "a whole number >= 1 for a ViT, null for a ResNet")
+        for field in ("text_attention_probs_dropout_prob", "text_hidden_dropout_prob", "text_initializer_range"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                fail(field, "a number from 0 to 1")
+        if self.text_hidden_act not in TEXT_ACTIVATIONS:
+            fail("text_hidden_act", f"one of {', '.join(TEXT_ACTIVATIONS)}")
+        if self.text_hidden_size % self.text_num_attention_heads:
+            fail("text_num_attention_heads", f"a divisor of text_hidden_size ({self.text_hidden_size})")
 
     @property
     def framing(self) -> Framing | None:
@@ -135,7 +167,7 @@ def load_config(name_or_path: str | Path, context_length: int | None = None) -> 
     else:
         raise ClipMatchError(f"unknown model config {text!r}; known: {', '.join(available_configs())}, or a JSON path")
     config = ModelConfig.from_dict(data, text)
-    return config.with_context_length(context_length) if context_length else config
+    return config.with_context_length(context_length) if context_length is not None else config
 
 
 def _official(name: str) -> dict[str, Any]:

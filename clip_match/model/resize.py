@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ClipMatchError
-from .checkpoint import load_weights, read_state_dict, save_slim_checkpoint
+from .checkpoint import check_framing, checkpoint_weights, load_weights, read_checkpoint, save_slim_checkpoint
 from .config import ModelConfig, load_config
 from .factory import create_model
 
@@ -40,7 +40,9 @@ def resize_positional_embedding(embedding: torch.Tensor, grid: int) -> torch.Ten
 
 def resize_checkpoint(source: Path, target: ModelConfig, out: Path) -> Path:
     """Write ``source``'s weights as a slim checkpoint of ``target`` (same model but the resolution)."""
-    state = read_state_dict(source)
+    checkpoint = read_checkpoint(source)
+    check_framing(checkpoint, target, source)  # the same model but its resolution
+    state = checkpoint_weights(checkpoint, source)
     if not target.is_resnet:
         raise ClipMatchError(f"{target.name}: only ResNet image towers are supported (ViT has no attention pool)")
     if POSITIONAL_EMBEDDING not in state:

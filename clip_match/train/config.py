@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -80,6 +81,13 @@ class TrainConfig:
         if min(self.warmup, self.num_workers, self.valid_num_workers, self.keep_step_checkpoints) < 0:
             raise ClipMatchError("--warmup, --num-workers, --valid-num-workers and --keep-step-checkpoints "
                                  "must not be negative")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ClipMatchError(f"--lr must be a positive number, got {self.lr}")
+        for field, value in (("beta1", self.beta1), ("beta2", self.beta2)):
+            if not 0 <= value < 1:
+                raise ClipMatchError(f"--{field} must be in [0, 1), got {value}")
+        if not (math.isfinite(self.eps) and self.eps > 0) or not (math.isfinite(self.wd) and self.wd >= 0):
+            raise ClipMatchError(f"--eps must be a positive number and --wd not negative, got {self.eps} and {self.wd}")
         if self.augment not in AUGMENTS:
             raise ClipMatchError(f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
         if self.precision not in PRECISIONS:
@@ -167,9 +175,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--keep-step-checkpoints", type=int, default=0,
                      help="keep only the newest N epoch_N_STEP.pt files; 0: keep all (as cn_clip does)")
     run.add_argument("--resume", default=None,
-                     help="checkpoint to start from: a trainer checkpoint (full state) or official/slim weights; "
-                          "default LOGS/NAME/checkpoints/epoch_latest.pt when it exists")
-    run.add_argument("--reset-data-offset", action="store_true", help="on resume, start at epoch 0, step 0")
+                     help="checkpoint a new run starts from: a trainer checkpoint (full state) or official/slim "
+                          "weights; a run with LOGS/NAME/checkpoints/epoch_latest.pt goes on from that instead")
+    run.add_argument("--reset-data-offset", action="store_true",
+                     help="on resume, start at epoch 0, step 0 (and the learning-rate schedule from its start)")
     run.add_argument("--reset-optimizer", action="store_true", help="on resume, fresh optimiser/scheduler state")
 
 

@@ -43,9 +43,8 @@ TRAINER_TAG = "clip_match.train"
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m clip_match.train [flags]``: train, print errors as one line, return the exit status."""
-    config = parse(sys.argv[1:] if argv is None else argv)
     try:
-        train(config)
+        train(parse(sys.argv[1:] if argv is None else argv))
     except ClipMatchError as error:
         print(f"clip_match.train: error: {error}", file=sys.stderr)
         return 2
@@ -146,10 +145,14 @@ class Trainer:
         return torch.float16
 
     def _resume_path(self) -> Path | None:
-        if self.config.resume:
-            return Path(self.config.resume)
+        """The run's own latest checkpoint when there is one (re-running a command goes on where it
+        stopped, with or without --resume), else --resume (where a new run starts from)."""
         latest = self.checkpoint_dir / "epoch_latest.pt"
-        return latest if latest.is_file() else None
+        if latest.is_file():
+            if self.config.resume:
+                log.info("=> %s exists: going on with this run (--resume %s was its start)", latest, self.config.resume)
+            return latest
+        return Path(self.config.resume) if self.config.resume else None
 
     def _prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         config = self.config
@@ -214,8 +217,13 @@ class Trainer:
             log.info("=> %s: weights loaded (no trainer state: fresh optimiser, step 0)", path)
             return
         if not config.reset_optimizer:
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+            except ValueError as error:  # e.g. other parameter groups after --freeze-text/--freeze-vision changed
+                raise ClipMatchError(f"{path}: its optimiser state does not fit this run ({error}); pass "
+                                     "--reset-optimizer to keep the weights with a fresh optimiser") from None
+            if not config.reset_data_offset:  # (a reset step restarts the schedule: warm-up, then the cosine)
+                self.scheduler.load_state_dict(state["scheduler"])
             if self.scaler is not None and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
         if not config.reset_data_offset:
