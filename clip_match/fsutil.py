@@ -26,6 +26,8 @@ def _umask() -> int:
 def atomic_file(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; fsync and rename it over ``path`` on success."""
     path = Path(path)
+    if path.is_dir():
+        raise ClipMatchError(f"{path} is a directory; give a file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -63,6 +65,8 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool = False,
     for item in inputs:
         if Path(item).resolve().is_relative_to(resolved):
             raise ClipMatchError(f"{path} holds the input {item}; choose an output directory outside the inputs")
+    if path.exists() and not path.is_dir():
+        raise ClipMatchError(f"{path} is a file; give a directory name")
     if path.exists() and not overwrite:
         raise ClipMatchError(f"{path} already exists (pass --overwrite to replace it)")
     return path

@@ -89,6 +89,13 @@ def test_unwritable_outputs_are_user_errors(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ClipMatchError, match=r"file: cannot create this directory"):
         ensure_dir(tmp_path / "file")
+    with pytest.raises(ClipMatchError, match=r"file is a file; give a directory name"):
+        with atomic_dir(tmp_path / "file", overwrite=True):
+            pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # (no hidden leftovers)
+    with pytest.raises(ClipMatchError, match=r"is a directory; give a file name"):
+        with atomic_file(tmp_path):
+            pass
     with pytest.raises(ClipMatchError, match=r"file/sub: cannot write here"):
         with atomic_dir(tmp_path / "file" / "sub"):
             pass

@@ -174,6 +174,10 @@ def test_reader_names_what_is_missing(tmp_path):
     (tmp_path / "pairs").mkdir()
     with pytest.raises(ClipMatchError, match="no data.mdb"):
         LMDBReader(tmp_path)
+    for part in ("imgs", "pairs"):
+        (tmp_path / part / "data.mdb").write_bytes(b"junk" * 1024)
+    with pytest.raises(ClipMatchError, match=r"data.mdb: not a readable LMDB database"):
+        LMDBReader(tmp_path)
 
 
 def _read_everything(reader: LMDBReader) -> tuple[list[Pair], list[bytes]]:

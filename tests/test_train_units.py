@@ -186,3 +186,16 @@ def test_training_and_validation_images_are_framed_as_the_runtime_frames_them(tm
     assert torch.equal(validation[0], pairs[0][0]) and torch.equal(validation[1], pairs[0][0])
     runtime = preprocess([Image.open(io.BytesIO(images[0][1]))], 32, framing=framing)[0]
     assert torch.equal(pairs[0][0], torch.from_numpy(runtime))
+
+
+def test_a_metrics_line_cut_off_by_a_crash_does_not_stop_the_resume(tmp_path):
+    from clip_match.train.metrics import MetricsLog
+
+    metrics = MetricsLog(tmp_path)
+    for step in (1, 2, 3):
+        metrics.append({"kind": "train", "step": step, "loss": 1.0})
+    with open(metrics.path, "a", encoding="utf-8") as handle:
+        handle.write('{"kind": "train", "st')  # the process was killed mid-write
+    assert [r["step"] for r in metrics.records()] == [1, 2, 3]
+    metrics.truncate_after(2)  # what a resume at step 2 does: the torn line goes too
+    assert metrics.path.read_text(encoding="utf-8").count("\n") == 2

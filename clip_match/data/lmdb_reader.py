@@ -63,7 +63,11 @@ def _describe(value: object) -> str:
 def _open_env(path: Path) -> lmdb.Environment:
     if not (path / "data.mdb").is_file():
         raise ClipMatchError(f"{path}: not an LMDB directory (no data.mdb)")
-    return lmdb.open(str(path), readonly=True, create=False, lock=False, readahead=False, meminit=False, max_readers=512)
+    try:
+        return lmdb.open(str(path), readonly=True, create=False, lock=False, readahead=False, meminit=False,
+                         max_readers=512)
+    except lmdb.Error as error:
+        raise ClipMatchError(f"{path / 'data.mdb'}: not a readable LMDB database: {error}") from None
 
 
 def _count(txn: lmdb.Transaction, key: bytes, path: Path) -> int:

@@ -26,10 +26,17 @@ class MetricsLog:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     def records(self) -> list[dict[str, Any]]:
+        """The records; lines that do not parse (the end of a write cut off by a crash) are left out."""
         if not self.path.exists():
             return []
-        with open(self.path, encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+        records = []
+        with open(self.path, encoding="utf-8", errors="replace") as handle:
+            for line in filter(str.strip, handle):
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue
+        return [record for record in records if isinstance(record, dict) and "step" in record and "kind" in record]
 
     def plot(self) -> None:
         """Loss (train and validation) and validation recall against steps."""

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ..errors import ClipMatchError
 from ..eval.retrieval import retrieval_metrics
-from ..fsutil import atomic_file
+from ..fsutil import atomic_file, ensure_dir
 from ..model import create_model, load_config, save_slim_checkpoint
 from ..model.checkpoint import checkpoint_weights, cn_clip_state, load_weights
 from . import checkpoint, distributed
@@ -59,7 +59,7 @@ def train(config: TrainConfig) -> Path:
             trainer = Trainer(config, env)  # checks the data, model and resume state; writes nothing
             if not env.is_main:
                 return trainer.fit()
-            trainer.run_dir.mkdir(parents=True, exist_ok=True)
+            ensure_dir(trainer.run_dir)
             with _log_to(logging.FileHandler(trainer.run_dir / "out.log", encoding="utf-8"), env):
                 return trainer.fit()
     finally:
@@ -244,7 +244,7 @@ class Trainer:
     def fit(self) -> Path:
         config, env = self.config, self.env
         if env.is_main:
-            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            ensure_dir(self.checkpoint_dir)
             with atomic_file(self.run_dir / "params.json", "w", encoding="utf-8") as handle:
                 json.dump({**config.to_dict(), "world_size": env.world_size, "model_config": self.model_config.to_dict()},
                           handle, indent=2, ensure_ascii=False)
