@@ -65,6 +65,27 @@ def test_cli_exports_all_three_precisions_verified(tiny_checkpoint, tmp_path, ca
     assert manifest["fingerprint"] == Bundle.load(out).fingerprint
 
 
+def test_a_vit_exports_to_fp16_and_static_int8(tmp_path, calibration_dir):
+    """A ViT's image cast is the graph's first node (the fp16 converter drops it), and onnxruntime's
+    symbolic shape inference fails on its reshapes (static int8's pre-processing)."""
+    import torch
+
+    from clip_match.model import create_model, load_config, save_slim_checkpoint
+
+    (tmp_path / "vit.json").write_text(json.dumps(load_config("tiny").to_dict() | {
+        "name": "tinyvit", "image_resolution": 64, "vision_layers": 2, "vision_width": 64, "vision_patch_size": 16,
+        "vision_head_width": 32}))
+    config = load_config(tmp_path / "vit.json")
+    torch.manual_seed(0)
+    checkpoint = save_slim_checkpoint(create_model(config), tmp_path / "vit.pt", config)
+    bundle = export_bundle(checkpoint, config, tmp_path / "bundle", precisions=("fp32", "fp16", "int8"),
+                           calibration_images=calibration_dir)
+    manifest = json.loads((bundle / MANIFEST_NAME).read_text())
+    assert manifest["quantization"]["int8"]["image"]["method"] == "static"
+    for precision, floor in parity.MIN_COSINE.items():
+        assert min(manifest["verification"][precision].values()) >= floor
+
+
 def test_reexport_replaces_cleanly(tiny_checkpoint, tmp_path):
     out = tmp_path / "bundle"
     export_bundle(tiny_checkpoint, "tiny", out, precisions="int8", verify=False)

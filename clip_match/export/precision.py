@@ -27,7 +27,8 @@ def convert_fp16(source: Path, target: Path) -> Path:
     ``self.dtype``/float32 around LayerNorm, the attention mask and the image input) while
     typing their outputs FLOAT16, which onnxruntime refuses ("bound to different types"). Those
     original casts (not the ones the converter adds around graph outputs or blocked ops) are
-    rewritten to FLOAT16.
+    rewritten to FLOAT16. A ViT's cast of the image is the graph's first node, and the converter
+    drops it: its first convolution would read the float32 input (`_cast_float_inputs`).
     """
     from onnxconverter_common import float16
 
@@ -41,8 +42,26 @@ def convert_fp16(source: Path, target: Path) -> Path:
             for attribute in node.attribute:
                 if attribute.name == "to":
                     attribute.i = onnx.TensorProto.FLOAT16
+    _cast_float_inputs(model)
     onnx.save(model, str(target))
     return target
+
+
+def _cast_float_inputs(model: onnx.ModelProto) -> None:
+    """Give the nodes that compute on a float32 graph input (not the casts or shape reads) a float16
+    copy of it, made by one Cast placed first."""
+    for graph_input in model.graph.input:
+        if graph_input.type.tensor_type.elem_type != _FLOAT:
+            continue
+        readers = [node for node in model.graph.node
+                   if graph_input.name in node.input and node.op_type not in ("Cast", "Shape")]
+        if not readers:
+            continue
+        half = f"{graph_input.name}_float16"
+        for node in readers:
+            node.input[:] = [half if name == graph_input.name else name for name in node.input]
+        model.graph.node.insert(0, onnx.helper.make_node("Cast", [graph_input.name], [half], name=f"/{half}",
+                                                         to=onnx.TensorProto.FLOAT16))
 
 
 def quantize_int8(source: Path, target: Path) -> Path:
@@ -95,7 +114,10 @@ def quantize_int8_static(source: Path, target: Path, images: np.ndarray) -> Path
 
     with _quiet_quantizer(), tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
-        quant_pre_process(str(source), str(prepared))
+        try:
+            quant_pre_process(str(source), str(prepared))
+        except AssertionError:  # its symbolic shape inference fails on a ViT's reshapes; ONNX's own suffices
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         reader = Batches()
         try:
             quantize_static(str(prepared), str(target), reader, quant_format=QuantFormat.QDQ, per_channel=True,
