@@ -2,8 +2,9 @@
 
 Decoding is strict: bytes that are not an image (of the raster `FORMATS`: JPEG, PNG, GIF, BMP,
 WebP, TIFF, PPM/PGM), truncated or corrupt files and decompression bombs (more pixels than
-Pillow's ``Image.MAX_IMAGE_PIXELS``) raise `ClipMatchError` naming the input. Two normalisations happen here, at decode time, so that training and inference see
-the same pixels and the model transform afterwards is exactly Chinese-CLIP's:
+Pillow's ``Image.MAX_IMAGE_PIXELS``) raise `ClipMatchError` naming the input. Normalisations
+happen here, at decode time, so that training and inference see the same pixels and the model
+transform afterwards is exactly Chinese-CLIP's:
 
 - EXIF orientation is applied (phone photos arrive upright; cn_clip ignores the tag),
 - 16-bit and float images are scaled to 8 bits (a plain ``convert("RGB")`` would clip them
@@ -31,7 +32,7 @@ from ..errors import ClipMatchError
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
-_CONVERTED_MODES = {"La": "LA", "LAB": "RGB"}  # Pillow converts these to nothing else useful
+_CONVERTED_MODES = {"La": "LA", "LAB": "RGB"}  # Pillow takes neither to grey (nor "La" to RGB)
 # The formats decoded: raster images only. Pillow would also open PostScript (by running Ghostscript
 # on it) and a dozen rare formats whose decoders fail on corrupt data with arbitrary exceptions.
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "PPM")  # (JPEG includes MPO, from phones)

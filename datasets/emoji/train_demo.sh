@@ -64,8 +64,8 @@ train() {  # train NAME DATA_DIR STEPS WARMUP LR [more trainer flags]
     --max-steps="$3" --augment=safe --num-workers=1 --log-interval=20 --save-step-frequency=100 \
     --keep-step-checkpoints=2 "${@:6}"
 }
-# Stage 1, the recipe of a first probe run of the "demo" config on these machines: symmetric InfoNCE with label-aware negatives (the
-# trainer's default), AdamW lr 1e-3 wd 0.1, warm-up then cosine, batch 128, safe augmentation
+# Stage 1, the recipe of a first probe run of the "demo" config on these machines: symmetric
+# InfoNCE with label-aware negatives (the trainer's default), AdamW lr 1e-3 wd 0.1, warm-up then cosine, batch 128, safe augmentation
 # (crop + brightness/contrast, no flips or colour inversion) on top of the generator's style
 # augmentation; the generator's captions (Chinese name 45%, English 20%, tag 15%, templates 20%).
 train "${NAME}" "${pairs}" "${STEPS}" "${WARMUP}" 1e-3
