@@ -233,15 +233,19 @@ def test_calibrated_tile_crop_is_applied_and_checked(solver, emoji, tmp_path):
     del record["tile_crop"]  # a calibration written before tile crops existed: whole tiles
     (tmp_path / "old.json").write_text(json.dumps(record), encoding="utf-8")
     assert Calibration.load(tmp_path / "old.json").tile_crop == 1.0
-    for change, message in (({"tile_crop": 1.5}, "field 'tile_crop' must be a number in"),
-                            ({"rule": {"kind": "relative", "value": 1.5}}, "'rule.value' must be a number from -1 to 1"),
-                            ({"rule": {"kind": "threshold", "value": float("nan")}}, "'rule.value' must be a number"),
-                            ({"rule": {"kind": "median", "value": 0.5}}, "'rule.kind' must be one of gap, relative"),
-                            ({"fingerprint": 123}, "field 'fingerprint' must be a str"),
-                            ({"rule": "threshold"}, "not a readable grid calibration")):
+    bad_fields = (({"tile_crop": 1.5}, "field 'tile_crop' must be a number in"),
+                  ({"rule": {"kind": "relative", "value": 1.5}}, "'rule.value' must be a number from -inf to 1"),
+                  ({"rule": {"kind": "threshold", "value": -1.5}}, "'rule.value' must be a number from -1 to 1"),
+                  ({"rule": {"kind": "threshold", "value": float("nan")}}, "'rule.value' must be a number"),
+                  ({"rule": {"kind": "median", "value": 0.5}}, "'rule.kind' must be one of gap, relative"),
+                  ({"fingerprint": 123}, "field 'fingerprint' must be a str"),
+                  ({"rule": "threshold"}, "not a readable grid calibration"))
+    for change, message in bad_fields:
         (tmp_path / "bad.json").write_text(json.dumps({**record, **change}), encoding="utf-8")
         with pytest.raises(ClipMatchError, match=f"bad.json: .*{message}"):
             Calibration.load(tmp_path / "bad.json")
+    (tmp_path / "far.json").write_text(json.dumps({**record, "rule": {"kind": "relative", "value": -4.8}}))
+    assert Calibration.load(tmp_path / "far.json").rule.value == -4.8  # (a fitted relative cut may lie below -1)
     (tmp_path / "bad.json").write_text("5", encoding="utf-8")
     with pytest.raises(ClipMatchError, match="bad.json: not a readable grid calibration"):
         Calibration.load(tmp_path / "bad.json")

@@ -62,7 +62,7 @@ def read_puzzles(path: str | os.PathLike) -> Iterator[PuzzleLine]:
                                  f"(the tiles of a {record['layout']} grid), got {record['k']}")
         answer = np.zeros(rows * cols, bool)
         for cell in record["answer"]:
-            if not (isinstance(cell, list) and len(cell) == 2 and all(isinstance(v, int) for v in cell)
+            if not (isinstance(cell, list) and len(cell) == 2 and all(type(v) is int for v in cell)
                     and 1 <= cell[0] <= rows and 1 <= cell[1] <= cols):
                 raise ClipMatchError(f"{where(path, number)}: field 'answer' needs 1-based [row, col] pairs "
                                      f"inside {record['layout']}, got {cell!r}")

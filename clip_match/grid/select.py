@@ -19,6 +19,7 @@ it applies whether k is known or not.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -83,8 +84,9 @@ class Calibration:
         rule = calibration.rule
         if rule.kind not in KINDS:
             raise ClipMatchError(f"{path}: field 'rule.kind' must be one of {', '.join(KINDS)}, got {rule.kind!r}")
-        if rule.kind != "gap" and not _real_in(rule.value, -1.0, 1.0):
-            raise ClipMatchError(f"{path}: field 'rule.value' must be a number from -1 to 1, got {rule.value!r}")
+        low = -1.0 if rule.kind == "threshold" else -math.inf  # (a cosine; a relative cut may lie far below the median)
+        if rule.kind != "gap" and not _real_in(rule.value, low, 1.0):
+            raise ClipMatchError(f"{path}: field 'rule.value' must be a number from {low:g} to 1, got {rule.value!r}")
         for field, kind in (("fingerprint", str), ("source", str), ("puzzles", int)):
             if not isinstance(getattr(calibration, field), kind):
                 raise ClipMatchError(f"{path}: field {field!r} must be a {kind.__name__}")
@@ -105,7 +107,7 @@ def check_threshold(threshold: object) -> float:
 def _real_in(value: object, low: float, high: float) -> bool:
     """Whether ``value`` is a real number (not a bool, not NaN) in [low, high]."""
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) \
-        and low <= float(value) <= high
+        and math.isfinite(value) and low <= float(value) <= high
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
