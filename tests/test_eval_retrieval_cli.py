@@ -44,6 +44,13 @@ def test_eval_retrieval_bad_input_is_one_line_and_exit_2(tiny_bundle, query_dir,
     assert cli.main(["eval-retrieval", str(query_dir), str(query_dir)]) == 2  # not a bundle
     assert capsys.readouterr().err.startswith("clip-match eval-retrieval: error: ")
 
+    write_split(query_dir, "empty", [], [])
+    assert cli.main(["eval-retrieval", str(tiny_bundle), str(query_dir), "--split", "empty"]) == 2
+    assert "split 'empty' has no image-text pairs" in capsys.readouterr().err
+    write_split(query_dir, "orphan", [(0, b"x"), (1, b"y")], [(7, "x", [0])])
+    assert cli.main(["eval-retrieval", str(tiny_bundle), str(query_dir), "--split", "orphan"]) == 2
+    assert "orphan_imgs.tsv:2: image 1 has no text" in capsys.readouterr().err
+
 
 def test_eval_retrieval_is_listed_in_help(capsys):
     with pytest.raises(SystemExit):

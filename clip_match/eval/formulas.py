@@ -289,6 +289,12 @@ def evaluate_split(encoder: Encoder, data_dir: str | Path, split: str = QUERY_SP
             if image_id not in row_of:
                 raise ClipMatchError(f"{where(jsonl, text.line)}: image_id {image_id} is not in {tsv}")
             pairs.append((row_of[image_id], text_row))
+    paired = {row for row, _ in pairs}
+    if not pairs or len(paired) < len(images):
+        unpaired = next((line for row, line in enumerate(images) if row not in paired), None)
+        raise ClipMatchError(f"{tsv}: split {split!r} has no image-text pairs" if not pairs else
+                             f"{where(tsv, unpaired.line)}: image {unpaired.image_id} has no text in {jsonl}; "
+                             "every query image needs its formula")
     pictures = [decode_image(decode_b64(line.b64, where(tsv, line.line)), where(tsv, line.line)) for line in images]
     image_features = encoder.encode_images(pictures, batch_size=batch_size)
     text_features = encoder.encode_texts([text.text for text in texts])

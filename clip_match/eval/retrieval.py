@@ -10,6 +10,8 @@ from typing import Iterable
 
 import numpy as np
 
+from ..errors import ClipMatchError
+
 KS = (1, 5, 10)
 _CHUNK = 512  # query rows scored at a time
 
@@ -40,8 +42,8 @@ def retrieval_metrics(image_features: np.ndarray, text_features: np.ndarray,
     for image_row, text_row in pairs:
         texts_of_image[image_row].add(text_row)
         images_of_text[text_row].add(image_row)
-    if not all(texts_of_image) or not all(images_of_text):
-        raise ValueError("every image and every text needs at least one pair")
+    if not texts_of_image or not images_of_text or not all(texts_of_image) or not all(images_of_text):
+        raise ClipMatchError("retrieval recall needs images and texts, each with at least one pair")
     metrics: dict[str, float] = {}
     for direction, queries, candidates, positives in (
             ("i2t", image_features, text_features, texts_of_image),
