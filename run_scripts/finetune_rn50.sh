@@ -63,17 +63,20 @@ grad_checkpointing=${GRAD_CHECKPOINTING:-} # "--grad-checkpointing" to save memo
 vision_model=RN50
 text_model=RBT3-chinese
 
-resume_flags=""
+resume_flags=()
 if [[ -f "${output_base_dir}/${name}/checkpoints/epoch_latest.pt" ]]; then
   echo "note: continuing ${output_base_dir}/${name} from its epoch_latest.pt" >&2
 elif [[ -f "${resume}" ]]; then
-  resume_flags="--resume=${resume} ${reset_data_offset} ${reset_optimizer}"
+  resume_flags=("--resume=${resume}" "${reset_data_offset}" "${reset_optimizer}")
+elif [[ -n ${RESUME:-} ]]; then
+  echo "error: RESUME=${RESUME}: no such checkpoint" >&2
+  exit 2
 else
   echo "note: ${resume} not found; training from random initialisation" >&2
 fi
-val_flag=""
+val_flag=()
 if [[ -d "${val_data}" ]]; then
-  val_flag="--val-data=${val_data}"
+  val_flag=("--val-data=${val_data}")
 fi
 
 # "--" keeps torchrun from parsing the trainer's flags (it rejects --logs as ambiguous).
@@ -81,8 +84,8 @@ fi
           --node_rank="${RANK}" --master_addr="${MASTER_ADDR}" --master_port="${MASTER_PORT}" \
           -m clip_match.train -- \
           --train-data="${train_data}" \
-          ${val_flag} \
-          ${resume_flags} \
+          ${val_flag[@]+"${val_flag[@]}"} \
+          ${resume_flags[@]+"${resume_flags[@]}"} \
           --logs="${output_base_dir}" \
           --name="${name}" \
           --save-step-frequency="${save_step_frequency}" \

@@ -306,6 +306,13 @@ def test_train_tiny_cpu_script_runs_as_written(shapes, tmp_path):
     assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["kind"] == "val"
 
 
+def test_finetune_script_refuses_a_resume_checkpoint_that_is_not_there(tmp_path):
+    env = {**ONE_THREAD_ENV, "PYTHON": sys.executable, "RESUME": str(tmp_path / "typo.pt")}
+    done = subprocess.run(["bash", "run_scripts/finetune_rn50.sh", str(tmp_path / "data path")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and f"RESUME={tmp_path / 'typo.pt'}: no such checkpoint" in done.stderr
+
+
 @pytest.mark.slow
 def test_rn50_checkpoint_from_this_trainer_loads_in_cn_clip_create_model(tmp_path):
     from cn_clip.clip.utils import create_model as cn_clip_create_model
