@@ -157,6 +157,7 @@ def test_skip_bad_keeps_the_good_records_and_reports_the_rest(tmp_path, capsys):
         '{"text_id": 2, "text": "", "image_ids": [4]}',
         "{broken",
         '{"text_id": 3, "text": "狗", "image_ids": [4, 9]}',
+        '{"text_id": 4, "text": "鸟", "image_ids": [2]}',  # its only image is bad: no pair, not counted
     ]
     write_data(tmp_path, tsv=tsv, jsonl=jsonl)
     assert build(tmp_path, "--skip-bad", "--json") == 0
@@ -164,9 +165,10 @@ def test_skip_bad_keeps_the_good_records_and_reports_the_rest(tmp_path, capsys):
     assert report == json.loads((tmp_path / "lmdb" / REPORT_NAME).read_text("utf-8"))
     where = [(s["file"], s["line"]) for s in report["skipped"]]
     assert where == [("train_imgs.tsv", 2), ("train_imgs.tsv", 3), ("train_imgs.tsv", 5), ("train_imgs.tsv", 6),
-                     ("train_texts.jsonl", 1), ("train_texts.jsonl", 2), ("train_texts.jsonl", 3), ("train_texts.jsonl", 4)]
+                     ("train_texts.jsonl", 1), ("train_texts.jsonl", 2), ("train_texts.jsonl", 3), ("train_texts.jsonl", 4),
+                     ("train_texts.jsonl", 5)]
     assert "not an image" in report["skipped"][0]["reason"] and "image_id 2 has no" in report["skipped"][4]["reason"]
-    assert report["splits"]["train"] == {"images": 2, "pairs": 3, "texts": 2, "skipped_images": 4, "skipped_pair_lines": 4}
+    assert report["splits"]["train"] == {"images": 2, "pairs": 3, "texts": 2, "skipped_images": 4, "skipped_pair_lines": 5}
     with LMDBReader(tmp_path / "lmdb" / "train") as reader:
         assert [tuple(p) for p in reader] == [(1, 1, "猫"), (4, 1, "猫"), (4, 3, "狗")]
         assert sorted(reader.image_ids()) == [1, 4]

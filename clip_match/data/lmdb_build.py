@@ -373,7 +373,7 @@ def _build_split(
     pairs_size = map_size or max(MIN_MAP_SIZE, 4 * jsonl.stat().st_size)
     pairs = writers.enter_context(_Writer(out / "pairs", pairs_size))
     images = writers.enter_context(_Writer(out / "imgs", map_size or max(MIN_MAP_SIZE, 2 * tsv.stat().st_size)))
-    count, seen, named = _write_pairs(jsonl, tsv.name, split, None, pairs, text_problems)
+    count, texts, named = _write_pairs(jsonl, tsv.name, split, None, pairs, text_problems)
     written = _write_images(checked, data, tsv, split, images, problems)
     skipped_images = len(problems.skipped) - skipped_before
     if named <= written:
@@ -382,8 +382,8 @@ def _build_split(
         pairs.close()
         shutil.rmtree(out / "pairs")
         pairs = writers.enter_context(_Writer(out / "pairs", pairs_size))
-        count, seen, _ = _write_pairs(jsonl, tsv.name, split, written, pairs, problems)
-    return {"images": len(written), "pairs": count, "texts": len(seen),
+        count, texts, _ = _write_pairs(jsonl, tsv.name, split, written, pairs, problems)
+    return {"images": len(written), "pairs": count, "texts": len(texts),
             "skipped_images": skipped_images,
             "skipped_pair_lines": len(problems.skipped) - skipped_before - skipped_images}
 
@@ -408,9 +408,10 @@ def _write_pairs(
     jsonl: Path, tsv_name: str, split: str, written: set[int] | None, pairs: "_Writer", problems: _Problems
 ) -> tuple[int, set[int], set[int]]:
     """Write one pair per (text, image) whose image was written (every image while ``written`` is
-    not known yet); return the count, the text ids and the image ids named."""
+    not known yet); return the count, the ids of the texts with a pair and the image ids named."""
     count = 0
     seen: set[int] = set()
+    paired: set[int] = set()
     named: set[int] = set()
     scanned = scan_file(jsonl, scan_jsonl, TEXT_CHUNK_BYTES)
     report = problems.reporter(jsonl, split)
@@ -421,12 +422,13 @@ def _write_pairs(
             for image_id in image_ids:
                 if written is None or image_id in written:
                     items.append((str(count + len(items)).encode(), pickle.dumps((image_id, text_id, text))))
+                    paired.add(text_id)
                 else:
                     report(f"{where(jsonl, number)}: image_id {image_id} has no (valid) image in {tsv_name}", number)
         count += len(items)
         pairs.add(items, len(chunk.data))
     pairs.finish(NUM_SAMPLES_KEY, count)
-    return count, seen, named
+    return count, paired, named
 
 
 def _checked_images(
