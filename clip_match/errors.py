@@ -10,9 +10,14 @@ class ClipMatchError(Exception):
     """
 
 
+def is_positive_int(value: object) -> bool:
+    """Whether ``value`` is a whole number >= 1 (a bool is not a number here)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def positive_batch_size(batch_size: int) -> int:
     """``batch_size``, or an error unless it is a whole number >= 1."""
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+    if not is_positive_int(batch_size):
         raise ClipMatchError(f"batch_size must be a positive integer, got {batch_size!r}")
     return batch_size
 

@@ -107,7 +107,8 @@ def _unpack(b64: bytes, image_dir: Path, source: str) -> str:
     truncated, over the pixel limit) stops the import before the label store exists."""
     data = decode_b64(b64, source)
     decode_image(data, source).close()
-    with Image.open(io.BytesIO(data), formats=FORMATS) as image:  # the format, from the header (decoding may convert)
+    # the format, from the header (decoding may convert)
+    with Image.open(io.BytesIO(data), formats=FORMATS) as image:
         extension = (image.format or "img").lower()
     name = f"{hashlib.sha256(data).hexdigest()[:20]}.{'jpg' if extension == 'jpeg' else extension}"
     target = image_dir / name

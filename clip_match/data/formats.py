@@ -214,8 +214,8 @@ def scan_tsv(chunk: Chunk, path: Path) -> tuple[list[ImageEntry], int]:
         end = size if end < 0 else end
         tab = find(b"\t", pos, end)
         stop = end - (data[end - 1] == _CR)  # CRLF
-        if (pos < tab < min(stop - 1, pos + _MAX_ID_DIGITS) and data[tab + 1] > _SPACE and data[stop - 1] > _SPACE
-                and data[pos:tab].isdigit()
+        if (pos < tab < stop - 1 and tab - pos <= _MAX_ID_DIGITS and data[tab + 1] > _SPACE
+                and data[stop - 1] > _SPACE and data[pos:tab].isdigit()
                 and find(b"\t", tab + 1, stop) < 0 and (ascii_only or data[pos:end].isascii())):
             entries.append((number, int(data[pos:tab]), tab + 1, stop, None))
         else:

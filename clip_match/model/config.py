@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ClipMatchError
+from ..errors import ClipMatchError, is_positive_int
 from ..runtime.preprocess import Framing, checked_framing
 
 SHIPPED_DIR = Path(__file__).parent / "configs"
@@ -79,21 +79,19 @@ class ModelConfig:
         def fail(field: str, wanted: str) -> None:
             raise ClipMatchError(f"model config {self.name}: {field} must be {wanted}, got {getattr(self, field)!r}")
 
-        def positive(value: object) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
         if not isinstance(self.name, str):
             fail("name", "a string")
         for field in ("embed_dim", "image_resolution", "vision_width", "vocab_size", "text_hidden_size",
                       "text_intermediate_size", "text_max_position_embeddings", "text_num_attention_heads",
                       "text_num_hidden_layers", "text_type_vocab_size", "vision_head_width", "context_length"):
-            if not positive(getattr(self, field)):
+            if not is_positive_int(getattr(self, field)):
                 fail(field, "a whole number >= 1")
         layers = self.vision_layers
-        if not (positive(layers) or isinstance(layers, tuple) and len(layers) == 4 and all(map(positive, layers))):
+        if not (is_positive_int(layers) or isinstance(layers, tuple) and len(layers) == 4
+                and all(map(is_positive_int, layers))):
             fail("vision_layers", "a whole number (ViT) or four of them (ResNet)")
-        if self.vision_patch_size is not None and not positive(self.vision_patch_size) or (
-                positive(layers) and self.vision_patch_size is None):
+        if self.vision_patch_size is not None and not is_positive_int(self.vision_patch_size) or (
+                is_positive_int(layers) and self.vision_patch_size is None):
             fail("vision_patch_size", "a whole number >= 1 for a ViT, null for a ResNet")
         for field in ("text_attention_probs_dropout_prob", "text_hidden_dropout_prob", "text_initializer_range"):
             value = getattr(self, field)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ClipMatchError
+from ..errors import ClipMatchError, is_positive_int
 from ..jsonio import read_manifest
 from .preprocess import Framing, checked_framing
 
@@ -68,11 +68,8 @@ def default_bundle_path() -> Path:
 def _check_fields(manifest: dict[str, Any], where: Path) -> None:
     """The manifest's values have the types the runtime relies on (a hand-edited manifest fails here,
     naming the field, not deep inside onnxruntime)."""
-    def positive_int(value: object) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
     for field in ("embed_dim", "context_length", "image_resolution"):
-        if not positive_int(manifest[field]):
+        if not is_positive_int(manifest[field]):
             raise ClipMatchError(f"{where}: field {field!r} must be a positive whole number, got {manifest[field]!r}")
     for field in ("mean", "std"):
         values = manifest[field]

@@ -51,7 +51,7 @@ def normalize_text(text: str) -> str:
 def strip_invisible(text: str) -> str:
     """``text`` without the characters the tokenizer drops (NUL, U+FFFD, control and format
     characters such as the zero-width space U+200B), so an emptiness check sees what the model sees."""
-    return "".join(char for char in text if char in "\t\n\r" or not (ord(char) in (0, 0xFFFD) or _is_control(char)))
+    return "".join(char for char in text if not _is_dropped(char))
 
 
 def load_vocab(path: str | os.PathLike) -> dict[str, int]:
@@ -158,7 +158,7 @@ class _CleanAndSplitCJK(dict):
 
     def __missing__(self, code_point: int) -> str:
         char = chr(code_point)
-        if code_point in (0, 0xFFFD) or _is_control(char):
+        if _is_dropped(char):
             mapped = ""
         elif _is_whitespace(char):
             mapped = " "
@@ -190,6 +190,11 @@ def _is_cjk_ideograph(code_point: int) -> bool:
 
 def _is_whitespace(char: str) -> bool:
     return char in " \t\n\r" or unicodedata.category(char) == "Zs"
+
+
+def _is_dropped(char: str) -> bool:
+    """NUL, U+FFFD and control/format characters: cn_clip's tokenizer removes them."""
+    return ord(char) in (0, 0xFFFD) or _is_control(char)
 
 
 def _is_control(char: str) -> bool:
