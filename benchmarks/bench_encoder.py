@@ -16,7 +16,7 @@ convolutions fp32 (what int8 gives without calibration images) and convolutions 
 ``ConvInteger``. On a CUDA machine FP16 ONNX (CUDA provider) vs PyTorch fp16 is added.
 
 Goals (issue 3): ONNX fp32 >= 1.5x PyTorch eager; INT8 >= 3x PyTorch eager, cosine >= 0.99 to fp32.
-Run: .venv/bin/python benchmarks/bench_encoder.py [--threads 2] [--repeats 3]
+Run: .venv/bin/python -m benchmarks.bench_encoder [--threads 2] [--repeats 3]
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ turns for --repeats rounds and each one's best time is printed (robust to other 
 
 Goals (issue 6): end-to-end <= 1.2x encoder-only; best answer-preserving precision >= 3x faster
 than naive fp32 on RN50.
-Run: .venv/bin/python benchmarks/bench_grid.py [--threads 2] [--repeats 7] [--validation 40] [--rn50 BUNDLE]
+Run: .venv/bin/python -m benchmarks.bench_grid [--threads 2] [--repeats 7] [--validation 40] [--rn50 BUNDLE]
 
 Random weights time RN50 faithfully but cannot settle which precision keeps the answers: their tile
 scores are nearly tied. Only a trained RN50 can: export one with fp32 and int8, the int8 image tower
@@ -59,16 +59,16 @@ os.environ["OMP_NUM_THREADS"] = str(ARGS.threads)  # before onnxruntime / torch 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
-from clip_match.data.images import open_image  # noqa: E402
 from clip_match.errors import ClipMatchError  # noqa: E402
-from clip_match.eval.grid import read_puzzles  # noqa: E402
-from clip_match.grid.emoji import EmojiSet  # noqa: E402
-from clip_match.grid.layout import cut_tiles, find_grid  # noqa: E402
+from clip_match.grid.evaluate import read_puzzles  # noqa: E402
 from clip_match.grid.solver import GridSolver  # noqa: E402
-from clip_match.grid.synth import make_puzzle, write_puzzles, write_tiles  # noqa: E402
+from clip_match.grid.tiles import cut_tiles, find_grid  # noqa: E402
 from clip_match.runtime.bundle import IMAGE_INPUT, TEXT_INPUT, Bundle, default_bundle_path  # noqa: E402
+from clip_match.runtime.images import open_image  # noqa: E402
 from clip_match.runtime.preprocess import preprocess  # noqa: E402
-from clip_match.text.tokenizer import Tokenizer, normalize_text  # noqa: E402
+from clip_match.runtime.tokenizer import Tokenizer, normalize_text  # noqa: E402
+from datasets.emoji.glyphs import EmojiSet  # noqa: E402
+from datasets.emoji.puzzles import make_puzzle, write_puzzles, write_tiles  # noqa: E402
 
 PUZZLE_SEED, VALIDATION_SEED, CALIBRATION_SEED = 2024, 7, 11
 

@@ -21,7 +21,7 @@ cosine about 0.67, between clusters about 0; queries are fresh draws from the sa
 their exact top 10 are cluster-mates chosen by the noise. (With noise N(0, 1/d), cosine 0.5, the
 clusters blur into each other across IVF cells and recall@10 at 1e6 was 0.75-0.89 in trial runs.)
 
-    .venv/bin/python benchmarks/bench_index.py [--sizes 1000 100000 1000000] [--dim 1024 | --bundle DIR]
+    .venv/bin/python -m benchmarks.bench_index [--sizes 1000 100000 1000000] [--dim 1024 | --bundle DIR]
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """TSV/JSONL -> LMDB throughput: cn_clip's script vs clip_match, verification off and on.
 
-    .venv/bin/python benchmarks/bench_lmdb.py [--images 20000] [--repeats 3] [--workers 2]
+    .venv/bin/python -m benchmarks.bench_lmdb [--images 20000] [--repeats 3] [--workers 2]
 
 From one cached TSV/JSONL of small JPEGs (generated once under the temp dir), in one run:
 cn_clip's ``build_lmdb_dataset.py`` (run in-process as its ``__main__``), clip_match with

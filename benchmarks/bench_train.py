@@ -7,7 +7,7 @@ and worker count; the ratios printed are against the first precision, and loader
 training. Only numbers from one run compare. bf16 pays off on CPUs with bf16 instructions
 (AVX512-BF16, AMX); elsewhere it is emulated and slower.
 
-    .venv/bin/python benchmarks/bench_train.py [--model tiny] [--precisions fp32,bf16] [--steps 20]
+    .venv/bin/python -m benchmarks.bench_train [--model tiny] [--precisions fp32,bf16] [--steps 20]
         [--batch-size 32] [--workers 1] [--threads 1]
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@
 # tower calibrated on the tiles of seed-11 puzzles, as bench_grid.py does for random weights).
 #
 #   bash benchmarks/train_rn50_emoji.sh
-#   .venv/bin/python benchmarks/bench_grid.py --rn50 /tmp/rn50_emoji/bundle
+#   .venv/bin/python -m benchmarks.bench_grid --rn50 /tmp/rn50_emoji/bundle
 #
 # Random weights time RN50 faithfully but put all nine tiles within ~0.01 cosine of each other, so
 # they cannot say whether int8 keeps the answers; this model's scores are spread like a trained

@@ -1,10 +1,7 @@
 """`clip-match` entry point.
 
-Each subcommand lives in its own module, imported only when that subcommand runs (so
-`clip-match query` never imports torch). A command module provides:
-
-    configure(parser: argparse.ArgumentParser)  adds its arguments
-    run(args: argparse.Namespace) -> int        does the work, returns the exit status
+Each subcommand lives in its own module of `clip_match.commands` (see there), imported only when
+that subcommand runs (so `clip-match query` never imports torch).
 
 User errors are raised as `ClipMatchError` and printed as one line, exit status 2.
 """
@@ -20,18 +17,18 @@ from .errors import ClipMatchError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare": ("clip_match.data.prepare_cli", "images + labels -> {split}_imgs.tsv / {split}_texts.jsonl"),
-    "build-lmdb": ("clip_match.data.build_lmdb_cli", "TSV/JSONL -> verified LMDB (Chinese-CLIP layout)"),
-    "inspect": ("clip_match.data.inspect_cli", "counts, duplicates and samples of a TSV/JSONL or LMDB dataset"),
-    "export": ("clip_match.export.cli", "checkpoint -> ONNX model bundle (fp32/fp16/int8), verified"),
-    "train": ("clip_match.train.cli", "fine-tune or train a CN-CLIP model on LMDB data"),
-    "resize": ("clip_match.model.resize", "checkpoint -> the same ResNet model at another input resolution"),
-    "index": ("clip_match.index.cli", "build or extend a FAISS index of candidate texts"),
-    "query": ("clip_match.query_cli", "rank candidate texts for images, or images for a text"),
-    "grid": ("clip_match.grid.cli", "solve a 2x3 / 3x3 tile puzzle for a prompt"),
-    "eval-grid": ("clip_match.eval.grid_cli", "accuracy and latency on a puzzles.jsonl"),
-    "eval-retrieval": ("clip_match.eval.formulas_cli", "formula retrieval R@1/5/10 of real query images"),
-    "annotate": ("clip_match.annotate_cli", "label image-text pairs in the browser; export them"),
+    "prepare": ("clip_match.commands.prepare", "images + labels -> {split}_imgs.tsv / {split}_texts.jsonl"),
+    "build-lmdb": ("clip_match.commands.build_lmdb", "TSV/JSONL -> verified LMDB (Chinese-CLIP layout)"),
+    "inspect": ("clip_match.commands.inspect", "counts, duplicates and samples of a TSV/JSONL or LMDB dataset"),
+    "export": ("clip_match.commands.export", "checkpoint -> ONNX model bundle (fp32/fp16/int8), verified"),
+    "train": ("clip_match.commands.train", "fine-tune or train a CN-CLIP model on LMDB data"),
+    "resize": ("clip_match.commands.resize", "checkpoint -> the same ResNet model at another input resolution"),
+    "index": ("clip_match.commands.index", "build or extend a FAISS index of candidate texts"),
+    "query": ("clip_match.commands.query", "rank candidate texts for images, or images for a text"),
+    "grid": ("clip_match.commands.grid", "solve a 2x3 / 3x3 tile puzzle for a prompt"),
+    "eval-grid": ("clip_match.commands.eval_grid", "accuracy and latency on a puzzles.jsonl"),
+    "eval-retrieval": ("clip_match.commands.eval_retrieval", "formula retrieval R@1/5/10 of real query images"),
+    "annotate": ("clip_match.commands.annotate", "label image-text pairs in the browser; export them"),
 }
 
 

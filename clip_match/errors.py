@@ -10,18 +10,6 @@ class ClipMatchError(Exception):
     """
 
 
-def is_positive_int(value: object) -> bool:
-    """Whether ``value`` is a whole number >= 1 (a bool is not a number here)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def positive_batch_size(batch_size: int) -> int:
-    """``batch_size``, or an error unless it is a whole number >= 1."""
-    if not is_positive_int(batch_size):
-        raise ClipMatchError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return batch_size
-
-
 def where(path: object, line: int | None = None, key: object | None = None) -> str:
     """Format a location prefix like ``data/train_texts.jsonl:12`` or ``lmdb/imgs[key=7]``."""
     text = str(path)

@@ -17,9 +17,9 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-from clip_match.annotation.exchange import attach_image_dir
-from clip_match.annotation.server import CLIENT_HEADER, AnnotationServer
-from clip_match.annotation.store import LabelStore
+from clip_match.annotate.exchange import attach_image_dir
+from clip_match.annotate.server import CLIENT_HEADER, AnnotationServer
+from clip_match.annotate.store import LabelStore
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -122,8 +122,8 @@ def test_other_origins_are_refused(served):
 def test_wildcard_bind_answers_this_machines_names_only(tmp_path):
     import socket
 
-    from clip_match.annotation.server import AnnotationServer
-    from clip_match.annotation.store import LabelStore
+    from clip_match.annotate.server import AnnotationServer
+    from clip_match.annotate.store import LabelStore
 
     image_dir = tmp_path / "images"
     make_images(image_dir, 1)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from clip_match.annotation.exchange import attach_image_dir, export_dataset, import_dataset
-from clip_match.annotation.scan import scan_images
-from clip_match.annotation.store import Conflict, LabelStore
-from clip_match.annotation.thumbs import MAX_SIDE
+from clip_match.annotate.exchange import attach_image_dir, export_dataset, import_dataset
+from clip_match.annotate.scan import scan_images
+from clip_match.annotate.store import Conflict, LabelStore
+from clip_match.annotate.thumbs import MAX_SIDE
 from clip_match.cli import main
 from clip_match.data.formats import read_jsonl, read_tsv
 from clip_match.errors import ClipMatchError
@@ -112,7 +112,7 @@ def test_state_survives_reopening_and_reports_changes_since(tmp_path):
 
 
 def test_large_images_get_a_cached_thumbnail(tmp_path):
-    from clip_match.annotation.thumbs import needs_thumbnail, thumbnail
+    from clip_match.annotate.thumbs import needs_thumbnail, thumbnail
 
     image_dir = tmp_path / "images"
     image_dir.mkdir()

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from clip_match import cli
-from clip_match.data.images import decode_image, open_image
+from clip_match.runtime.images import decode_image, open_image
 from clip_match.errors import ClipMatchError
 from clip_match.fsutil import atomic_dir, atomic_file, ensure_dir
 

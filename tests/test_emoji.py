@@ -11,9 +11,9 @@ from PIL import Image
 
 from clip_match.data.formats import decode_b64, read_jsonl, read_tsv
 from clip_match.errors import ClipMatchError
-from clip_match.grid.emoji import STYLES, EmojiSet
-from clip_match.grid.layout import cut_tiles, find_grid
-from clip_match.grid.synth import (EN_TEMPLATES, ZH_TEMPLATES, all_captions, make_puzzle, write_pairs, write_puzzles,
+from datasets.emoji.glyphs import STYLES, EmojiSet
+from clip_match.grid.tiles import cut_tiles, find_grid
+from datasets.emoji.puzzles import (EN_TEMPLATES, ZH_TEMPLATES, all_captions, make_puzzle, write_pairs, write_puzzles,
                                   write_tiles)
 
 
@@ -132,13 +132,8 @@ def test_write_pairs_all_captions_links_every_true_caption(tmp_path):
 
 
 def test_generate_script(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
+    from datasets.emoji import generate
 
-    script = Path(__file__).resolve().parents[1] / "datasets" / "emoji" / "generate.py"
-    spec = importlib.util.spec_from_file_location("emoji_generate", script)
-    generate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generate)
     assert generate.main(["puzzles", str(tmp_path / "p"), "--count", "2", "--style", "fluent", "--seed", "4"]) == 0
     assert json.loads(capsys.readouterr().out) == {"out": str(tmp_path / "p"), "puzzles": 2, "style": "fluent", "seed": 4}
     assert len((tmp_path / "p" / "puzzles.jsonl").read_text(encoding="utf-8").splitlines()) == 2

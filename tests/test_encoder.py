@@ -49,7 +49,7 @@ def test_texts_match_pytorch(encoder, torch_model):
     import torch
     from cn_clip.clip import tokenize
 
-    from clip_match.text.tokenizer import normalize_text
+    from clip_match.runtime.tokenizer import normalize_text
 
     expected = _normalised(torch_model.encode_text(tokenize([normalize_text(t) for t in TEXTS], 16)))
     actual = encoder.encode_texts(TEXTS, batch_size=4)

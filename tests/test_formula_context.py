@@ -13,8 +13,8 @@ from PIL import Image
 
 from clip_match import cli
 from clip_match.model import load_config
-from clip_match.text.latex import normalize_latex
-from clip_match.text.tokenizer import normalize_text, tokenize
+from clip_match.formulas.latex import normalize_latex
+from clip_match.runtime.tokenizer import normalize_text, tokenize
 
 # Equal for their first ~70 tokens, different in the next ~60: only a context > 70 tells them apart.
 PREFIX = "\\sum _ { i = 1 } ^ { n } " + "a _ { i } ^ { 2 } + " * 6
@@ -48,7 +48,7 @@ def test_the_test_formulas_need_more_than_52_tokens():
 
 def test_formula_config_context_covers_99_percent_of_im2latex():
     from datasets.formulas.sources import load_im2latex, missing_data_reason
-    from clip_match.eval.formulas import unique_formulas
+    from clip_match.formulas.evaluate import unique_formulas
 
     if missing_data_reason():
         pytest.skip(missing_data_reason())

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clip_match import cli
 from clip_match.data.formats import write_split
 from clip_match.errors import ClipMatchError
-from clip_match.eval import formulas_cli
-from clip_match.eval.formulas import evaluate_split
+from clip_match.formulas.evaluate import evaluate_split
 
 FORMULAS = ["x ^ { 2 }", "a + b", "\\frac { 1 } { n }", "\\sum _ { i } " + "a _ { i } + " * 60 + "z"]
 
@@ -62,10 +62,10 @@ def test_evaluate_split_names_bad_files(tiny_bundle, query_dir, tmp_path):
 
 def test_cli_prints_recalls_and_json(tiny_bundle, query_dir, capsys):
     data_dir = query_dir[0]
-    assert formulas_cli.main([str(tiny_bundle), str(data_dir), "--json"]) == 0
+    assert cli.main(["eval-retrieval", str(tiny_bundle), str(data_dir), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["queries"] == 5 and "i2t_mean_recall" in metrics
-    assert formulas_cli.main([str(tiny_bundle), str(data_dir)]) == 0
+    assert cli.main(["eval-retrieval", str(tiny_bundle), str(data_dir)]) == 0
     out = capsys.readouterr().out
     assert "5 query images, 4 candidate formulas" in out and "image->formula: R@1" in out
-    assert formulas_cli.main([str(tiny_bundle), str(data_dir / "missing")]) == 2
+    assert cli.main(["eval-retrieval", str(tiny_bundle), str(data_dir / "missing")]) == 2

@@ -12,7 +12,7 @@ from PIL import Image
 
 from clip_match.data.formats import read_jsonl, read_tsv
 from clip_match.errors import ClipMatchError
-from clip_match.eval.formulas import (
+from clip_match.formulas.evaluate import (
     REAL_TRAIN_ID_OFFSET, RENDER_ID_OFFSET, Formula, QueryLeakError, bank_protocol, check_no_query_images,
     open_protocol, split_by_formula, unique_formulas,
 )

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clip_match.eval.formulas import Formula
+from clip_match.formulas.evaluate import Formula
 from datasets.formulas.augment import AugmentConfig, augment
 from datasets.formulas.build import render_clean
 from datasets.formulas.render import get_renderer, render_all, unsafe_reason

@@ -12,12 +12,12 @@ from PIL import Image, ImageDraw
 
 from clip_match.cli import main
 from clip_match.errors import ClipMatchError
-from clip_match.eval.grid import TILE_CROPS, fit_calibration, read_puzzles, score_puzzles
-from clip_match.grid.emoji import EmojiSet
-from clip_match.grid.layout import crop_margins, cut_tiles, find_grid
+from clip_match.grid.evaluate import TILE_CROPS, fit_calibration, read_puzzles, score_puzzles
+from datasets.emoji.glyphs import EmojiSet
+from clip_match.grid.tiles import crop_margins, cut_tiles, find_grid
 from clip_match.grid.select import Calibration, SelectionRule, by_threshold, calibrate, top_k
 from clip_match.grid.solver import GridSolver
-from clip_match.grid.synth import make_puzzle, write_puzzles
+from datasets.emoji.puzzles import make_puzzle, write_puzzles
 
 
 @pytest.fixture(scope="module")
@@ -310,6 +310,32 @@ def test_eval_grid_cli_and_calibration(tiny_bundle, emoji, tmp_path, capsys):
     assert main(["eval-grid", str(bad), "--bundle", str(tiny_bundle), "--calibrate", str(tmp_path / "c.json")]) == 2
     assert "bad.jsonl:1: field 'k' must be from 1 to 6" in capsys.readouterr().err
     assert len(list(read_puzzles(tmp_path / "valid" / "puzzles.jsonl"))) == 6
+
+
+def test_calibration_written_into_a_bundle_is_listed_and_checked(tiny_bundle, emoji, tmp_path, capsys):
+    import shutil
+
+    from clip_match.runtime.bundle import Bundle
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    (bundle / "grid_calibration.json").write_text("{}")  # copied in by hand: nothing vouches for it
+    with pytest.raises(ClipMatchError, match="grid_calibration.json: not listed in the bundle manifest"):
+        GridSolver(bundle)
+    write_puzzles(tmp_path / "valid", 4, seed=1, emoji=emoji)
+    assert main(["eval-grid", str(tmp_path / "valid" / "puzzles.jsonl"), "--bundle", str(bundle),
+                 "--calibrate", str(bundle / "grid_calibration.json")]) == 0
+    assert "grid_calibration.json" in Bundle.load(bundle).manifest["files"]
+    assert GridSolver(bundle).calibration == Calibration.load(bundle / "grid_calibration.json")
+    (bundle / "grid_calibration.json").write_text((bundle / "grid_calibration.json").read_text() + " ")
+    with pytest.raises(ClipMatchError, match="grid_calibration.json: sha256 mismatch"):
+        GridSolver(bundle)
+
+
+def test_the_demo_bundle_lists_its_calibration():
+    from clip_match.runtime.bundle import Bundle
+
+    assert Bundle.load().optional_file("grid_calibration.json") is not None
 
 
 def test_calibration_cut_can_lie_above_every_non_answer():

@@ -12,7 +12,7 @@ from clip_match.data.formats import write_split
 from clip_match.errors import ClipMatchError
 from clip_match.index.examples import read_examples
 from clip_match.index.label_index import LabelIndex
-from clip_match.index.layout import LAYOUT_DIM, layout_code, with_layout
+from clip_match.formulas.layout_codes import LAYOUT_DIM, layout_code, with_layout
 from clip_match.query import Matcher
 
 # Three "formulas": ink boxes (x0, y0, x1, y1) on a 100 x 20 canvas, laid out differently.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from clip_match.text.latex import REWRITTEN, normalize_latex, tokenize_latex
+from clip_match.formulas.latex import REWRITTEN, normalize_latex, tokenize_latex
 from datasets.formulas.sources import shared_data_dir
 
 IM2LATEX = shared_data_dir() / "im2latex" / "val.formulas.norm.txt"

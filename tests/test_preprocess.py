@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clip_match.data.images import decode_image, open_image
+from clip_match.runtime.images import decode_image, open_image
 from clip_match.errors import ClipMatchError
 from clip_match.runtime.preprocess import (CONTENT_CONTRAST, MAX_FOLDS, MEAN, STD, Framing, fold_wide, on_paper, preprocess,
                                           trim_to_content)

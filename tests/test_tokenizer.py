@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from clip_match.errors import ClipMatchError
-from clip_match.text.tokenizer import VOCAB_PATH, Tokenizer, normalize_text, tokenize
+from clip_match.runtime.tokenizer import VOCAB_PATH, Tokenizer, normalize_text, tokenize
 
 CONTEXT_LENGTHS = (2, 16, 52, 77, 150)
 NUM_RANDOM_TEXTS = 10_500
@@ -178,7 +178,7 @@ def test_runtime_modules_do_not_import_torch():
         """
         import sys
         from PIL import Image
-        from clip_match.text.tokenizer import tokenize
+        from clip_match.runtime.tokenizer import tokenize
         from clip_match.runtime.preprocess import preprocess
         tokenize(["一只猫 a cat"], 52)
         preprocess([Image.new("RGB", (5, 7))], 32)

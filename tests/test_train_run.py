@@ -16,7 +16,7 @@ import torch
 from clip_match.data.formats import write_split
 from clip_match.data.lmdb_build import build_lmdb
 from clip_match.errors import ClipMatchError
-from clip_match.eval.retrieval import retrieval_metrics
+from clip_match.retrieval_metrics import retrieval_metrics
 from clip_match.model import create_model, load_checkpoint, load_config
 from clip_match.train import distributed, main
 from clip_match.train.config import parse

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from clip_match.errors import ClipMatchError
-from clip_match.eval.retrieval import retrieval_metrics
+from clip_match.retrieval_metrics import retrieval_metrics
 from clip_match.train import checkpoint
 from clip_match.train.config import parse
 from clip_match.train.data import KnownPairs, text_key

@@ -1,18 +1,9 @@
-"""Datasets in Chinese-CLIP's formats: prepare TSV/JSONL, build and read LMDB, inspect.
+"""Datasets in Chinese-CLIP's formats: prepare TSV/JSONL, build and read LMDB, inspect. Torch-free.
 
 ``LMDBReader`` (and its ``Pair``) is the entry point for training code; the rest is reached
-through `clip-match prepare | build-lmdb | inspect` or their modules. Imported lazily, so
-that ``clip_match.data.images`` (used by the runtime) does not pull in LMDB.
+through `clip-match prepare | build-lmdb | inspect` or their modules. Images are decoded by
+`clip_match.runtime.images`, so training reads exactly the pixels the runtime does.
 """
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from .lmdb_reader import LMDBReader, Pair
 
 __all__ = ["LMDBReader", "Pair"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(importlib.import_module("clip_match.data.lmdb_reader"), name)
-    raise AttributeError(f"module 'clip_match.data' has no attribute {name!r}")

@@ -14,7 +14,7 @@ from typing import Iterable
 
 from ..errors import ClipMatchError, where
 from .formats import decode_b64, imgs_path, iter_lines, parse_text_line, read_tsv, texts_path
-from .images import decode_image
+from ..runtime.images import decode_image
 from .lmdb_reader import LMDBReader
 
 SAMPLES = 3

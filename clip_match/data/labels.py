@@ -18,9 +18,9 @@ from typing import Iterator
 
 from ..errors import ClipMatchError, where
 from ..jsonio import parse_object
+from ..runtime.images import image_files
 from .formats import BOM
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 _HEADER_CELLS = frozenset({"image", "path"})
 
 
@@ -36,13 +36,6 @@ def folder_records(images_dir: str | Path) -> Iterator[tuple[str, Path, list[str
             raise ClipMatchError(f"{folder}: folder name is empty or whitespace only")
         for path in image_files(folder):
             yield path.relative_to(root).as_posix(), path, [label]
-
-
-def image_files(directory: Path) -> list[Path]:
-    """The image files (by suffix) under ``directory``, recursively and sorted; hidden files and
-    folders (a leading dot, e.g. ``.thumbnails``) are skipped."""
-    return sorted(path for path in directory.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-                  and not _hidden(path, directory))
 
 
 def labels_file_records(images_dir: str | Path, labels_path: str | Path) -> list[tuple[str, Path, list[str]]]:
@@ -71,10 +64,6 @@ def _existing_dir(path: str | Path) -> Path:
     if not path.is_dir():
         raise ClipMatchError(f"{path}: image folder not found")
     return path
-
-
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def _read_text(path: Path) -> str:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..errors import ClipMatchError, where
 from .formats import decode_b64
-from .images import decode_image
+from ..runtime.images import decode_image
 
 NUM_IMAGES_KEY = b"num_images"
 NUM_SAMPLES_KEY = b"num_samples"

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ..errors import ClipMatchError
 from ..fsutil import ensure_dir
 from .formats import imgs_path, texts_path, write_split
-from .images import decode_image
+from ..runtime.images import decode_image
 
 SPLIT_NAMES = ("train", "valid", "test")
 ImageSource = Union[bytes, str, os.PathLike]

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..data.images import open_image
-from ..data.labels import IMAGE_SUFFIXES, image_files
+from ..runtime.images import open_image
+from ..runtime.images import IMAGE_SUFFIXES, image_files
 from ..errors import ClipMatchError
 from ..runtime.preprocess import MEAN, STD, Framing, preprocess
 

@@ -20,13 +20,11 @@ from ..model.config import ModelConfig, load_config
 from ..runtime.bundle import (FORMAT, FORMAT_VERSION, MANIFEST_NAME, TOWERS, VOCAB_NAME, check_precision,
                               sha256_file, tower_file_name)
 from ..runtime.preprocess import MEAN, STD
+from ..runtime.tokenizer import VOCAB_PATH
 from . import verify as parity
 from .calibration import CalibrationImages, load_calibration_images
 from .precision import QUANTIZED_OPS, convert_fp16, quantize_int8, quantize_int8_static
 from .towers import OPSET, export_image_tower, export_text_tower
-
-VOCAB_SOURCE = Path(__file__).resolve().parent.parent / "text" / VOCAB_NAME
-
 
 def parse_precisions(text: str | Sequence[str]) -> tuple[str, ...]:
     """"fp32,int8" or a sequence -> validated, de-duplicated, in the given order."""
@@ -99,7 +97,7 @@ def export_bundle(checkpoint_path: str | os.PathLike, config: ModelConfig | str,
                 verification[precision] = {k: round(v, 7) for k, v in result.items()}
             manifest_precisions[precision] = files
             steps.update()
-        shutil.copyfile(VOCAB_SOURCE, bundle / VOCAB_NAME)
+        shutil.copyfile(VOCAB_PATH, bundle / VOCAB_NAME)
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

@@ -1,1 +1,5 @@
-"""clip_match.grid"""
+"""Tile puzzles: find the grid and cut its tiles (`tiles`), choose the matching ones (`select`),
+solve (`solver.GridSolver`) and measure accuracy on a puzzles.jsonl (`evaluate`).
+
+Runtime: torch-free.
+"""

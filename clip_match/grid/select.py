@@ -3,7 +3,7 @@
 - ``k`` known: the k best tiles.
 - ``threshold`` given: every tile scoring at least that (always at least the best one).
 - neither: a rule calibrated on generated validation puzzles of the same model
-  (`calibrate`), stored as ``grid_calibration.json`` beside the bundle's manifest:
+  (`calibrate`), stored as ``grid_calibration.json`` in the bundle (listed in its manifest):
     * ``gap``: cut the sorted scores at their largest drop (no parameter; the default when a
       bundle has no calibration),
     * ``threshold``: scores >= value,
@@ -13,7 +13,7 @@
   simpler kind (listed first).
 
 A calibration also holds the model's tile crop: the share of each tile's side (centred) that is
-encoded, chosen with the rule on the same validation puzzles (`clip_match.eval.grid.fit_calibration`);
+encoded, chosen with the rule on the same validation puzzles (`clip_match.grid.evaluate.fit_calibration`);
 it applies whether k is known or not.
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import ClipMatchError
 from ..fsutil import atomic_file
+from ..runtime.bundle import add_bundle_file, is_bundle_dir
 
 CALIBRATION_NAME = "grid_calibration.json"
 KINDS = ("gap", "relative", "threshold")
@@ -66,10 +67,14 @@ class Calibration:
     tile_crop: float = 1.0  # share of each tile's side encoded, centred (1.0: the whole tile)
 
     def save(self, path: str | os.PathLike) -> Path:
-        record = asdict(self)
-        with atomic_file(path, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False, indent=2) + "\n")
-        return Path(path)
+        """Write the calibration; into a bundle directory, it is also listed (sha256) in its manifest."""
+        data = (json.dumps(asdict(self), ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+        path = Path(path)
+        if is_bundle_dir(path.parent):
+            return add_bundle_file(path.parent, path.name, data)
+        with atomic_file(path) as handle:
+            handle.write(data)
+        return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Calibration:

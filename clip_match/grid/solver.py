@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from ..data.images import ImageInput, open_image
+from ..runtime.images import ImageInput, open_image
 from ..errors import ClipMatchError
 from ..runtime.encoder import Encoder
-from ..text.tokenizer import strip_invisible
-from .layout import LAYOUTS, MIN_TILE, Grid, check_layout, crop_margins, cut_tiles, find_grid
+from ..runtime.tokenizer import strip_invisible
+from .tiles import LAYOUTS, MIN_TILE, Grid, check_layout, crop_margins, cut_tiles, find_grid
 from .select import CALIBRATION_NAME, Calibration, SelectionRule, by_threshold, check_threshold, top_k
 
 TILE_COUNTS = {rows * cols: name for name, (rows, cols) in LAYOUTS.items()}  # 6 -> "2x3", 9 -> "3x3"
@@ -56,16 +55,19 @@ class GridSolver:
     """Solve grid puzzles with one model bundle (None = the bundled demo model)."""
 
     def __init__(self, bundle: str | os.PathLike | None = None, device: str = "auto", precision: str | None = None,
-                 threads: int | None = None, calibration: str | os.PathLike | None = None):
+                 threads: int | None = None, calibration: str | os.PathLike | None = None,
+                 bundle_calibration: bool = True):
+        """``calibration``: a grid calibration file to use instead of the bundle's; ``bundle_calibration=False``
+        leaves the bundle's out too (e.g. while fitting a new one: top-k and the largest gap only)."""
         self.encoder = Encoder.load(bundle, device=device, precision=precision, threads=threads)
-        self.calibration = self._load_calibration(calibration)
+        self.calibration = self._load_calibration(calibration) if calibration or bundle_calibration else None
         self.tile_crop = self.calibration.tile_crop if self.calibration else 1.0  # share of each tile's side encoded
 
     def _load_calibration(self, path: str | os.PathLike | None) -> Calibration | None:
         """The bundle's k-unknown rule: ``path``, else ``grid_calibration.json`` in the bundle, else none."""
         if path is None:
-            path = Path(self.encoder.bundle.path) / CALIBRATION_NAME
-            if not path.is_file():
+            path = self.encoder.bundle.optional_file(CALIBRATION_NAME)
+            if path is None:
                 return None
         calibration = Calibration.load(path)
         if calibration.fingerprint != self.encoder.fingerprint:

@@ -9,8 +9,8 @@ from typing import Any, Iterable
 
 from ..errors import ClipMatchError, where
 from ..jsonio import parse_object
-from ..text.latex import normalize_latex
-from ..text.tokenizer import normalize_text, strip_invisible
+from ..formulas.latex import normalize_latex
+from ..runtime.tokenizer import normalize_text, strip_invisible
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ normalised mean image vector of its examples and ``w`` the text weight (1: text 
 only). Matching an image to images of the same thing is easier for a small model than matching it
 to a text: see datasets/formulas/RESULTS.md for the formula bank, where the weight was chosen on
 validation renders. The same pass can also average the examples' layout codes
-(`clip_match.index.layout`), for indexes that blend them in.
+(`clip_match.formulas.layout_codes`), for indexes that blend them in.
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data.formats import decode_b64, imgs_path, read_jsonl, read_tsv, texts_path
-from ..data.images import decode_image
+from ..runtime.images import decode_image
 from ..errors import ClipMatchError, where
-from .layout import LAYOUT_DIM, layout_codes
+from ..formulas.layout_codes import LAYOUT_DIM, layout_codes
 
 
 EXAMPLE_TEXT_WEIGHT = 0.5  # a candidate's text share in its vector when it has examples, unless told otherwise

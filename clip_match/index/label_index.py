@@ -3,7 +3,7 @@
 Vectors are L2-normalised, so inner product is cosine. A candidate with example images (see
 `clip_match.index.examples`) is stored as its text vector mixed with its examples' prototype, by the
 index's ``text_weight`` (0: examples only, 1: text only). An index with a ``layout_weight`` above 0 also
-blends in the layout codes of the examples and of each query image (`clip_match.index.layout`): its
+blends in the layout codes of the examples and of each query image (`clip_match.formulas.layout_codes`): its
 vectors are longer than the model's, and queries go through `query_vectors`. Probabilities are a
 softmax over 100 x cosine (CLIP's logit scale), computed over every candidate when the index is exact and
 holds at most ``EXACT_LIMIT`` candidates (scope "all"), else over the top ``SOFTMAX_POOL``
@@ -32,13 +32,14 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..errors import ClipMatchError, positive_batch_size
+from ..checks import positive_batch_size
+from ..errors import ClipMatchError
 from ..fsutil import atomic_dir
 from ..jsonio import read_manifest
 from ..runtime.bundle import sha256_file
 from .candidates import Candidate, candidate_key, check_unique_ids, read_candidates
 from .examples import EXAMPLE_TEXT_WEIGHT, Examples, check_text_weight, fuse
-from .layout import LAYOUT_DIM, LAYOUT_SHAPE, check_layout_weight, layout_codes, with_layout
+from ..formulas.layout_codes import LAYOUT_DIM, LAYOUT_SHAPE, check_layout_weight, layout_codes, with_layout
 from .faiss_index import (EXACT_LIMIT, choose_factory, is_exact, l2_normalised, new_index,
                           set_search_parameters, to_search_device, train_if_needed)
 

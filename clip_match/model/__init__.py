@@ -1,4 +1,7 @@
-"""CN-CLIP models: configurations (torch-free), the factory and checkpoints (torch, loaded on use)."""
+"""CN-CLIP models: configurations (torch-free), the factory and checkpoints (torch, loaded on use).
+
+Training side: may import torch and the runtime; the runtime never imports this package.
+"""
 from __future__ import annotations
 
 import importlib

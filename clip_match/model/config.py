@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ClipMatchError, is_positive_int
+from ..checks import is_positive_int
+from ..errors import ClipMatchError
 from ..runtime.preprocess import Framing, checked_framing
 
 SHIPPED_DIR = Path(__file__).parent / "configs"

@@ -5,12 +5,11 @@ Only the image tower's attention-pool positional embedding depends on the resolu
 cell of the final ``resolution / 32`` feature grid, plus the pooled token); every convolution is
 size-free. The grid rows are resized bicubically, as CLIP does when it changes resolution.
 
-    clip-match resize SLIM.pt --model demo --out RESIZED.pt
+`clip-match resize` (`clip_match.commands.resize`) runs it from the command line.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 
 from ..errors import ClipMatchError
 from .checkpoint import check_framing, checkpoint_weights, load_weights, read_checkpoint, save_slim_checkpoint
-from .config import ModelConfig, load_config
+from .config import ModelConfig
 from .factory import create_model
 
 POSITIONAL_EMBEDDING = "visual.attnpool.positional_embedding"
@@ -52,15 +51,3 @@ def resize_checkpoint(source: Path, target: ModelConfig, out: Path) -> Path:
     model = create_model(target)
     load_weights(model, state, f"{source} resized to {target.name}")  # every other shape must match
     return save_slim_checkpoint(model, out, target)
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="trained weights (trainer, slim or official checkpoint)")
-    parser.add_argument("--model", required=True, help="the target config, a name or a JSON file: the same model "
-                                                       "as the checkpoint's but for its image_resolution")
-    parser.add_argument("--out", type=Path, required=True, help="slim checkpoint to write")
-
-
-def run(args: argparse.Namespace) -> int:
-    print(resize_checkpoint(args.checkpoint, load_config(args.model), args.out))
-    return 0

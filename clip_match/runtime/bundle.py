@@ -10,6 +10,8 @@ Layout (written by `clip_match.export`)::
     image.<precision>.onnx   image tower: float32 "image" (N, 3, R, R) -> "features" (N, D)
     text.<precision>.onnx    text tower: int64 "input_ids" (N, L <= context) -> "features" (N, D)
     vocab.txt                the tokenizer vocabulary
+    grid_calibration.json    optional: the grid solver's tile crop and k-unknown rule
+                             (`clip_match.grid.select`), listed under 'files' like the rest
 
 The ``fingerprint`` identifies the weights, not the precision: every precision of one model
 shares it, so an index built with one tower precision accepts another. Torch-free.
@@ -17,19 +19,22 @@ shares it, so an index built with one tower precision accepts another. Torch-fre
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ClipMatchError, is_positive_int
+from ..checks import is_positive_int
+from ..errors import ClipMatchError
+from ..fsutil import atomic_file
 from ..jsonio import read_manifest
 from .preprocess import Framing, checked_framing
 
 MANIFEST_NAME = "clip_match.json"
 FORMAT = "clip_match.bundle"
 FORMAT_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8")
+TOWER_PRECISIONS = ("fp32", "fp16", "int8")
 TOWERS = ("image", "text")
 IMAGE_INPUT, TEXT_INPUT, OUTPUT = "image", "input_ids", "features"
 VOCAB_NAME = "vocab.txt"
@@ -41,8 +46,8 @@ def tower_file_name(tower: str, precision: str) -> str:
 
 def check_precision(precision: str) -> str:
     """Return ``precision`` if valid, else raise an error listing the valid names."""
-    if precision not in PRECISIONS:
-        raise ClipMatchError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
+    if precision not in TOWER_PRECISIONS:
+        raise ClipMatchError(f"unknown precision {precision!r}; valid precisions: {', '.join(TOWER_PRECISIONS)}")
     return precision
 
 
@@ -158,6 +163,17 @@ class Bundle:
             )
         return self.checked_file(self.manifest["precisions"][precision][tower])
 
+    def optional_file(self, name: str) -> Path | None:
+        """``name`` inside the bundle after its sha256 check, or None when the bundle has no such file.
+        A file that is there but not listed in the manifest is refused: nothing vouches for it."""
+        if name in self.manifest["files"]:
+            return self.checked_file(name)
+        if (self.path / name).exists():
+            raise ClipMatchError(f"{self.path / name}: not listed in the bundle manifest; write it with the command "
+                                 f"that makes it (e.g. `clip-match eval-grid ... --calibrate {self.path / name}`), "
+                                 "which lists it, or remove it")
+        return None
+
     def checked_file(self, name: str) -> Path:
         """``name`` inside the bundle, after comparing its sha256 with the manifest."""
         path = self.path / name
@@ -174,3 +190,23 @@ class Bundle:
                 "the bundle file was altered or damaged — re-export the model"
             )
         return path
+
+
+def is_bundle_dir(path: str | os.PathLike) -> bool:
+    return (Path(path) / MANIFEST_NAME).is_file()
+
+
+def add_bundle_file(bundle_dir: str | os.PathLike, name: str, data: bytes) -> Path:
+    """Write ``name`` into a bundle and list its sha256 in the manifest, each file replaced atomically
+    (the file first: a crash in between leaves it unlisted, which `Bundle.optional_file` refuses)."""
+    bundle = Bundle.load(bundle_dir)
+    models = {bundle.manifest.get("vocab", VOCAB_NAME), *(f for towers in bundle.manifest["precisions"].values()
+                                                           for f in towers.values())}
+    if name in models or name == MANIFEST_NAME or Path(name).name != name:
+        raise ClipMatchError(f"{name!r}: not a name for an extra bundle file (a plain file name, not a model file)")
+    with atomic_file(bundle.path / name) as handle:
+        handle.write(data)
+    manifest = dict(bundle.manifest, files={**bundle.manifest["files"], name: hashlib.sha256(data).hexdigest()})
+    with atomic_file(bundle.path / MANIFEST_NAME, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return bundle.path / name

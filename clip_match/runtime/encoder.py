@@ -1,6 +1,6 @@
 """Torch-free encoder: a model bundle's two ONNX towers behind onnxruntime.
 
-Images go through `clip_match.data.images.open_image` (strict decoding, EXIF orientation) and
+Images go through `clip_match.runtime.images.open_image` (strict decoding, EXIF orientation) and
 `preprocess` (cn_clip's transform); texts through `normalize_text` and the bundle's WordPiece
 vocabulary. Texts are sorted by length and each batch is padded only to its longest text: the
 text tower's cost grows with sequence length and short labels need far fewer than 52 tokens.
@@ -15,9 +15,10 @@ from typing import Iterable, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from ..data.images import ImageInput, open_image
-from ..errors import ClipMatchError, positive_batch_size
-from ..text.tokenizer import Tokenizer, normalize_text
+from .images import ImageInput, open_image
+from ..checks import positive_batch_size
+from ..errors import ClipMatchError
+from .tokenizer import Tokenizer, normalize_text
 from .bundle import IMAGE_INPUT, MANIFEST_NAME, TEXT_INPUT, Bundle, check_precision
 from .preprocess import preprocess
 

@@ -9,7 +9,7 @@ normalised at once with torchvision's float32 arithmetic (divide by 255, subtrac
 divide by the std), so the result is bit for bit the same.
 
 Orientation and bit depth are settled before this step, at decode time, by
-``clip_match.data.images.decode_image`` / ``open_image``: the EXIF orientation tag is applied
+``clip_match.runtime.images.decode_image`` / ``open_image``: the EXIF orientation tag is applied
 (a phone photo stored sideways comes out upright) and 16-bit images are scaled to 8 bits.
 cn_clip ignores EXIF, so for a JPEG with a rotation tag clip_match sees the upright image
 where cn_clip's own loader sees it sideways; for every decoded image the output here equals

@@ -1,4 +1,7 @@
-"""Fine-tuning CN-CLIP (torch): ``main(argv)`` runs the trainer as ``python -m clip_match.train``."""
+"""Fine-tuning CN-CLIP: ``main(argv)`` runs the trainer as ``python -m clip_match.train``.
+
+Training side: needs torch; the runtime never imports this package.
+"""
 from __future__ import annotations
 
 from typing import Sequence

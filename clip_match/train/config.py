@@ -15,7 +15,7 @@ from typing import Sequence
 from ..errors import ClipMatchError
 
 AUGMENTS = ("none", "safe", "cnclip")
-PRECISIONS = ("amp", "fp16", "bf16", "fp32")
+TRAINING_PRECISIONS = ("amp", "fp16", "bf16", "fp32")
 
 # cn_clip's per-backbone optimiser defaults (``get_default_params``, from the CLIP paper).
 _RESNET_ADAM = {"lr": 5.0e-4, "beta1": 0.9, "beta2": 0.999, "eps": 1.0e-8}
@@ -90,8 +90,8 @@ class TrainConfig:
             raise ClipMatchError(f"--eps must be a positive number and --wd not negative, got {self.eps} and {self.wd}")
         if self.augment not in AUGMENTS:
             raise ClipMatchError(f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
-        if self.precision not in PRECISIONS:
-            raise ClipMatchError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision not in TRAINING_PRECISIONS:
+            raise ClipMatchError(f"--precision must be one of {', '.join(TRAINING_PRECISIONS)}, got {self.precision!r}")
 
     @property
     def run_dir(self) -> str:

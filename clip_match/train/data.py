@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ..data import LMDBReader
 from ..errors import ClipMatchError
 from ..runtime.preprocess import Framing, preprocess
-from ..text.tokenizer import normalize_text, tokenize
+from ..runtime.tokenizer import normalize_text, tokenize
 from .augment import make_augment
 
 

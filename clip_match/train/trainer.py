@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ..errors import ClipMatchError
-from ..eval.retrieval import retrieval_metrics
+from ..retrieval_metrics import retrieval_metrics
 from ..fsutil import atomic_file, ensure_dir
 from ..model import create_model, load_config, save_slim_checkpoint
 from ..model.checkpoint import checkpoint_weights, cn_clip_state, load_weights

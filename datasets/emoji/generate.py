@@ -2,15 +2,15 @@
 """Generate seeded data from the emoji tiles: training pairs, grid puzzles or puzzle tiles.
 
     # training pairs (Chinese-CLIP TSV/JSONL), both styles, 16 renderings per emoji and style
-    python datasets/emoji/generate.py pairs data/emoji_pairs --per-emoji 16 --seed 0
+    python -m datasets.emoji.generate pairs data/emoji_pairs --per-emoji 16 --seed 0
     # hold the Fluent style out of training (to measure robustness to unseen art)
-    python datasets/emoji/generate.py pairs data/emoji_pairs_noto --styles noto --seed 0
+    python -m datasets.emoji.generate pairs data/emoji_pairs_noto --styles noto --seed 0
     # every rendering linked to all its names and puzzle tags (no drawn caption)
-    python datasets/emoji/generate.py pairs data/emoji_pairs_all --captions all --seed 1
+    python -m datasets.emoji.generate pairs data/emoji_pairs_all --captions all --seed 1
     # 1,000 puzzles (2x3 and 3x3 alternate) in one style
-    python datasets/emoji/generate.py puzzles data/puzzles_fluent --count 1000 --style fluent --seed 1
+    python -m datasets.emoji.generate puzzles data/puzzles_fluent --count 1000 --style fluent --seed 1
     # the 72 tiles of 8 3x3 puzzles as PNGs (calibration images for `clip-match export --precision int8`)
-    python datasets/emoji/generate.py tiles data/calibration_tiles --count 8 --seed 11
+    python -m datasets.emoji.generate tiles data/calibration_tiles --count 8 --seed 11
 
 Pairs feed `clip-match build-lmdb` and the trainer; puzzles feed `clip-match eval-grid`; tiles
 feed `clip-match export --calibration-images`.
@@ -22,12 +22,11 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
+from clip_match.errors import ClipMatchError
+from clip_match.grid.tiles import LAYOUTS, MIN_TILE
 
-from clip_match.errors import ClipMatchError  # noqa: E402
-from clip_match.grid.emoji import STYLES  # noqa: E402
-from clip_match.grid.layout import LAYOUTS, MIN_TILE  # noqa: E402
-from clip_match.grid.synth import CAPTIONS, write_pairs, write_puzzles, write_tiles  # noqa: E402
+from .glyphs import STYLES
+from .puzzles import CAPTIONS, write_pairs, write_puzzles, write_tiles
 
 
 def at_least(low: int):

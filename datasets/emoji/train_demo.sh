@@ -51,7 +51,7 @@ clip_match() { "${PYTHON}" -m clip_match.cli "$@"; }
 pairs=${WORK}/pairs_${NAME}
 if [[ ! -d ${pairs}/lmdb ]]; then
   # shellcheck disable=SC2086
-  "${PYTHON}" datasets/emoji/generate.py pairs "${pairs}" --per-emoji "${PER_EMOJI}" --valid-per-emoji 1 \
+  "${PYTHON}" -m datasets.emoji.generate pairs "${pairs}" --per-emoji "${PER_EMOJI}" --valid-per-emoji 1 \
     --styles ${STYLES} --seed "${PAIR_SEED}" --overwrite
   clip_match build-lmdb "${pairs}" --splits train,valid --overwrite
 fi
@@ -82,7 +82,7 @@ from pathlib import Path
 import numpy as np
 from clip_match.data.formats import read_jsonl
 from clip_match.fsutil import atomic_file
-from clip_match.grid.emoji import EmojiSet
+from datasets.emoji.glyphs import EmojiSet
 
 source, out, per_emoji = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 emoji = EmojiSet()
@@ -120,7 +120,7 @@ fi
 pairs3=${WORK}/pairs_${NAME}_all
 if (( STEPS3 + STEPS4 > 0 )) && [[ ! -d ${pairs3}/lmdb ]]; then
   # shellcheck disable=SC2086
-  "${PYTHON}" datasets/emoji/generate.py pairs "${pairs3}" --per-emoji "${PER_EMOJI}" --valid-per-emoji 1 \
+  "${PYTHON}" -m datasets.emoji.generate pairs "${pairs3}" --per-emoji "${PER_EMOJI}" --valid-per-emoji 1 \
     --styles ${STYLES} --captions all --seed "${PAIR_SEED3}" --overwrite
   clip_match build-lmdb "${pairs3}" --splits train,valid --overwrite
 fi
@@ -154,7 +154,7 @@ if (( STEPS5 > 0 )); then
     local pairs=${pairs3}_s$3
     if [[ ! -d ${pairs}/lmdb ]]; then
       # shellcheck disable=SC2086
-      "${PYTHON}" datasets/emoji/generate.py pairs "${pairs}" --per-emoji "${PER_EMOJI}" --valid-per-emoji 1 \
+      "${PYTHON}" -m datasets.emoji.generate pairs "${pairs}" --per-emoji "${PER_EMOJI}" --valid-per-emoji 1 \
         --styles ${STYLES} --captions all --seed "$3" --overwrite
       clip_match build-lmdb "${pairs}" --splits train,valid --overwrite
     fi
@@ -177,7 +177,7 @@ puzzles() {  # puzzles SET COUNT SEED...: one folder of puzzles per style (seeds
   local dir=${WORK}/puzzles/$1 count=$2 seeds=("${@:3}") i
   for i in "${!STYLE_NAMES[@]}"; do
     if [[ ! -f ${dir}/${STYLE_NAMES[$i]}/puzzles.jsonl ]]; then
-      "${PYTHON}" datasets/emoji/generate.py puzzles "${dir}/${STYLE_NAMES[$i]}" --count "${count}" \
+      "${PYTHON}" -m datasets.emoji.generate puzzles "${dir}/${STYLE_NAMES[$i]}" --count "${count}" \
         --style "${STYLE_NAMES[$i]}" --seed "${seeds[$i]}" --overwrite
     fi
   done
@@ -197,7 +197,7 @@ clip_match eval-grid "${calibration_set}" --bundle "${BUNDLE}" --calibrate "${BU
 # int8 vs fp32 answers on the validation puzzles (top-k with k known, and the calibrated rule).
 "${PYTHON}" - "${WORK}/${NAME}_fp32_int8" "${BUNDLE}/grid_calibration.json" "${calibration_set}" <<'EOF'
 import sys
-from clip_match.eval.grid import score_puzzles
+from clip_match.grid.evaluate import score_puzzles
 from clip_match.grid.select import top_k
 from clip_match.grid.solver import GridSolver
 bundle, calibration, puzzles = sys.argv[1:]

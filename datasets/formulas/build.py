@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from clip_match.data.formats import write_split
 from clip_match.errors import ClipMatchError
-from clip_match.eval.formulas import (
+from clip_match.formulas.evaluate import (
     RENDER_ID_OFFSET, REPORTED_BANK_SIZE, Formula, Protocol, SplitRecords, bank_protocol, check_no_query_images,
     open_protocol, query_split, real_train_split, unique_formulas,
 )

@@ -19,8 +19,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from clip_match.eval.formulas import unique_formulas
-from clip_match.text.tokenizer import normalize_text, tokenize
+from clip_match.formulas.evaluate import unique_formulas
+from clip_match.runtime.tokenizer import normalize_text, tokenize
 
 from .sources import load_im2latex
 
@@ -58,7 +58,7 @@ def measure_inputs(data_dir: Path | None, every: int = 8) -> None:
 def measure_gap(bundle: Path, data_dir: Path) -> None:
     from clip_match import Encoder
     from clip_match.data.formats import decode_b64, read_jsonl, read_tsv
-    from clip_match.eval.retrieval import retrieval_metrics
+    from clip_match.retrieval_metrics import retrieval_metrics
 
     encoder = Encoder.load(bundle, device="cpu", precision="fp32", threads=1)
     valid = list(read_jsonl(data_dir / "valid_texts.jsonl"))

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from clip_match.errors import ClipMatchError, where
-from clip_match.eval.formulas import Formula
+from clip_match.formulas.evaluate import Formula
 
 ENV_VAR = "CLIP_MATCH_SHARED_DATA"
 REPO_ROOT = Path(__file__).resolve().parents[2]

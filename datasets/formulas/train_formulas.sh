@@ -43,7 +43,7 @@ REAL_TRAIN=${REAL_TRAIN:-0}         # also train on the real images of up to N n
 EXAMPLES=3                          # real bank images shown through `clip-match query`
 EXAMPLE_TEXT_WEIGHT=0               # candidates as the mean of their renders only: chosen on the bank's
                                     # validation renders (RESULTS.md), never on real test images; kept for open
-LAYOUT_WEIGHT=0.75                  # share of the layout match (where the ink is, clip_match/index/layout.py) in
+LAYOUT_WEIGHT=0.75                  # share of the layout match (where the ink is, clip_match/formulas/layout_codes.py) in
                                     # the score with renders: chosen on the development bank's real images (RESULTS.md)
 clip_match() { "${PYTHON}" -m clip_match.cli "$@"; }
 # From scratch: symmetric InfoNCE with label-aware negatives (the trainer's default), AdamW wd 0.1, each

@@ -16,7 +16,7 @@ from typing import Iterable, Mapping
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from ..data.images import FORMATS
+from ..runtime.images import FORMATS
 from ..errors import ClipMatchError
 
 

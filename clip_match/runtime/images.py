@@ -35,6 +35,7 @@ _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _CONVERTED_MODES = {"La": "LA", "LAB": "RGB"}  # Pillow takes neither to grey (nor "La" to RGB)
 # The formats decoded: raster images only. Pillow would also open PostScript (by running Ghostscript
 # on it) and a dozen rare formats whose decoders fail on corrupt data with arbitrary exceptions.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "PPM")  # (JPEG includes MPO, from phones)
 
 
@@ -94,3 +95,10 @@ def standard_mode(image: Image.Image) -> Image.Image:
     else:  # "F"
         peak = 1.0 if top <= 1.0 else top
     return Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+
+
+def image_files(directory: Path) -> list[Path]:
+    """The image files (by suffix) under ``directory``, recursively and sorted; hidden files and
+    folders (a leading dot, e.g. ``.thumbnails``) are skipped."""
+    return sorted(path for path in directory.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+                  and not any(part.startswith(".") for part in path.relative_to(directory).parts))

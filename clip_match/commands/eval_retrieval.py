@@ -1,33 +1,27 @@
 """Formula retrieval numbers for a model bundle on a dataset built by ``datasets.formulas.build``.
 
-    python -m clip_match.eval.formulas_cli BUNDLE DATA_DIR [--json]
+    clip-match eval-retrieval BUNDLE DATA_DIR [--json]
 
 Prints image->text R@1/5/10 and mean recall (the open/bank protocols' numbers: each real
 query image against all candidate formulas) and the text->image direction. ``--examples train``
 ranks against each candidate's text mixed with its training images (a bank's renders);
-``--layout-weight`` also blends in where their ink is (clip_match.index.layout).
+``--layout-weight`` also blends in where their ink is (clip_match.formulas.layout_codes).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-from typing import Sequence
 
-from ..errors import ClipMatchError
 from ..index.examples import EXAMPLE_TEXT_WEIGHT
-from .formulas import QUERY_SPLIT, evaluate_split
+from ..formulas.evaluate import QUERY_SPLIT, evaluate_split
+from .options import add_json_option, add_model_options
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", type=Path, help="model bundle directory (clip-match export)")
     parser.add_argument("data_dir", type=Path, help="dataset directory holding {split}_imgs.tsv / {split}_texts.jsonl")
     parser.add_argument("--split", default=QUERY_SPLIT, help="split to score (default: test, the real query images)")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default=None,
-                        help="bundle precision (default: fp16 on CUDA, fp32 on CPU)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: its choice)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per encoder batch")
     parser.add_argument("--examples", metavar="SPLIT", default=None,
                         help="mix each candidate's images in this split (e.g. train: the bank's renders) into its vector")
@@ -35,9 +29,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"with --examples: share of the text in each candidate's vector (default "
                              f"{EXAMPLE_TEXT_WEIGHT:g})")
     parser.add_argument("--layout-weight", type=float, default=0.0,
-                        help="with --examples: share of the layout match (clip_match.index.layout) in every score "
+                        help="with --examples: share of the layout match (clip_match.formulas.layout_codes) in every score "
                              "(default 0: model only)")
-    parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    add_model_options(parser, bundle=False, threads=True)
+    add_json_option(parser, "the metrics as one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,17 +56,3 @@ def run(args: argparse.Namespace) -> int:
               + f"  mean recall {metrics[f'{direction}_mean_recall']:.2f}")
     return 0
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clip_match.eval.formulas_cli", description=__doc__.splitlines()[0])
-    configure(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except ClipMatchError as error:
-        print(f"formulas_cli: error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

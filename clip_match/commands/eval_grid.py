@@ -3,8 +3,9 @@
 Reports k known (top-k) and k unknown (the bundle's calibrated rule, else largest gap).
 ``--calibrate OUT.json`` instead fits the tile crop and the k-unknown rule on these puzzles
 (solving them once per candidate crop) and writes them: use a separately generated validation
-set, never the puzzles you report (copy the file into the bundle as ``grid_calibration.json`` to
-make it the default).
+set, never the puzzles you report. Written into a bundle directory as ``grid_calibration.json``
+(``--calibrate BUNDLE/grid_calibration.json``), it is listed in the bundle's manifest and becomes
+the bundle's default.
 """
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ import sys
 
 from ..grid.select import SelectionRule
 from ..grid.solver import GridSolver
-from .grid import fit_calibration, report, score_puzzles
+from ..grid.evaluate import fit_calibration, report, score_puzzles
+from .options import add_json_option, add_model_options
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("puzzles", metavar="PUZZLES.jsonl", help="puzzle lines; images relative to its folder")
-    parser.add_argument("--bundle", help="model bundle directory (default: the packaged demo model)")
     parser.add_argument("--layout", default="auto", help="force a layout instead of detecting it")
     parser.add_argument("--calibrate", metavar="OUT.json",
                         help="fit the tile crop and k-unknown rule on these puzzles, write them")
@@ -27,15 +28,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="with --calibrate: what the puzzles are, kept in OUT.json (default: their path)")
     parser.add_argument("--calibration", metavar="JSON",
                         help="tile crop and k-unknown rule to use (default: the bundle's)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="tower precision (default: best)")
-    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_model_options(parser, threads=True)
+    add_json_option(parser, "the report")
 
 
 def run(args: argparse.Namespace) -> int:
     solver = GridSolver(args.bundle, device=args.device, precision=args.precision, threads=args.threads,
-                        calibration=args.calibration)
+                        calibration=args.calibration, bundle_calibration=not args.calibrate)
     if args.calibrate:
         calibration, scored = fit_calibration(solver, args.puzzles, args.layout, source=args.source)
         calibration.save(args.calibrate)

@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from ..data.formats import decode_b64, imgs_path, read_jsonl, read_tsv, texts_path
 from ..errors import ClipMatchError, where
-from ..data.images import decode_image
+from ..runtime.images import decode_image
 from ..index.examples import EXAMPLE_TEXT_WEIGHT, check_text_weight, fuse, read_examples
-from ..index.layout import check_layout_weight, layout_codes, with_layout
-from ..text.latex import normalize_latex
-from ..text.tokenizer import tokenize
-from .retrieval import retrieval_metrics
+from .layout_codes import check_layout_weight, layout_codes, with_layout
+from .latex import normalize_latex
+from ..runtime.tokenizer import tokenize
+from ..retrieval_metrics import retrieval_metrics
 
 if TYPE_CHECKING:
     from ..runtime.encoder import Encoder
@@ -269,7 +269,7 @@ def evaluate_split(encoder: Encoder, data_dir: str | Path, split: str = QUERY_SP
     candidates and candidates longer than the model's text context (they are truncated).
     ``examples``: another split of ``data_dir`` whose images of a candidate text are mixed into its
     vector by ``text_weight`` (`clip_match.index.examples`), e.g. the bank's training renders;
-    ``layout_weight`` blends their layout codes with the query images' in (`clip_match.index.layout`),
+    ``layout_weight`` blends their layout codes with the query images' in (`clip_match.formulas.layout_codes`),
     as an index built with that weight scores.
     """
     if examples == split:

@@ -1,4 +1,4 @@
-"""The emoji tile dataset (``datasets/emoji/``): sprites in two art styles, names, tags and prompts.
+"""The emoji tile dataset (this folder): sprites in two art styles, names, tags and prompts.
 
 A prompt is a Chinese (or English) emoji name or tag. An emoji *answers* a prompt when the
 prompt is its name or one of its tags; it *may answer* it when, in addition, either string
@@ -13,9 +13,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..errors import ClipMatchError
+from clip_match.errors import ClipMatchError
 
-DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "datasets" / "emoji"
+DEFAULT_ROOT = Path(__file__).resolve().parent
 STYLES = ("noto", "fluent")
 LANGUAGES = ("zh", "en")
 MAX_TAG_MEMBERS = 6  # tags shared by more emoji (食物, 动物) are too vague to be puzzle prompts

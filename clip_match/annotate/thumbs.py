@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from ..data.images import open_image
+from ..runtime.images import open_image
 from ..errors import ClipMatchError
 from ..fsutil import atomic_file
 from .scan import ScannedImage, resolve_inside

@@ -12,8 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from .data.prepare import split_fractions
-from .errors import ClipMatchError
+from ..data.prepare import split_fractions
+from ..errors import ClipMatchError
 
 ACTIONS = ("export", "import")
 
@@ -47,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(image_dir: Path, dataset_dir: Path, host: str, port: int) -> int:
-    from .annotation.exchange import attach_image_dir
-    from .annotation.server import AnnotationServer
-    from .annotation.store import LabelStore
+    from ..annotate.exchange import attach_image_dir
+    from ..annotate.server import AnnotationServer
+    from ..annotate.store import LabelStore
 
     if not image_dir.is_dir():
         raise ClipMatchError(f"{image_dir}: not a folder of images")
@@ -81,7 +81,7 @@ def _serve(image_dir: Path, dataset_dir: Path, host: str, port: int) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .annotation.exchange import export_dataset
+    from ..annotate.exchange import export_dataset
 
     summary = export_dataset(args.source, args.out, split=args.split or (0.8, 0.1, 0.1), seed=args.seed or 0,
                              overwrite=args.overwrite)
@@ -90,7 +90,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from .annotation.exchange import import_dataset
+    from ..annotate.exchange import import_dataset
 
     if args.split is not None or args.seed is not None or args.overwrite:
         raise ClipMatchError("--split, --seed and --overwrite belong to `clip-match annotate export`")

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import warnings
 
 from ..errors import ClipMatchError
 from ..fsutil import check_output_dir
 from ..runtime.encoder import Encoder
-from .candidates import candidate_key
-from .examples import EXAMPLE_TEXT_WEIGHT, Examples, check_text_weight, read_examples
-from .layout import check_layout_weight
-from .label_index import LabelIndex
+from ..index.candidates import candidate_key
+from ..index.examples import EXAMPLE_TEXT_WEIGHT, Examples, check_text_weight, read_examples
+from ..formulas.layout_codes import check_layout_weight
+from ..index.label_index import LabelIndex
+from .options import add_model_options, one_line_warnings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -32,10 +32,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add.add_argument("--index", required=True, help="index directory to extend (rewritten atomically)")
     add.add_argument("--candidates", required=True, help="text file (one per line) or .jsonl with id, text")
     for sub in (build, add):
-        sub.add_argument("--bundle", help="model bundle directory (default: the packaged demo model)")
+        add_model_options(sub)
         sub.add_argument("--batch-size", type=int, default=256, help="texts per text-tower call")
-        sub.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-        sub.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="tower precision (default: best)")
         sub.add_argument("--examples", metavar="DATA_DIR",
                          help="example images of the candidates: a TSV/JSONL dataset whose texts are candidate texts")
         sub.add_argument("--examples-split", default="train", help="split of --examples to read (default: train)")
@@ -68,11 +66,6 @@ def run(args: argparse.Namespace) -> int:
         index.save(out, overwrite=overwrite, inputs=inputs)
         print(f"{args.index}: added {added}, now {len(index)} candidates")
     return 0
-
-
-def one_line_warnings(command: str) -> None:
-    """Show warnings as ``clip-match COMMAND: warning: ...`` on stderr (no source lines)."""
-    warnings.formatwarning = lambda message, *_args, **_kwargs: f"clip-match {command}: warning: {message}\n"
 
 
 def _examples(encoder: Encoder, args: argparse.Namespace, latex: bool, layouts: bool) -> Examples | None:

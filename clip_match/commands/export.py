@@ -5,7 +5,8 @@ import argparse
 import json
 import sys
 
-from ..runtime.bundle import PRECISIONS
+from ..runtime.bundle import TOWER_PRECISIONS
+from .options import add_json_option
 
 _LABELS = {"image_min_cosine": "image", "text_min_cosine": "text",
            "image_calibration_min_cosine": "image on calibration folder"}
@@ -17,7 +18,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="architecture: RN50@RBT3-chinese (or RN50), another cn_clip name, tiny, demo, or a JSON config")
     parser.add_argument("--out", required=True, help="bundle directory to write")
     parser.add_argument("--precision", default="fp32",
-                        help=f"comma-separated precisions to export, from {','.join(PRECISIONS)} (default fp32)")
+                        help=f"comma-separated precisions to export, from {','.join(TOWER_PRECISIONS)} (default fp32)")
     parser.add_argument("--calibration-images", metavar="DIR", default=None,
                         help="image folder to calibrate a static int8 image tower on (a seeded sample of up to "
                              "200 images, plus up to 50 held out for verification); without it int8 "
@@ -27,13 +28,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
                         help="compare each precision with PyTorch fp32 and fail below the cosine thresholds (default on)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle directory")
-    parser.add_argument("--json", action="store_true", help="print the bundle manifest as JSON on stdout")
+    add_json_option(parser, "the bundle manifest on stdout")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..model.config import load_config
     from ..runtime.bundle import Bundle
-    from .exporter import export_bundle, parse_precisions
+    from ..export.exporter import export_bundle, parse_precisions
 
     config = load_config(args.arch, context_length=args.context_length)
     out = export_bundle(args.checkpoint, config, args.out, precisions=parse_precisions(args.precision),

@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from .inspect import inspect_dataset
+from ..data.inspect import inspect_dataset
+from .options import add_json_option
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", metavar="PATH", help="TSV/JSONL directory, LMDB directory or one LMDB split directory")
     parser.add_argument("--samples", type=int, default=3, help="pairs to show per split (default 3)")
-    parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    add_json_option(parser, "the statistics")
 
 
 def run(args: argparse.Namespace) -> int:

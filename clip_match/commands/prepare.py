@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from .labels import folder_records, labels_file_records
-from .prepare import split_fractions, write_dataset
+from ..data.labels import folder_records, labels_file_records
+from ..data.prepare import split_fractions, write_dataset
+from .options import add_json_option
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +18,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the split shuffle (default 0)")
     parser.add_argument("--max-side", type=int, help="re-encode images whose longer side exceeds N pixels")
     parser.add_argument("--overwrite", action="store_true", help="replace existing split files in --out")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json_option(parser, "the summary")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,11 +22,11 @@ import sys
 
 import numpy as np
 
-from .errors import ClipMatchError
-from .index.candidates import candidate_key
-from .index.cli import one_line_warnings
-from .index.label_index import Ranking
-from .query import Matcher, expand_images, rank_vectors
+from ..errors import ClipMatchError
+from ..index.candidates import candidate_key
+from ..index.label_index import Ranking
+from ..query import Matcher, expand_images, rank_vectors
+from .options import add_json_option, add_model_options, one_line_warnings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -37,14 +37,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", nargs="+", metavar="PATH",
                         help="with --text: images, or folders of images (sub-folders included), to rank")
     parser.add_argument("--index", help="candidate index directory (from `clip-match index build`)")
-    parser.add_argument("--bundle", help="model bundle directory (default: the packaged demo model)")
     parser.add_argument("--top-k", type=int, default=5, help="results per query (default 5)")
-    parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    add_json_option(parser, "one JSON object per line instead of a table")
     parser.add_argument("--latex", action="store_true",
                         help="LaTeX mode: with --text, normalise it as LaTeX; with --image, the index must be a --latex one")
     parser.add_argument("--batch-size", type=int, default=16, help="images per image-tower call")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="tower precision (default: best)")
+    add_model_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..errors import ClipMatchError
+from .errors import ClipMatchError
 
 KS = (1, 5, 10)
 _CHUNK = 512  # query rows scored at a time

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from .lmdb_build import REPORT_NAME, build_lmdb
+from ..data.lmdb_build import REPORT_NAME, build_lmdb
+from .options import add_json_option
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +18,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"skip bad records instead of failing; they are listed in {REPORT_NAME}")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing LMDB directory")
     parser.add_argument("--workers", type=int, help="image verification processes (default: usable CPUs, max 8)")
-    parser.add_argument("--json", action="store_true", help="print the build report as JSON")
+    add_json_option(parser, "the build report")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,11 +21,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..data.formats import write_split
-from ..errors import ClipMatchError
-from ..fsutil import atomic_dir
-from .emoji import STYLES, EmojiSet
-from .layout import LAYOUTS, check_layout
+from clip_match.data.formats import write_split
+from clip_match.errors import ClipMatchError
+from clip_match.fsutil import atomic_dir
+from clip_match.grid.tiles import LAYOUTS, check_layout
+
+from .glyphs import STYLES, EmojiSet
 from .render import RenderConfig, random_colour, render_tile
 
 MAX_K = {"2x3": 3, "3x3": 4}

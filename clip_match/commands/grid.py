@@ -9,8 +9,9 @@ import argparse
 import json
 from pathlib import Path
 
-from .layout import LAYOUTS
-from .solver import GridSolver
+from ..grid.tiles import LAYOUTS
+from ..grid.solver import GridSolver
+from .options import add_json_option, add_model_options
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -26,10 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="k unknown: choose the tiles scoring at least this cosine (-1 to 1), and always the best "
                              "(default: the bundle's calibrated rule)")
     parser.add_argument("--zero-based", action="store_true", help="0-based [row, col] instead of 1-based")
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    parser.add_argument("--bundle", help="model bundle directory (default: the packaged demo model)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="tower precision (default: best)")
+    add_json_option(parser, "the result as one JSON object")
+    add_model_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
 """The annotation tool behind `clip-match annotate`: label images in the browser, export datasets.
+Runtime side: torch-free.
 
 - `scan`: walk IMAGE_DIR, probe image headers, list non-images as skipped,
 - `store`: the SQLite state (labels, skips, per-tab undo log) inside DATASET_DIR,

@@ -1,1 +1,0 @@
-"""clip_match.eval"""

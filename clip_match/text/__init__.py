@@ -1,1 +1,0 @@
-"""Text handling without torch: the CN-CLIP WordPiece tokenizer and text normalisation."""
