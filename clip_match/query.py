@@ -12,13 +12,13 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from .runtime.images import ImageInput, open_image
-from .runtime.images import image_files
 from .checks import positive_batch_size
 from .errors import ClipMatchError
 from .index.candidates import candidate_key
 from .index.label_index import Hit, LabelIndex, Ranking, softmax_probabilities
 from .runtime.encoder import Encoder, input_name, is_single_image
+from .runtime.images import ImageInput, open_image
+from .runtime.images import image_files
 
 
 class Matcher:

@@ -18,10 +18,10 @@ from typing import Sequence
 from PIL import Image
 
 from ..data.formats import decode_b64, imgs_path, read_jsonl, read_tsv, texts_path
-from ..runtime.images import FORMATS, decode_image
 from ..data.prepare import SPLIT_NAMES, write_dataset
 from ..errors import ClipMatchError, where
 from ..fsutil import atomic_file
+from ..runtime.images import FORMATS, decode_image
 from .scan import resolve_inside, scan_images
 from .store import DB_NAME, LabelStore, clean_label
 

@@ -16,8 +16,8 @@ from typing import Iterable, Mapping
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from ..runtime.images import FORMATS
 from ..errors import ClipMatchError
+from ..runtime.images import FORMATS
 
 
 @dataclass(frozen=True)

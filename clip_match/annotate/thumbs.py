@@ -10,9 +10,9 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from ..runtime.images import open_image
 from ..errors import ClipMatchError
 from ..fsutil import atomic_file
+from ..runtime.images import open_image
 from .scan import ScannedImage, resolve_inside
 
 BROWSER_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp"}

@@ -13,9 +13,9 @@ import argparse
 import json
 import sys
 
+from ..grid.evaluate import fit_calibration, report, score_puzzles
 from ..grid.select import SelectionRule
 from ..grid.solver import GridSolver
-from ..grid.evaluate import fit_calibration, report, score_puzzles
 from .options import add_json_option, add_model_options
 
 

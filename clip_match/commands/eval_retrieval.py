@@ -13,8 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ..index.examples import EXAMPLE_TEXT_WEIGHT
 from ..formulas.evaluate import QUERY_SPLIT, evaluate_split
+from ..index.examples import EXAMPLE_TEXT_WEIGHT
 from .options import add_json_option, add_model_options
 
 

@@ -9,8 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ..grid.tiles import LAYOUTS
 from ..grid.solver import GridSolver
+from ..grid.tiles import LAYOUTS
 from .options import add_json_option, add_model_options
 
 

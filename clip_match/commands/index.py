@@ -4,12 +4,12 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ClipMatchError
+from ..formulas.layout_codes import check_layout_weight
 from ..fsutil import check_output_dir
-from ..runtime.encoder import Encoder
 from ..index.candidates import candidate_key
 from ..index.examples import EXAMPLE_TEXT_WEIGHT, Examples, check_text_weight, read_examples
-from ..formulas.layout_codes import check_layout_weight
 from ..index.label_index import LabelIndex
+from ..runtime.encoder import Encoder
 from .options import add_model_options, one_line_warnings
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import ClipMatchError, where
-from .formats import decode_b64, imgs_path, iter_lines, parse_text_line, read_tsv, texts_path
 from ..runtime.images import decode_image
+from .formats import decode_b64, imgs_path, iter_lines, parse_text_line, read_tsv, texts_path
 from .lmdb_reader import LMDBReader
 
 SAMPLES = 3

@@ -42,9 +42,9 @@ from tqdm import tqdm
 
 from ..errors import ClipMatchError, where
 from ..fsutil import atomic_dir, atomic_file
+from ..runtime.images import decode_image
 from .formats import (ImageEntry, Span, decode_b64, imgs_path, line_spans, map_file, read_chunk, scan_file, scan_jsonl,
                       scan_tsv, sound_entries, texts_path)
-from ..runtime.images import decode_image
 from .lmdb_reader import NUM_IMAGES_KEY, NUM_SAMPLES_KEY
 
 REPORT_NAME = "build_report.json"

@@ -19,8 +19,8 @@ import lmdb
 from PIL import Image
 
 from ..errors import ClipMatchError, where
-from .formats import decode_b64
 from ..runtime.images import decode_image
+from .formats import decode_b64
 
 NUM_IMAGES_KEY = b"num_images"
 NUM_SAMPLES_KEY = b"num_samples"

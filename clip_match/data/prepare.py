@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from ..errors import ClipMatchError
 from ..fsutil import ensure_dir
-from .formats import imgs_path, texts_path, write_split
 from ..runtime.images import decode_image
+from .formats import imgs_path, texts_path, write_split
 
 SPLIT_NAMES = ("train", "valid", "test")
 ImageSource = Union[bytes, str, os.PathLike]

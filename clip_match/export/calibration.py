@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..errors import ClipMatchError
 from ..runtime.images import open_image
 from ..runtime.images import IMAGE_SUFFIXES, image_files
-from ..errors import ClipMatchError
 from ..runtime.preprocess import MEAN, STD, Framing, preprocess
 
 MAX_CALIBRATION = 200  # images used to fit the ranges

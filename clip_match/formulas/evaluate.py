@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from ..data.formats import decode_b64, imgs_path, read_jsonl, read_tsv, texts_path
 from ..errors import ClipMatchError, where
-from ..runtime.images import decode_image
 from ..index.examples import EXAMPLE_TEXT_WEIGHT, check_text_weight, fuse, read_examples
-from .layout_codes import check_layout_weight, layout_codes, with_layout
-from .latex import normalize_latex
-from ..runtime.tokenizer import tokenize
 from ..retrieval_metrics import retrieval_metrics
+from ..runtime.images import decode_image
+from ..runtime.tokenizer import tokenize
+from .latex import normalize_latex
+from .layout_codes import check_layout_weight, layout_codes, with_layout
 
 if TYPE_CHECKING:
     from ..runtime.encoder import Encoder

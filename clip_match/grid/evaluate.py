@@ -20,9 +20,9 @@ from tqdm import tqdm
 
 from ..errors import ClipMatchError, where
 from ..jsonio import parse_object
-from .tiles import LAYOUTS, crop_margins
 from .select import Calibration, SelectionRule, calibrate, top_k
 from .solver import GridSolver
+from .tiles import LAYOUTS, crop_margins
 
 FIELDS = {"image": str, "prompt": str, "layout": str, "k": int, "answer": list}
 # Shares of each tile's side to try encoding (centred): puzzle tiles often frame their object more

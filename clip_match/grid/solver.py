@@ -15,12 +15,12 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ..runtime.images import ImageInput, open_image
 from ..errors import ClipMatchError
 from ..runtime.encoder import Encoder
+from ..runtime.images import ImageInput, open_image
 from ..runtime.tokenizer import strip_invisible
-from .tiles import LAYOUTS, MIN_TILE, Grid, check_layout, crop_margins, cut_tiles, find_grid
 from .select import CALIBRATION_NAME, Calibration, SelectionRule, by_threshold, check_threshold, top_k
+from .tiles import LAYOUTS, MIN_TILE, Grid, check_layout, crop_margins, cut_tiles, find_grid
 
 TILE_COUNTS = {rows * cols: name for name, (rows, cols) in LAYOUTS.items()}  # 6 -> "2x3", 9 -> "3x3"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import ClipMatchError, where
-from ..jsonio import parse_object
 from ..formulas.latex import normalize_latex
+from ..jsonio import parse_object
 from ..runtime.tokenizer import normalize_text, strip_invisible
 
 

@@ -21,9 +21,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data.formats import decode_b64, imgs_path, read_jsonl, read_tsv, texts_path
-from ..runtime.images import decode_image
 from ..errors import ClipMatchError, where
 from ..formulas.layout_codes import LAYOUT_DIM, layout_codes
+from ..runtime.images import decode_image
 
 
 EXAMPLE_TEXT_WEIGHT = 0.5  # a candidate's text share in its vector when it has examples, unless told otherwise

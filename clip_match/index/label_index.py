@@ -34,12 +34,12 @@ from tqdm import tqdm
 
 from ..checks import positive_batch_size
 from ..errors import ClipMatchError
+from ..formulas.layout_codes import LAYOUT_DIM, LAYOUT_SHAPE, check_layout_weight, layout_codes, with_layout
 from ..fsutil import atomic_dir
 from ..jsonio import read_manifest
 from ..runtime.bundle import sha256_file
 from .candidates import Candidate, candidate_key, check_unique_ids, read_candidates
 from .examples import EXAMPLE_TEXT_WEIGHT, Examples, check_text_weight, fuse
-from ..formulas.layout_codes import LAYOUT_DIM, LAYOUT_SHAPE, check_layout_weight, layout_codes, with_layout
 from .faiss_index import (EXACT_LIMIT, choose_factory, is_exact, l2_normalised, new_index,
                           set_search_parameters, to_search_device, train_if_needed)
 

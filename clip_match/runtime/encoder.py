@@ -15,12 +15,12 @@ from typing import Iterable, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from .images import ImageInput, open_image
 from ..checks import positive_batch_size
 from ..errors import ClipMatchError
-from .tokenizer import Tokenizer, normalize_text
 from .bundle import IMAGE_INPUT, MANIFEST_NAME, TEXT_INPUT, Bundle, check_precision
+from .images import ImageInput, open_image
 from .preprocess import preprocess
+from .tokenizer import Tokenizer, normalize_text
 
 DEVICES = ("auto", "cpu", "cuda")
 _CUDA = "CUDAExecutionProvider"

@@ -25,10 +25,10 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ..errors import ClipMatchError
-from ..retrieval_metrics import retrieval_metrics
 from ..fsutil import atomic_file, ensure_dir
 from ..model import create_model, load_config, save_slim_checkpoint
 from ..model.checkpoint import checkpoint_weights, cn_clip_state, load_weights
+from ..retrieval_metrics import retrieval_metrics
 from . import checkpoint, distributed
 from .config import TrainConfig, parse
 from .data import ImageDataset, KnownPairs, PairDataset, ResumableSampler, ValidationSet, collate_pairs, encode_texts
