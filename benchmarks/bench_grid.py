@@ -63,7 +63,8 @@ from clip_match.errors import ClipMatchError  # noqa: E402
 from clip_match.grid.evaluate import read_puzzles  # noqa: E402
 from clip_match.grid.solver import GridSolver  # noqa: E402
 from clip_match.grid.tiles import cut_tiles, find_grid  # noqa: E402
-from clip_match.runtime.bundle import IMAGE_INPUT, TEXT_INPUT, Bundle, default_bundle_path  # noqa: E402
+from clip_match.runtime.bundle import Bundle, default_bundle_path  # noqa: E402
+from clip_match.runtime.encoder import Tower  # noqa: E402
 from clip_match.runtime.images import open_image  # noqa: E402
 from clip_match.runtime.preprocess import preprocess  # noqa: E402
 from clip_match.runtime.tokenizer import Tokenizer, normalize_text  # noqa: E402
@@ -119,8 +120,8 @@ def session(path: Path, spinning: bool) -> ort.InferenceSession:
 
 def naive_solver(bundle: Bundle, precision: str):
     """The loop users write by hand: per tile one image call, prompt tokenised and encoded again."""
-    image_session = session(bundle.tower_path("image", precision), spinning=True)
-    text_session = session(bundle.tower_path("text", precision), spinning=True)
+    image_tower = Tower(session(bundle.tower_path("image", precision), spinning=True))
+    text_tower = Tower(session(bundle.tower_path("text", precision), spinning=True))
     tokenizer = Tokenizer(bundle.checked_file("vocab.txt"), cache_size=0)
     mean, std = tuple(bundle.manifest["mean"]), tuple(bundle.manifest["std"])
 
@@ -128,9 +129,9 @@ def naive_solver(bundle: Bundle, precision: str):
         image = open_image(path)
         scores = []
         for tile in cut_tiles(image, find_grid(image, "3x3")):
-            features = image_session.run(None, {IMAGE_INPUT: preprocess([tile], bundle.resolution, mean, std)})[0][0]
+            features = image_tower.run(preprocess([tile], bundle.resolution, mean, std))[0]
             ids = tokenizer([normalize_text(prompt)], bundle.context_length)
-            text = text_session.run(None, {TEXT_INPUT: ids})[0][0]
+            text = text_tower.run(ids)[0]
             scores.append(features @ text / np.linalg.norm(features) / np.linalg.norm(text))
         return sorted(np.argsort(scores)[::-1][:k].tolist())
 
@@ -173,9 +174,9 @@ def bench_bundle(label: str, path: Path, puzzle_path: Path, jpeg_path: Path, pro
                   (("png", puzzle_path), ("jpeg", jpeg_path))})
     for precision in bundle.precisions:
         solver = GridSolver(path, device="cpu", precision=precision, threads=ARGS.threads)
-        tower = session(bundle.tower_path("image", precision), spinning=False)
+        tower = Tower(session(bundle.tower_path("image", precision), spinning=False))
         solvers[precision] = solver
-        cases[f"{precision} encoder"] = lambda tower=tower: tower.run(None, {IMAGE_INPUT: batch})
+        cases[f"{precision} encoder"] = lambda tower=tower: tower.run(batch)
         cases[f"{precision} solve"] = lambda solver=solver: solver.solve(puzzle_path, prompt, k=2)
         cases[f"{precision} solve jpeg"] = lambda solver=solver: solver.solve(jpeg_path, prompt, k=2)
     best = interleaved(cases, ARGS.repeats)

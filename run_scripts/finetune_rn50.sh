@@ -29,10 +29,11 @@ DATASET=${DATASET:-MUGE}
 # data options
 train_data=${DATAPATH}/datasets/${DATASET}/lmdb/train
 val_data=${DATAPATH}/datasets/${DATASET}/lmdb/valid # validation is skipped if this does not exist
-num_workers=${NUM_WORKERS:-4}
+num_workers=${NUM_WORKERS:+--num-workers=${NUM_WORKERS}} # default: the usable CPUs, at most 4
 
-# restore options: the official weights when present (nothing is downloaded); a run that was
-# interrupted continues from its own epoch_latest.pt instead
+# restore options: the official weights when present (nothing is downloaded). As in cn_clip's scripts the
+# flags are passed on every run: a re-run after an interruption still goes on from the run's own
+# epoch_latest.pt (the trainer applies --resume and the resets only where a run starts)
 resume=${RESUME:-${DATAPATH}/pretrained_weights/clip_cn_rn50.pt}
 reset_data_offset="--reset-data-offset"
 reset_optimizer="--reset-optimizer"
@@ -64,9 +65,7 @@ vision_model=RN50
 text_model=RBT3-chinese
 
 resume_flags=()
-if [[ -f "${output_base_dir}/${name}/checkpoints/epoch_latest.pt" ]]; then
-  echo "note: continuing ${output_base_dir}/${name} from its epoch_latest.pt" >&2
-elif [[ -f "${resume}" ]]; then
+if [[ -f "${resume}" ]]; then
   resume_flags=("--resume=${resume}" "${reset_data_offset}" "${reset_optimizer}")
 elif [[ -n ${RESUME:-} ]]; then
   echo "error: RESUME=${RESUME}: no such checkpoint" >&2
@@ -103,7 +102,7 @@ fi
           --max-epochs="${max_epochs}" \
           ${max_steps} \
           --accum-freq="${accum_freq}" \
-          --num-workers="${num_workers}" \
+          ${num_workers} \
           --precision="${precision}" \
           --augment="${augment}" \
           ${grad_checkpointing} \

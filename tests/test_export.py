@@ -43,7 +43,7 @@ def test_towers_have_dynamic_axes_and_inline_weights(tiny_bundle):
     for shape in [(1, 3), (5, 16), (2, 7)]:
         ids = np.zeros(shape, dtype=np.int64)
         ids[:, 0], ids[:, -1] = 101, 102
-        assert session.run(None, {"input_ids": ids})[0].shape == (shape[0], 64)
+        assert session.run(["unnorm_text_features"], {"text": ids})[0].shape == (shape[0], 64)
 
 
 def test_cli_exports_all_three_precisions_verified(tiny_checkpoint, tmp_path, capsys):
@@ -150,7 +150,7 @@ def test_rn50_export_runs_with_dynamic_batch(tmp_path, calibration_dir):
     for batch in (1, 3):
         for name, session in sessions.items():
             feed = ({"image": np.zeros((batch, 3, 224, 224), np.float32)} if name.startswith("image")
-                    else {"input_ids": np.full((batch, 9), 700, dtype=np.int64)})
+                    else {"text": np.full((batch, 9), 700, dtype=np.int64)})
             assert session.run(None, feed)[0].shape == (batch, 1024), name
     manifest = Bundle.load(bundle).manifest
     verification = manifest["verification"]

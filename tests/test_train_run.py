@@ -107,7 +107,7 @@ def test_loss_falls_and_validation_recall_rises_above_chance(shapes, configs, tm
     assert val[-1]["mean_recall"] > chance + 20, (val[-1], chance)
     assert (run / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     names = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert names == ["epoch_10.pt", "epoch_15.pt", "epoch_latest.pt", "slim.pt"]
+    assert names == ["epoch10.pt", "epoch15.pt", "epoch_latest.pt", "slim.pt"]  # cn_clip's names
     # the slim export is what `clip-match export` reads
     model = load_checkpoint(run / "checkpoints" / "slim.pt", load_config(configs["micro_vit"]))
     assert torch.equal(model.logit_scale.detach(), _weights(run / "checkpoints" / "epoch_latest.pt")["module.logit_scale"])
@@ -240,7 +240,7 @@ def test_bad_input_is_refused_with_the_path_or_flag_named(shapes, configs, tmp_p
     with pytest.raises(ClipMatchError, match="empty/lmdb/train: the training LMDB split has no image-text pairs"):
         train(parse(_flags(shapes, tmp_path, model, "--train-data", str(tmp_path / "empty" / "lmdb" / "train"))))
     with pytest.raises(ClipMatchError, match="96 training pairs are fewer than one step's batch of 128"):
-        train(parse(_flags(shapes, tmp_path, model, "--batch-size", "64", "--accum-freq", "2")))
+        train(parse(_flags(shapes, tmp_path, model, "--batch-size", "64", "--accum-freq", "2", "--drop-last")))
     with pytest.raises(ClipMatchError, match="--global-batch-size 7 is not divisible"):
         with monkeypatch.context() as patch:  # rank 0 of 2, as far as the batch split is concerned
             patch.setattr(distributed, "setup", lambda device: distributed.DistEnv(0, 2, 0, torch.device("cpu")))
@@ -339,3 +339,80 @@ def test_rerun_of_a_finished_run_restores_a_missing_slim_checkpoint(shapes, conf
     slim.unlink()
     train(parse(flags))
     assert slim.is_file()
+
+
+def _train_steps(run: Path) -> list[dict]:
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
+
+
+@pytest.mark.parametrize("batch, accum, drop_last, steps", [
+    (128, 1, False, 1),  # a split smaller than one batch trains: the batch shrinks to the 96 pairs
+    (64, 1, False, 2),   # the last partial batch is kept (64 + 32), as cn_clip does
+    (64, 1, True, 1),    # --drop-last: today's behaviour
+    (32, 2, False, 2),   # 3 micro-batches: the last step has one
+])
+def test_small_splits_and_partial_last_batches_train(shapes, configs, tmp_path, batch, accum, drop_last, steps):
+    flags = _flags(shapes, tmp_path, configs["micro_vit"], "--batch-size", str(batch), "--accum-freq", str(accum),
+                   "--max-epochs", "1", "--log-interval", "1", "--lr", "1e-3")
+    run = train(parse([*flags, *(["--drop-last"] if drop_last else [])]))
+    records = _train_steps(run)
+    assert [r["step"] for r in records] == list(range(1, steps + 1))
+    assert records[0]["lr"] == pytest.approx(1e-3 / 2)  # the rate used at step 1: warm-up step 1 of 2, not step 2's
+
+
+def test_num_workers_default_to_the_machines_cpus():
+    config = parse(["--train-data", "x"])
+    assert config.num_workers is None and config.loader_workers == min(4, len(os.sched_getaffinity(0)))
+    assert parse(["--train-data", "x", "--num-workers", "0"]).loader_workers == 0
+
+
+@pytest.mark.slow
+def test_the_tutorial_script_rerun_after_a_kill_goes_on_exactly(shapes, configs, tmp_path):
+    """cn_clip's fine-tune script always passes --resume=<pretrained> --reset-data-offset --reset-optimizer;
+    re-run after a kill, it must continue the run (not restart it from the pretrained weights)."""
+    pretrained = tmp_path / "pretrained_weights" / "clip_cn_micro.pt"
+    torch.manual_seed(1)
+    from clip_match.model import save_slim_checkpoint
+
+    config = load_config(configs["micro_rn"])
+    save_slim_checkpoint(create_model(config), pretrained, config)  # the official {"state_dict": ...} format
+
+    def script(output: Path) -> list[str]:
+        # cn_clip's run_scripts/muge_finetune_*.sh, the entry point changed to `-m clip_match.train --`
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", "--nnodes=1", "--node_rank=0",
+                "--master_addr=localhost", f"--master_port={29500 + os.getpid() % 1000}", "-m", "clip_match.train", "--",
+                f"--train-data={shapes / 'train'}", f"--resume={pretrained}", "--reset-data-offset", "--reset-optimizer",
+                f"--logs={output}", "--name=muge_finetune", "--save-step-frequency=1", "--save-epoch-frequency=1",
+                "--log-interval=1", "--report-training-batch-acc", "--context-length=12", "--warmup=2",
+                "--batch-size=12", "--valid-batch-size=12", "--lr=2e-3", "--wd=0.001", "--max-epochs=2",
+                "--num-workers=0", f"--model={configs['micro_rn']}", "--seed=5"]
+
+    def run(output: Path, kill_at: str | None = None) -> int:
+        process = subprocess.Popen(script(output), cwd=REPO, env=ONE_THREAD_ENV, start_new_session=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if kill_at:
+            deadline = time.monotonic() + 120
+            while not (output / "muge_finetune" / "checkpoints" / kill_at).exists() and process.poll() is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.02)
+            os.killpg(process.pid, signal.SIGKILL)  # the whole job, as a closed terminal or a batch system kills it
+        return process.wait(timeout=300)
+
+    assert run(tmp_path / "reference") == 0
+    assert run(tmp_path / "killed", kill_at="epoch_1_3.pt") == -signal.SIGKILL
+    checkpoints = tmp_path / "killed" / "muge_finetune" / "checkpoints"
+    killed_at = torch.load(checkpoints / "epoch_latest.pt", weights_only=True)["step"]
+    assert 3 <= killed_at < 16
+    assert run(tmp_path / "killed") == 0
+    assert [r["step"] for r in _train_steps(tmp_path / "killed" / "muge_finetune")] == list(range(1, 17))
+    _assert_same_weights(tmp_path / "reference" / "muge_finetune" / "checkpoints" / "epoch_latest.pt",
+                         checkpoints / "epoch_latest.pt", atol=0)
+    assert sorted(p.name for p in checkpoints.glob("epoch?.pt")) == ["epoch1.pt", "epoch2.pt"]
+
+
+def test_restart_starts_the_run_over(shapes, configs, tmp_path, capsys):
+    flags = _flags(shapes, tmp_path, configs["micro_vit"], "--batch-size", "48", "--log-interval", "1")
+    run = train(parse([*flags, "--max-steps", "2"]))
+    train(parse([*flags, "--max-steps", "3", "--restart"]))
+    assert "--restart: " in capsys.readouterr().err
+    assert [r["step"] for r in _train_steps(run)] == [1, 2, 3]

@@ -17,7 +17,7 @@ from ..errors import ClipMatchError
 from ..fsutil import atomic_dir
 from ..model.checkpoint import load_checkpoint
 from ..model.config import ModelConfig, load_config
-from ..runtime.bundle import (FORMAT, FORMAT_VERSION, MANIFEST_NAME, TOWERS, VOCAB_NAME, check_precision,
+from ..runtime.bundle import (FORMAT, FORMAT_VERSION, MANIFEST_NAME, TOWERS, VOCAB_NAME, Bundle, check_precision,
                               sha256_file, tower_file_name)
 from ..runtime.preprocess import MEAN, STD
 from ..runtime.tokenizer import VOCAB_PATH
@@ -112,8 +112,9 @@ def export_bundle(checkpoint_path: str | os.PathLike, config: ModelConfig | str,
             "mean": list(MEAN),
             "std": list(STD),
             "opset": OPSET,
-            "inputs": {"image": "image float32 (N, 3, R, R)", "text": "input_ids int64 (N, L<=context_length)"},
-            "outputs": "features float32 (N, embed_dim), not normalised",
+            "inputs": {"image": "image float32 (N, 3, R, R)", "text": "text int64 (N, L<=context_length)"},
+            "outputs": {"image": "unnorm_image_features float32 (N, embed_dim)",
+                        "text": "unnorm_text_features float32 (N, embed_dim)"},
             "precisions": manifest_precisions,
             "verification": verification,
             "vocab": VOCAB_NAME,
@@ -149,3 +150,34 @@ def _quantization(calibration: CalibrationImages | None) -> dict:
     static = {"method": "static", "format": "QDQ", "weights": "int8 per channel",
               "activations": "uint8, min/max calibrated", **calibration.summary()}
     return {"image": static, "text": dynamic}
+
+
+CN_CLIP_TOWER_NAMES = {"image": "img", "text": "txt"}
+
+
+def write_cn_clip_files(bundle_dir: str | os.PathLike, prefix: str | os.PathLike,
+                        towers: Sequence[str] = TOWERS) -> list[Path]:
+    """Place the bundle's fp32/fp16 towers where cn_clip's deployment guide looks for them,
+    ``{prefix}.{img|txt}.{fp32|fp16}.onnx`` (hard links where the filesystem allows, else copies;
+    each replaced atomically). The bundle stays the source of truth; these are its files by cn_clip's names."""
+    bundle = Bundle.load(bundle_dir)
+    written = []
+    for tower in towers:
+        for precision in ("fp32", "fp16"):
+            if precision not in bundle.precisions:
+                continue
+            source = bundle.tower_path(tower, precision)
+            target = Path(f"{prefix}.{CN_CLIP_TOWER_NAMES[tower]}.{precision}.onnx")
+            temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            try:
+                temporary.unlink(missing_ok=True)
+                try:
+                    os.link(source, temporary)
+                except OSError:  # another filesystem, or no hard links: a copy
+                    shutil.copyfile(source, temporary)
+                os.replace(temporary, target)
+            except OSError as error:
+                temporary.unlink(missing_ok=True)
+                raise ClipMatchError(f"{target}: cannot write: {error.strerror or error}") from None
+            written.append(target)
+    return written

@@ -8,7 +8,7 @@ import onnx
 import torch
 
 from ..errors import ClipMatchError
-from ..runtime.bundle import IMAGE_INPUT, OUTPUT, TEXT_INPUT
+from ..runtime.bundle import IMAGE_INPUT, IMAGE_OUTPUT, TEXT_INPUT, TEXT_OUTPUT
 
 OPSET = 17
 _MAX_PROTO_BYTES = 2 * 1024**3  # protobuf's limit for a single-file ONNX model
@@ -26,20 +26,20 @@ class ImageTower(torch.nn.Module):
 
 
 class TextTower(torch.nn.Module):
-    """input_ids (N, L) int64 -> unnormalised features (N, D); the attention mask is ``ids != 0``
+    """text: token ids (N, L) int64 -> unnormalised features (N, D); the attention mask is ``ids != 0``
     inside (cn_clip's ``encode_text``), so callers pass token ids only and may pad to any L."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_text(input_ids)
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(text)
 
 
 def export_image_tower(model: torch.nn.Module, resolution: int, path: Path) -> Path:
     example = torch.zeros(2, 3, resolution, resolution)
-    return _export(ImageTower(model), example, IMAGE_INPUT, {0: "batch"}, path)
+    return _export(ImageTower(model), example, IMAGE_INPUT, IMAGE_OUTPUT, {0: "batch"}, path)
 
 
 def export_text_tower(model: torch.nn.Module, context_length: int, path: Path) -> Path:
@@ -47,18 +47,18 @@ def export_text_tower(model: torch.nn.Module, context_length: int, path: Path) -
     example[:, 0] = 101  # [CLS]
     example[0, 1:4] = torch.tensor([1962, 4638, 102])
     example[1, 1] = 102  # [SEP]; the rest is [PAD], so the traced graph sees a real mask
-    return _export(TextTower(model), example, TEXT_INPUT, {0: "batch", 1: "sequence"}, path)
+    return _export(TextTower(model), example, TEXT_INPUT, TEXT_OUTPUT, {0: "batch", 1: "sequence"}, path)
 
 
-def _export(tower: torch.nn.Module, example: torch.Tensor, input_name: str, axes: dict[int, str],
-            path: Path) -> Path:
+def _export(tower: torch.nn.Module, example: torch.Tensor, input_name: str, output_name: str,
+            axes: dict[int, str], path: Path) -> Path:
     tower.eval()  # export restores the wrapper's mode afterwards, which must stay eval
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
             tower, (example,), str(path),
-            input_names=[input_name], output_names=[OUTPUT],
-            dynamic_axes={input_name: axes, OUTPUT: {0: "batch"}},
+            input_names=[input_name], output_names=[output_name],
+            dynamic_axes={input_name: axes, output_name: {0: "batch"}},
             opset_version=OPSET, do_constant_folding=True, dynamo=False,
         )
     _inline_shared_weights(path)

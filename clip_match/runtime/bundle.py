@@ -7,8 +7,10 @@ Layout (written by `clip_match.export`)::
                              embedding dim, precisions -> file names, sha256 of every file,
                              fingerprint, parity measured at export, how each int8
                              tower was quantised (static with calibration counts, or dynamic)
-    image.<precision>.onnx   image tower: float32 "image" (N, 3, R, R) -> "features" (N, D)
-    text.<precision>.onnx    text tower: int64 "input_ids" (N, L <= context) -> "features" (N, D)
+    image.<precision>.onnx   image tower: float32 "image" (N, 3, R, R) -> "unnorm_image_features" (N, D)
+    text.<precision>.onnx    text tower: int64 "text" (N, L <= context) -> "unnorm_text_features" (N, D)
+                             (cn_clip's deployment names; bundles exported before 0.2 name them
+                             "image"/"input_ids" -> "features", and the runtime reads either)
     vocab.txt                the tokenizer vocabulary
     grid_calibration.json    optional: the grid solver's tile crop and k-unknown rule
                              (`clip_match.grid.select`), listed under 'files' like the rest
@@ -36,7 +38,8 @@ FORMAT = "clip_match.bundle"
 FORMAT_VERSION = 1
 TOWER_PRECISIONS = ("fp32", "fp16", "int8")
 TOWERS = ("image", "text")
-IMAGE_INPUT, TEXT_INPUT, OUTPUT = "image", "input_ids", "features"
+IMAGE_INPUT, TEXT_INPUT = "image", "text"  # cn_clip's ONNX names, so its deployment snippet runs on our towers
+IMAGE_OUTPUT, TEXT_OUTPUT = "unnorm_image_features", "unnorm_text_features"
 VOCAB_NAME = "vocab.txt"
 
 

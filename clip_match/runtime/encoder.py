@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from ..checks import positive_batch_size
 from ..errors import ClipMatchError
-from .bundle import IMAGE_INPUT, MANIFEST_NAME, TEXT_INPUT, Bundle, check_precision
+from .bundle import MANIFEST_NAME, Bundle, check_precision
 from .images import ImageInput, open_image
 from .preprocess import preprocess
 from .tokenizer import Tokenizer, normalize_text
@@ -55,8 +55,8 @@ class Encoder:
         self.resolution = bundle.resolution
         self.framing = bundle.framing
         self.device = "cuda" if _CUDA in image_session.get_providers() else "cpu"
-        self._image_session = image_session
-        self._text_session = text_session
+        self._image_tower = Tower(image_session)
+        self._text_tower = Tower(text_session)
         self._tokenizer = Tokenizer(bundle.vocab_path)
         self._mean = tuple(bundle.manifest["mean"])
         self._std = tuple(bundle.manifest["std"])
@@ -110,8 +110,10 @@ class Encoder:
         features = np.empty((len(texts), self.embed_dim), dtype=np.float32)
         for start in range(0, len(order), positive_batch_size(batch_size)):
             rows = order[start:start + batch_size]
-            batch = np.ascontiguousarray(ids[rows, :int(lengths[rows].max())])
-            features[rows] = self._text_session.run(None, {TEXT_INPUT: batch})[0]
+            width = self._text_tower.length or int(lengths[rows].max())
+            batch = np.zeros((len(rows), width), dtype=ids.dtype)
+            batch[:, :min(width, ids.shape[1])] = ids[rows, :width]
+            features[rows] = self._text_tower.run(batch)
         return _l2_normalise(features)
 
     def count_truncated(self, texts: Sequence[str]) -> int:
@@ -131,7 +133,7 @@ class Encoder:
             pictures = [open_image(item, input_name(item, start + i)) for i, item in enumerate(chunk)]
             batch = preprocess(pictures, self.resolution, self._mean, self._std, self._resizers(),
                                self.framing)
-            features[start:start + len(chunk)] = self._image_session.run(None, {IMAGE_INPUT: batch})[0]
+            features[start:start + len(chunk)] = self._image_tower.run(batch)
         return _l2_normalise(features)
 
     def _resizers(self) -> ThreadPoolExecutor | None:
@@ -142,6 +144,31 @@ class Encoder:
         if self._resize_pool is None or self._resize_pool[0] != os.getpid():
             self._resize_pool = (os.getpid(), ThreadPoolExecutor(self._resize_threads, "clip_match-resize"))
         return self._resize_pool[1]
+
+
+class Tower:
+    """One ONNX tower, called by its own input name (cn_clip's "image"/"text", or "input_ids" in bundles
+    exported before), in pieces of its fixed batch size when it has one (cn_clip's own exports take
+    exactly one image, or one text of exactly 52 tokens: ``length``)."""
+
+    def __init__(self, session: ort.InferenceSession):
+        self.session = session
+        spec = session.get_inputs()[0]
+        self.input = spec.name
+        self.batch = spec.shape[0] if isinstance(spec.shape[0], int) else None
+        self.length = spec.shape[1] if len(spec.shape) == 2 and isinstance(spec.shape[1], int) else None
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if self.batch is None or len(batch) == self.batch:
+            return self.session.run(None, {self.input: batch})[0]
+        parts = []
+        for start in range(0, len(batch), self.batch):
+            part = batch[start:start + self.batch]
+            filled = len(part)
+            if filled < self.batch:  # the last piece, padded to the fixed size
+                part = np.concatenate([part, np.zeros((self.batch - filled, *part.shape[1:]), part.dtype)])
+            parts.append(self.session.run(None, {self.input: part})[0][:filled])
+        return np.concatenate(parts)
 
 
 def _usable_cpus() -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -56,6 +57,8 @@ class TrainConfig:
     resume: str | None = None
     reset_data_offset: bool = False
     reset_optimizer: bool = False
+    restart: bool = False
+    drop_last: bool = False
     augment: str = "none"
     freeze_vision: bool = False
     freeze_text: bool = False
@@ -65,7 +68,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 123
     label_aware: bool = True
-    num_workers: int = 4
+    num_workers: int | None = None  # None: min(4, the CPUs this process may use)
     valid_num_workers: int = 1
 
     def __post_init__(self) -> None:
@@ -78,7 +81,7 @@ class TrainConfig:
             raise ClipMatchError(f"--global-batch-size must be at least 1, got {self.global_batch_size}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ClipMatchError(f"--max-steps must be at least 1, got {self.max_steps}")
-        if min(self.warmup, self.num_workers, self.valid_num_workers, self.keep_step_checkpoints) < 0:
+        if min(self.warmup, self.loader_workers, self.valid_num_workers, self.keep_step_checkpoints) < 0:
             raise ClipMatchError("--warmup, --num-workers, --valid-num-workers and --keep-step-checkpoints "
                                  "must not be negative")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -106,6 +109,15 @@ class TrainConfig:
                                  f"{world_size} processes; use a multiple of {world_size}")
         return self.global_batch_size // world_size
 
+    @property
+    def loader_workers(self) -> int:
+        """Data-loader workers: as given, else what the machine has (up to 4), so a 2-CPU machine
+        is not asked for 4 (torch warns about that)."""
+        if self.num_workers is not None:
+            return self.num_workers
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return min(4, cpus)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -115,7 +127,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--train-data", required=True, help="LMDB split directory (holds imgs/ and pairs/)")
     data.add_argument("--val-data", default=None, help="LMDB split directory for validation (default: none)")
-    data.add_argument("--num-workers", type=int, default=4, help="data-loader worker processes for training")
+    data.add_argument("--num-workers", type=int, default=None,
+                      help="data-loader worker processes for training (default: the usable CPUs, at most 4)")
     data.add_argument("--valid-num-workers", type=int, default=1, help="data-loader workers for validation")
     data.add_argument("--augment", choices=AUGMENTS, default=None,
                       help="image augmentation: safe = crop/scale + mild brightness/contrast (no flips, no colour "
@@ -154,6 +167,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     optim.add_argument("--skip-scheduler", action="store_true", help="constant learning rate")
     optim.add_argument("--max-epochs", type=int, default=32, help="epochs (when --max-steps is not given)")
     optim.add_argument("--max-steps", type=int, default=None, help="optimiser steps; wins over --max-epochs")
+    optim.add_argument("--drop-last", action="store_true",
+                       help="drop each epoch's last partial batch (default: keep it, smaller, as cn_clip trains it)")
     optim.add_argument("--precision", choices=["amp", "fp16", "bf16", "fp32"], default="amp",
                        help="amp/fp16: fp16 autocast + grad scaler (GPU only; CPU runs fp32); bf16: bf16 autocast, "
                             "GPU or CPU (fast on CPUs with AVX512-BF16 or AMX)")
@@ -169,17 +184,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--report-training-batch-acc", action="store_true", help="log in-batch i2t/t2i accuracy")
     run.add_argument("--valid-step-interval", type=int, default=None, help="validate every N steps")
     run.add_argument("--valid-epoch-interval", type=int, default=1, help="validate every N epochs")
-    run.add_argument("--save-epoch-frequency", type=int, default=1, help="write epoch_N.pt every N epochs")
+    run.add_argument("--save-epoch-frequency", type=int, default=1, help="write epochN.pt every N epochs")
     run.add_argument("--save-step-frequency", type=int, default=-1,
-                     help="write epoch_latest.pt (and epoch_N_STEP.pt) every N steps; -1: never")
+                     help="write epoch_latest.pt (and epoch_E_STEP.pt) every N steps; -1: never")
     run.add_argument("--keep-step-checkpoints", type=int, default=0,
-                     help="keep only the newest N epoch_N_STEP.pt files; 0: keep all (as cn_clip does)")
+                     help="keep only the newest N epoch_E_STEP.pt files; 0: keep all (as cn_clip does)")
     run.add_argument("--resume", default=None,
                      help="checkpoint a new run starts from: a trainer checkpoint (full state) or official/slim "
                           "weights; a run with LOGS/NAME/checkpoints/epoch_latest.pt goes on from that instead")
     run.add_argument("--reset-data-offset", action="store_true",
-                     help="on resume, start at epoch 0, step 0 (and the learning-rate schedule from its start)")
-    run.add_argument("--reset-optimizer", action="store_true", help="on resume, fresh optimiser/scheduler state")
+                     help="when starting from --resume: epoch 0, step 0 (and the learning-rate schedule from its "
+                          "start); a run going on from its own epoch_latest.pt ignores it")
+    run.add_argument("--reset-optimizer", action="store_true",
+                     help="when starting from --resume: fresh optimiser/scheduler state (ignored when going on "
+                          "from the run's own epoch_latest.pt)")
+    run.add_argument("--restart", action="store_true",
+                     help="start this run over from --resume (or from scratch) even though LOGS/NAME holds "
+                          "epoch_latest.pt; its checkpoints and metrics are overwritten as training goes")
 
 
 def from_args(args: argparse.Namespace) -> TrainConfig:

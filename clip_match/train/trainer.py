@@ -7,6 +7,7 @@ data position is just the step number, and a resumed run reproduces the uninterr
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -101,12 +102,7 @@ class Trainer:
                                      self.model_config.framing)
         self.known_pairs = KnownPairs.read(self.train_set.reader) if config.label_aware else None
         self.val_set = ValidationSet.read(config.val_data) if config.val_data else None
-        pairs_per_step = self.global_batch * config.accum_freq
-        self.steps_per_epoch = len(self.train_set) // pairs_per_step
-        if self.steps_per_epoch == 0:
-            raise ClipMatchError(
-                f"{config.train_data}: {len(self.train_set)} training pairs are fewer than one step's batch of "
-                f"{pairs_per_step} (batch {self.batch_size} x {env.world_size} processes x accum {config.accum_freq})")
+        self.steps_per_epoch = self._steps_per_epoch(len(self.train_set))
         self.total_steps = config.max_steps or self.steps_per_epoch * config.max_epochs
         self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
 
@@ -144,14 +140,36 @@ class Trainer:
             return None
         return torch.float16
 
+    def _steps_per_epoch(self, pairs: int) -> int:
+        """Optimiser steps in one pass over ``pairs``: the last one smaller unless --drop-last (the
+        sampler pads each process's share to the same count, as cn_clip pads the dataset)."""
+        config = self.config
+        per_step = self.batch_size * config.accum_freq
+        per_process = math.ceil(pairs / self.env.world_size)
+        steps = per_process // per_step if config.drop_last else math.ceil(per_process / per_step)
+        if steps == 0:
+            raise ClipMatchError(
+                f"{config.train_data}: {pairs} training pairs are fewer than one step's batch of "
+                f"{per_step * self.env.world_size} (batch {self.batch_size} x {self.env.world_size} processes x "
+                f"accum {config.accum_freq}) and --drop-last drops it" if pairs else
+                f"{config.train_data}: no training pairs")
+        return steps
+
     def _resume_path(self) -> Path | None:
         """The run's own latest checkpoint when there is one (re-running a command goes on where it
-        stopped, with or without --resume), else --resume (where a new run starts from)."""
+        stopped, whatever --resume and --reset-* say: they are about the run's start), unless
+        --restart; else --resume (where a new run starts from)."""
         latest = self.checkpoint_dir / "epoch_latest.pt"
-        if latest.is_file():
-            if self.config.resume:
-                log.info("=> %s exists: going on with this run (--resume %s was its start)", latest, self.config.resume)
+        self.own_run = latest.is_file() and not self.config.restart
+        if self.own_run:
+            ignored = [flag for flag, given in (("--resume " + str(self.config.resume), self.config.resume),
+                                                ("--reset-data-offset", self.config.reset_data_offset),
+                                                ("--reset-optimizer", self.config.reset_optimizer)) if given]
+            log.info("=> %s exists: going on with this run exactly%s (--restart or a new --name starts over)", latest,
+                     f"; {', '.join(ignored)} applied to its start only" if ignored else "")
             return latest
+        if latest.is_file():
+            log.info("=> --restart: %s is left behind; starting over from %s", latest, self.config.resume or "scratch")
         return Path(self.config.resume) if self.config.resume else None
 
     def _prepare(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -205,28 +223,30 @@ class Trainer:
 
     def _train_loader(self) -> DataLoader:
         self.sampler = ResumableSampler(self.train_set, self.env.world_size, self.env.rank, self.config.seed)
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=self.sampler, drop_last=True,
-                          num_workers=self.config.num_workers, collate_fn=collate_pairs,
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=self.sampler,
+                          drop_last=self.config.drop_last, num_workers=self.config.loader_workers,
+                          collate_fn=collate_pairs,
                           pin_memory=self.env.device.type == "cuda",
                           generator=torch.Generator().manual_seed(self.config.seed))
 
     def _restore(self, path: Path, state: dict) -> None:
         """Weights are loaded already; restore the rest where the checkpoint ``state`` is this trainer's."""
-        config = self.config
+        reset_optimizer = self.config.reset_optimizer and not self.own_run
+        reset_data_offset = self.config.reset_data_offset and not self.own_run
         if state.get("trainer") != TRAINER_TAG:
             log.info("=> %s: weights loaded (no trainer state: fresh optimiser, step 0)", path)
             return
-        if not config.reset_optimizer:
+        if not reset_optimizer:
             try:
                 self.optimizer.load_state_dict(state["optimizer"])
             except ValueError as error:  # e.g. other parameter groups after --freeze-text/--freeze-vision changed
                 raise ClipMatchError(f"{path}: its optimiser state does not fit this run ({error}); pass "
                                      "--reset-optimizer to keep the weights with a fresh optimiser") from None
-            if not config.reset_data_offset:  # (a reset step restarts the schedule: warm-up, then the cosine)
+            if not reset_data_offset:  # (a reset step restarts the schedule: warm-up, then the cosine)
                 self.scheduler.load_state_dict(state["scheduler"])
             if self.scaler is not None and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
-        if not config.reset_data_offset:
+        if not reset_data_offset:
             self.step = int(state["step"])
             if state["steps_per_epoch"] != self.steps_per_epoch:
                 log.warning("%s: saved with %d steps per epoch, now %d (data or batch changed); "
@@ -288,18 +308,18 @@ class Trainer:
         for _ in range(done_in_epoch, self.steps_per_epoch):
             if self.step >= self.total_steps:
                 break
-            micro_batches = [next(batches) for _ in range(config.accum_freq)]
-            loss, accuracy = self._optimise(micro_batches)
+            micro_batches = list(itertools.islice(batches, config.accum_freq))  # (the last step may have fewer)
+            loss, accuracy, lr = self._optimise(micro_batches)
             self.step += 1
-            samples += self.global_batch * config.accum_freq
+            samples += sum(len(batch[0]) for batch in micro_batches) * self.env.world_size
             progress.update()
             progress.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}")
             if self.step % config.log_interval == 0:
-                self._log_train(epoch, loss, accuracy, samples / (time.perf_counter() - started))
+                self._log_train(epoch, loss, accuracy, lr, samples / (time.perf_counter() - started))
             if config.valid_step_interval and self.step % config.valid_step_interval == 0:
                 self._validate(epoch)
             if config.save_step_frequency > 0 and self.step % config.save_step_frequency == 0:
-                self._save(self.checkpoint_dir / f"epoch_{epoch + 1}_{self.step}.pt")
+                self._save(self.checkpoint_dir / f"epoch_{epoch + 1}_{self.step}.pt")  # (cn_clip's name)
                 self._prune_step_checkpoints()
                 self._save_latest()
         del batches
@@ -312,7 +332,7 @@ class Trainer:
         if config.valid_epoch_interval and finished % config.valid_epoch_interval == 0:
             self._validate(epoch)
         if config.save_epoch_frequency > 0 and (finished % config.save_epoch_frequency == 0 or finished == self.epochs):
-            self._save(self.checkpoint_dir / f"epoch_{finished}.pt")
+            self._save(self.checkpoint_dir / f"epoch{finished}.pt")  # (cn_clip's name)
             self._save_latest()
 
     def _train_mode(self) -> None:
@@ -337,8 +357,9 @@ class Trainer:
         return (distributed.gather_with_grad(image_features.float(), self.env),
                 distributed.gather_with_grad(text_features.float(), self.env), scale.float())
 
-    def _optimise(self, micro_batches: list) -> tuple[float, dict[str, float] | None]:
-        """One optimiser step over ``accum_freq`` micro-batches forming one contrastive batch.
+    def _optimise(self, micro_batches: list) -> tuple[float, dict[str, float] | None, float]:
+        """One optimiser step over ``accum_freq`` micro-batches (fewer at an epoch's end) forming one
+        contrastive batch; returns the loss, the in-batch accuracy if asked, and the step's learning rate.
 
         With several micro-batches, features of all of them are first computed without
         gradients; each micro-batch is then recomputed with gradients and its slot swapped into
@@ -353,6 +374,7 @@ class Trainer:
             same_label = same_label_mask(text_ids, keys) | self.known_pairs.mask(image_ids, text_ids)
             # (NCCL gathers CUDA tensors only)
         self.optimizer.zero_grad(set_to_none=True)
+        lr = self.optimizer.param_groups[0]["lr"]  # this step's (the scheduler moves it on after the step)
         cached: list[tuple[torch.Tensor, torch.Tensor]] = []
         if len(micro_batches) > 1:
             with torch.no_grad():
@@ -382,7 +404,7 @@ class Trainer:
         with torch.no_grad():
             self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
         accuracy = batch_accuracy(logits.detach()) if self.config.report_training_batch_acc else None
-        return loss.item(), accuracy
+        return loss.item(), accuracy, lr
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
@@ -392,9 +414,9 @@ class Trainer:
                 f"{self.step // self.steps_per_epoch + 1}); stopped, {kept}. Try a lower --lr, "
                 "a longer --warmup or --precision fp32")
 
-    def _log_train(self, epoch: int, loss: float, accuracy: dict[str, float] | None, rate: float) -> None:
+    def _log_train(self, epoch: int, loss: float, accuracy: dict[str, float] | None, lr: float, rate: float) -> None:
         record = {"kind": "train", "step": self.step, "epoch": epoch + 1, "loss": loss,
-                  "lr": self.optimizer.param_groups[0]["lr"], "logit_scale": self.model.logit_scale.exp().item(),
+                  "lr": lr, "logit_scale": self.model.logit_scale.exp().item(),
                   "samples_per_s": rate, **(accuracy or {})}
         extra = "".join(f" | {k} {v * 100:.1f}%" for k, v in (accuracy or {}).items())
         log.info("step %d/%d | epoch %d | loss %.4f%s | lr %.2e | logit scale %.1f | %.1f samples/s",
@@ -483,7 +505,7 @@ class Trainer:
             self.latest_step = self.step
 
     def _prune_step_checkpoints(self) -> None:
-        """Delete all but the newest ``--keep-step-checkpoints`` epoch_N_STEP.pt files: a long run that
+        """Delete all but the newest ``--keep-step-checkpoints`` epoch_E_STEP.pt files: a long run that
         saves every few hundred steps would otherwise fill the disk."""
         keep = self.config.keep_step_checkpoints
         if keep == 0 or not self.env.is_main:
