@@ -56,13 +56,13 @@ def thread_server(image_dir: Path, dataset_dir: Path) -> Iterator[AnnotationServ
 class ServerProcess:
     """`clip-match annotate` as a real subprocess; ``kill()`` simulates a crash (SIGKILL)."""
 
-    def __init__(self, image_dir: Path, dataset_dir: Path, log: Path):
+    def __init__(self, image_dir: Path, dataset_dir: Path, log: Path, *options: str):
         self.log = log
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(log, "wb") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "clip_match.cli", "annotate", str(image_dir), "--out", str(dataset_dir),
-                 "--port", "0"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=err, env=env)
+                 "--port", "0", *options], cwd=REPO, stdout=subprocess.DEVNULL, stderr=err, env=env)
         self.url = self._wait_for_url()
 
     def _wait_for_url(self, timeout: float = 60.0) -> str:

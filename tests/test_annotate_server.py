@@ -147,7 +147,7 @@ def test_bad_writes_get_clear_errors(served):
         ({"add": ["x" * 201]}, 400, "longer than 200"),
         ({"add": [3]}, 400, "label must be a string"),
         ({"add": {"x": 1}}, 400, "add must be a label or a list"),
-        (b"{not json", 400, "not JSON"),
+        (b"{not json", 400, "malformed JSON"),
         (b"[1, 2]", 400, "JSON object"),
         (b"x" * (65 * 1024), 413, "over 65536 bytes"),
     ]

@@ -9,9 +9,17 @@ Safety rules, enforced on every request:
   which cross-site scripts cannot send without a CORS preflight this server never grants.
 - Images are served by database id only. The stored relative path is resolved (symlinks
   included) and must still lie inside IMAGE_DIR; the page's own files come from a fixed table.
+- No client can hold a thread for long or make the server fail: a kept-alive connection waits at
+  most ``idle_timeout`` for its next request, a request must arrive whole within
+  ``request_timeout`` of its first byte, and bodies that are not small, sound JSON objects get a 400
+  that names the problem.
+
+Each response leaves in one write with Nagle's algorithm off: the stdlib's separate header and body
+writes met the browser's delayed ACK and cost about 40 ms per keep-alive request.
 """
 from __future__ import annotations
 
+import io
 import json
 import mimetypes
 import os
@@ -20,6 +28,7 @@ import shutil
 import socket
 import sys
 import threading
+import time
 import traceback
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +36,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ClipMatchError
+from ..jsonio import parse_object
 from .scan import resolve_inside
 from .store import Conflict, LabelStore
 from .thumbs import BROWSER_FORMATS, THUMBNAIL_TYPES, needs_thumbnail, thumbnail, warm_in_background
@@ -73,6 +83,9 @@ class AnnotationServer(ThreadingHTTPServer):
     """Serves one IMAGE_DIR and its LabelStore; each request thread has its own database connection."""
 
     daemon_threads = True
+    request_queue_size = 128  # listen backlog (socketserver's 5 kept new connections waiting >= 1 s)
+    idle_timeout = 60.0       # seconds a kept-alive connection may wait for its next request
+    request_timeout = 15.0    # seconds from a request's first byte to its last, and for each response write
 
     def __init__(self, image_dir: Path, store: LabelStore, host: str = "127.0.0.1", port: int = 8765):
         self.image_dir = Path(os.path.realpath(image_dir))
@@ -102,6 +115,39 @@ class AnnotationServer(ThreadingHTTPServer):
         finally:
             self.store.close_thread_connection()
 
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away or timed out is no error of the server's; anything else is reported."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
+class _TimedReader(io.RawIOBase):
+    """A connection's reads: up to ``idle`` seconds of waiting for a request, then the whole request
+    within ``whole`` seconds of its first byte (one that stalls or trickles in cannot hold a thread)."""
+
+    def __init__(self, sock: socket.socket, idle: float, whole: float):
+        self.sock, self.idle, self.whole = sock, idle, whole
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def next_request(self) -> None:
+        self.deadline = None
+
+    def readinto(self, buffer) -> int:
+        if self.deadline is None:
+            self.sock.settimeout(self.idle)
+        else:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"request not complete within {self.whole:g} s")
+            self.sock.settimeout(left)
+        count = self.sock.recv_into(buffer)
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.whole
+        return count
+
 
 class HTTPError(Exception):
     def __init__(self, status: HTTPStatus, message: str):
@@ -114,6 +160,18 @@ class AnnotationHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "clip-match-annotate"
     sys_version = ""
+    disable_nagle_algorithm = True
+    wbufsize = 64 * 1024  # headers and body go out in one write (a larger image body follows in its own)
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # replaced by reads with deadlines
+        self.rfile = io.BufferedReader(_TimedReader(self.connection, self.server.idle_timeout,
+                                                    self.server.request_timeout))
+
+    def handle_one_request(self) -> None:
+        self.rfile.raw.next_request()
+        super().handle_one_request()
 
     # -- dispatch -----------------------------------------------------------------------------
 
@@ -130,20 +188,21 @@ class AnnotationHandler(BaseHTTPRequestHandler):
 
     def _handle(self, write: bool) -> None:
         try:
-            self._check_origin(write)
-            url = urlsplit(self.path)
-            if write:
-                self._post(url.path, self._read_json())
-            else:
-                self._get(url.path, parse_qs(url.query))
-        except HTTPError as error:
-            self.close_connection = write  # an unread request body must not be taken for the next request
-            self._send_json({"error": str(error)}, error.status)
-        except Conflict as error:
-            self._send_json({"error": str(error)}, HTTPStatus.CONFLICT)
-        except ClipMatchError as error:
-            self._send_json({"error": str(error)}, HTTPStatus.BAD_REQUEST)
-        except (BrokenPipeError, ConnectionResetError):
+            try:
+                self._check_origin(write)
+                url = urlsplit(self.path)
+                if write:
+                    self._post(url.path, self._read_json())
+                else:
+                    self._get(url.path, parse_qs(url.query))
+            except HTTPError as error:
+                self.close_connection = write  # an unread request body must not be taken for the next request
+                self._send_json({"error": str(error)}, error.status)
+            except Conflict as error:
+                self._send_json({"error": str(error)}, HTTPStatus.CONFLICT)
+            except ClipMatchError as error:
+                self._send_json({"error": str(error)}, HTTPStatus.BAD_REQUEST)
+        except (ConnectionError, TimeoutError):  # the client went away, stalled or trickled: drop it
             self.close_connection = True
         except Exception:  # a bug: keep serving, say so on stderr
             traceback.print_exc(file=sys.stderr)
@@ -206,14 +265,18 @@ class AnnotationHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body over {MAX_BODY} bytes")
         raw = self.rfile.read(length) if length else b"{}"
+        if len(raw) < length:
+            raise ConnectionResetError("the client closed the connection inside the request body")
         if not self.headers.get("Content-Type", "").startswith("application/json"):
             raise HTTPError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "writes must be application/json")
-        try:
-            body = json.loads(raw)
-        except ValueError as error:  # (bad UTF-8, bad JSON, an integer over Python's 4,300 digits)
-            raise HTTPError(HTTPStatus.BAD_REQUEST, f"request body is not JSON: {error}") from None
-        if not isinstance(body, dict):
-            raise HTTPError(HTTPStatus.BAD_REQUEST, "request body must be a JSON object")
+        try:  # (bad UTF-8 or JSON, NaN, nesting too deep for Python, an integer over 4,300 digits)
+            body = parse_object(raw, "request body")
+            json.dumps(body, ensure_ascii=False).encode("utf-8")  # a lone surrogate such as "\ud800" fails here
+        except ClipMatchError as error:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, str(error)) from None
+        except UnicodeEncodeError as error:
+            raise HTTPError(HTTPStatus.BAD_REQUEST, f"request body is not valid Unicode: "
+                                                    f"lone surrogate \\u{ord(error.object[error.start]):04x}") from None
         return body
 
     # -- responses ----------------------------------------------------------------------------
@@ -241,6 +304,7 @@ class AnnotationHandler(BaseHTTPRequestHandler):
         with os.fdopen(fd, "rb") as handle:
             self._start(HTTPStatus.OK, content_type, os.fstat(fd).st_size, cache="private, max-age=86400")
             shutil.copyfileobj(handle, self.wfile)
+        self.wfile.flush()
 
     def _send_json(self, payload: object, status: HTTPStatus = HTTPStatus.OK) -> None:
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -249,8 +313,10 @@ class AnnotationHandler(BaseHTTPRequestHandler):
     def _send(self, body: bytes, content_type: str, status: HTTPStatus = HTTPStatus.OK, cache: str = "no-store") -> None:
         self._start(status, content_type, len(body), cache)
         self.wfile.write(body)
+        self.wfile.flush()
 
     def _start(self, status: HTTPStatus, content_type: str, length: int, cache: str) -> None:
+        self.connection.settimeout(self.server.request_timeout)  # a client that stops reading is dropped
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(length))

@@ -100,7 +100,7 @@
     } else {
       for (const row of payload.images) applyRow(row);
     }
-    state.recency = new Map(payload.labels.map((l) => [l.name, l.last_used]));
+    for (const label of payload.labels) state.recency.set(label.name, label.last_used);  // labels used since
     state.version = payload.version;
   }
 
