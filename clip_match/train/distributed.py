@@ -5,13 +5,19 @@ the same trainer code runs on one process, under torchrun on one machine, or on 
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import threading
+import time
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from ..errors import ClipMatchError
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,8 @@ class DistEnv:
 
 def setup(device: str = "auto") -> DistEnv:
     """Pick the device and, under torchrun, join the process group (nccl on GPU, gloo on CPU)."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # started by torchrun / torch.distributed.launch
+        die_with_launcher()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -49,6 +57,26 @@ def setup(device: str = "auto") -> DistEnv:
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch_device.type == "cuda" else "gloo")
     return DistEnv(rank, world_size, local_rank, torch_device)
+
+
+def die_with_launcher() -> None:
+    """End this worker when the launcher that started it dies (a SIGKILL to torchrun would otherwise
+    leave it training on its own, with PPID 1, beside the next run): Linux's parent-death signal,
+    elsewhere a thread that watches the parent's pid."""
+    launcher = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl")
+    except (OSError, AttributeError, TypeError):  # not Linux
+        def watch() -> None:
+            while os.getppid() == launcher:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="clip_match-launcher-watch", daemon=True).start()
+    if os.getppid() != launcher or launcher == 1:  # it died before the signal was armed
+        os._exit(1)
 
 
 def cleanup(env: DistEnv) -> None:

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ..errors import ClipMatchError
-from ..fsutil import atomic_file, ensure_dir
+from ..fsutil import atomic_file, ensure_dir, exclusive_lock
 from ..model import create_model, load_config, save_slim_checkpoint
 from ..model.checkpoint import checkpoint_weights, cn_clip_state, load_weights
 from ..retrieval_metrics import retrieval_metrics
@@ -40,6 +40,7 @@ from .metrics import MetricsLog
 log = logging.getLogger("clip_match.train")
 MAX_LOGIT_SCALE = math.log(100)
 TRAINER_TAG = "clip_match.train"
+RUN_LOCK = ".trainer.lock"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,15 +57,22 @@ def train(config: TrainConfig) -> Path:
     """Run training; returns the run directory (``LOGS/NAME``)."""
     env = distributed.setup(config.device)
     try:
-        with _log_to(logging.StreamHandler(sys.stderr), env):
-            trainer = Trainer(config, env)  # checks the data, model and resume state; writes nothing
+        with _log_to(logging.StreamHandler(sys.stderr), env), _one_trainer(config, env):
+            trainer = Trainer(config, env)  # checks the data, model and resume state; writes nothing more
             if not env.is_main:
                 return trainer.fit()
-            ensure_dir(trainer.run_dir)
             with _log_to(logging.FileHandler(trainer.run_dir / "out.log", encoding="utf-8"), env):
                 return trainer.fit()
     finally:
         distributed.cleanup(env)
+
+
+def _one_trainer(config: TrainConfig, env: DistEnv) -> contextlib.AbstractContextManager:
+    """Rank 0 holds the run directory's lock for the run's life: a second trainer started on the same
+    LOGS/NAME stops at once instead of writing checkpoints and metrics over this one's."""
+    if not env.is_main:
+        return contextlib.nullcontext()
+    return exclusive_lock(ensure_dir(config.run_dir) / RUN_LOCK, "trainer")
 
 
 @contextlib.contextmanager
