@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-grid": ("clip_match.commands.eval_grid", "accuracy and latency on a puzzles.jsonl"),
     "eval-retrieval": ("clip_match.commands.eval_retrieval", "formula retrieval R@1/5/10 of real query images"),
     "annotate": ("clip_match.commands.annotate", "label image-text pairs in the browser; export them"),
+    "serve": ("clip_match.commands.serve", "HTTP service: grid, query and embed, with dynamic batching"),
 }
 
 

@@ -14,7 +14,8 @@ from clip_match import cli
 PACKAGE = Path(__file__).resolve().parents[1] / "clip_match"
 RUNTIME = ("clip_match.runtime", "clip_match.index", "clip_match.grid", "clip_match.formulas", "clip_match.query",
            "clip_match.data", "clip_match.annotate", "clip_match.commands.query", "clip_match.commands.grid",
-           "clip_match.commands.index", "clip_match.commands.eval_grid", "clip_match.commands.eval_retrieval")
+           "clip_match.commands.index", "clip_match.commands.eval_grid", "clip_match.commands.eval_retrieval",
+           "clip_match.serve", "clip_match.client", "clip_match.commands.serve")
 TRAINING_SIDE = ("torch", "torchvision", "cn_clip", "clip_match.train", "clip_match.model", "clip_match.export")
 
 
