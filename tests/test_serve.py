@@ -20,12 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from clip_match import cli
 from clip_match.client import Client, ServiceError
+from clip_match.data.formats import write_split
 from clip_match.grid.solver import GridSolver
 from clip_match.grid.tiles import cut_tiles, find_grid
+from clip_match.index.examples import read_examples
 from clip_match.index.label_index import LabelIndex
 from clip_match.query import Matcher
 from clip_match.serve.app import Settings, create_app
@@ -47,8 +49,28 @@ def index_dir(tiny_encoder, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def models(tiny_bundle, index_dir):
-    return Models.load([("demo", None), ("tiny", tiny_bundle)], [("labels", index_dir)], device="cpu", threads=2)
+def drawings_dir(tiny_encoder, tmp_path_factory, png):
+    """An index that blends in layout codes (queries need the decoded images too): two candidates, each
+    with a render of ink boxes as its example."""
+    data = tmp_path_factory.mktemp("drawings")
+    write_split(data, "train", [(i, png(_drawing(i))) for i in range(2)], [(0, "a + b", [0]), (1, "x ^ { 2 }", [1])])
+    examples = read_examples(tiny_encoder, data, "train", progress=False, layouts=True)
+    index = LabelIndex.build(tiny_encoder, ["a + b", "x ^ { 2 }"], examples=examples, text_weight=0.0, layout_weight=0.5,
+                             progress=False)
+    return index.save(data / "index")
+
+
+def _drawing(number: int, scale: float = 2.0) -> Image.Image:
+    image = Image.new("RGB", (round(100 * scale), round(20 * scale)), "white")
+    box = (0, 5, 40, 15) if number == 0 else (60, 0, 100, 8)
+    ImageDraw.Draw(image).rectangle([round(v * scale) for v in box], fill="black")
+    return image
+
+
+@pytest.fixture(scope="module")
+def models(tiny_bundle, index_dir, drawings_dir):
+    return Models.load([("demo", None), ("tiny", tiny_bundle)], [("labels", index_dir), ("drawings", drawings_dir)],
+                       device="cpu", threads=2)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +156,8 @@ def test_health_readiness_metrics_and_docs(server):
     assert status == 200 and ready["ready"]
     assert ready["bundles"]["tiny"]["merged"] == ["image", "text"]   # fp32 on CPU: exact when merged
     assert ready["bundles"]["demo"]["merged"] == []                  # dynamic int8: one call per request
-    assert ready["indexes"] == {"labels": {"bundle": "tiny", "candidates": len(CANDIDATES)}}
+    assert ready["indexes"] == {"labels": {"bundle": "tiny", "candidates": len(CANDIDATES)},
+                                "drawings": {"bundle": "tiny", "candidates": 2}}
     status, headers, schema = _call(server.url, "GET", "/openapi.json")
     assert status == 200 and {"/v1/grid", "/v1/query", "/v1/embed", "/healthz", "/readyz", "/metrics"} <= set(schema["paths"])
     assert set(schema["paths"]["/v1/grid"]["post"]["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
@@ -166,11 +189,13 @@ def test_grid_answers_equal_the_in_process_solver(server, demo, tiny, puzzles, s
     assert status == 200 and answer == tiny.solve([_png(t) for t in tiles], _png(example), k=3).to_dict()
 
 
-def test_query_rankings_equal_the_matcher(server, tiny, index_dir, synthetic_images):
+def test_query_rankings_equal_the_matcher(server, tiny, index_dir, drawings_dir, synthetic_images):
     images = [_png(image) for image in synthetic_images(5, seed=11)]
     expected = Matcher(tiny.encoder, index_dir).rank(images, top_k=3)
     client = Client(server.url)
     assert client.query(images, "labels", top_k=3) == expected
+    drawings = [_drawing(0, 1.4), _drawing(1, 3.0)]
+    assert client.query(drawings, "drawings") == Matcher(tiny.encoder, drawings_dir).rank(drawings)
     assert client.query(images[0], "labels", top_k=50) == Matcher(tiny.encoder, index_dir).rank(images[0], top_k=50)
     status, _, answer = _json(server.url, "/v1/query", {"images": [_b64(image) for image in images], "index": "labels",
                                                         "top_k": 3})
@@ -189,6 +214,9 @@ def test_embed_equals_the_encoder(server, demo, tiny, synthetic_images):
         encoder = solver.encoder
         assert np.array_equal(client.embed(texts=texts, bundle=bundle), encoder.encode_texts(texts))
         assert np.array_equal(client.embed(images=pictures, bundle=bundle), encoder.encode_images(pictures))
+    modes = [pictures[0].convert("RGBA"), pictures[1].convert("P"), pictures[2].convert("L"), pictures[3].convert("1"),
+             pictures[0].convert("CMYK")]   # (resized in their own mode, as cn_clip does; CMYK travels as TIFF)
+    assert np.array_equal(client.embed(images=modes), demo.encoder.encode_images(modes))
     array = np.asarray(pictures[0])
     assert np.array_equal(client.embed(images=array, bundle="demo"), demo.encoder.encode_images(array))
     assert np.array_equal(client.embed(images=[EXAMPLE]), demo.encoder.encode_images([EXAMPLE]))

@@ -44,7 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "then move by about 1e-3), off")
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="seconds for a request's body to arrive and for its answer (default 30)")
-    parser.add_argument("--max-body-mb", type=float, default=32.0, help="request body limit in MiB (default 32)")
+    parser.add_argument("--max-body-mb", type=float, default=16.0, help="request body limit in MiB (default 16)")
     parser.add_argument("--threads", type=int, help="onnxruntime threads per encoder (default: its choice)")
     parser.add_argument("--decode-threads", type=int, help="threads decoding images and cutting tiles "
                                                            "(default: one per CPU)")

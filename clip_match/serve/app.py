@@ -30,7 +30,8 @@ from .. import __version__
 from ..errors import ClipMatchError
 from ..grid.select import check_threshold
 from ..grid.solver import GridResult, GridSolver, tile_positions
-from ..grid.tiles import LAYOUTS, check_layout, crop_margins
+from ..grid.tiles import LAYOUTS, Grid, check_layout, crop_margins
+from ..runtime.encoder import Encoder
 from ..runtime.images import open_image
 from ..runtime.tokenizer import strip_invisible
 from .batcher import Batcher, DeadlineExceeded, Job
@@ -53,7 +54,7 @@ class Settings:
     max_wait_ms: float = 10.0    # how long the first queued job waits for others while more are being prepared
     max_queue: int = 64          # /v1 requests admitted at once; more get 503
     timeout: float = 30.0        # seconds for a request's body to arrive and for its answer
-    max_body: int = 32 << 20     # bytes
+    max_body: int = 16 << 20     # bytes
     api_key: str | None = None
     batching: str = "auto"       # models.BATCHING: merge requests in one encoder call where exact, always, never
     decode_threads: int | None = None  # default: one per usable CPU
@@ -195,11 +196,11 @@ class Service:
                                    "layout")
         solver = bundle.solver
         with batcher.preparing():
-            tiles, grid, example = await self._in_pool(_grid_inputs, solver, uploads, fields.layout)
-            if fields.k is not None and not 1 <= fields.k <= len(tiles):
-                raise RequestError(400, f"k must be an integer from 1 to {len(tiles)} (the number of tiles), "
+            inputs, count, grid = await self._in_pool(_grid_inputs, solver, uploads, fields.layout)
+            if fields.k is not None and not 1 <= fields.k <= count:
+                raise RequestError(400, f"k must be an integer from 1 to {count} (the number of tiles), "
                                         f"got {fields.k}", "k")
-            jobs = [Job("image", tiles + ([example] if example is not None else []), len(tiles) + 1, deadline)]
+            jobs = [Job("image", inputs, count + 1, deadline)]
             if fields.text is not None:
                 jobs.insert(0, Job("text", [fields.text.strip()], TEXT_BATCH, deadline))
             futures = [batcher.submit(job) for job in jobs]
@@ -228,8 +229,8 @@ class Service:
         if not 1 <= fields.top_k <= MAX_TOP_K:
             raise RequestError(400, f"top_k must be from 1 to {MAX_TOP_K}, got {fields.top_k}", "top_k")
         with batcher.preparing():
-            pictures = await self._in_pool(_decode_all, images)
-            future = batcher.submit(Job("image", pictures, QUERY_BATCH, deadline))
+            pictures, inputs = await self._in_pool(_decoded, bundle.encoder, images, bool(served.index.layout_weight))
+            future = batcher.submit(Job("image", inputs, QUERY_BATCH, deadline))
         vectors = await asyncio.wrap_future(future)
         index = served.index
         rankings = await self._in_pool(lambda: index.search(index.query_vectors(vectors, pictures), fields.top_k))
@@ -247,8 +248,8 @@ class Service:
         else:
             images = _inputs(uploads["images"], "images")
             with batcher.preparing():
-                pictures = await self._in_pool(_decode_all, images)
-                future = batcher.submit(Job("image", pictures, IMAGE_BATCH, deadline))
+                _, inputs = await self._in_pool(_decoded, bundle.encoder, images, False)
+                future = batcher.submit(Job("image", inputs, IMAGE_BATCH, deadline))
         vectors = await asyncio.wrap_future(future)
         return {"bundle": bundle.name, "dim": int(vectors.shape[1]), "vectors": vectors.tolist()}
 
@@ -282,21 +283,41 @@ def _checked(field: str, function: Callable[..., T], *args: Any) -> T:
         raise RequestError(400, str(error), field) from None
 
 
-def _grid_inputs(solver: GridSolver, uploads: dict[str, list[Upload]], layout: str) -> tuple:
-    """The puzzle's tiles (cropped as the bundle's calibration says), its grid and the example image,
-    as `GridSolver.solve` makes them."""
+def _grid_inputs(solver: GridSolver, uploads: dict[str, list[Upload]], layout: str) -> tuple[list, int, Grid]:
+    """What `GridSolver.solve` encodes: the puzzle's tiles (cropped as the bundle's calibration says),
+    then the example image if any (`at_model_size`); the tile count and the grid."""
     if "tiles" in uploads:
         tiles, grid = _checked("tiles", solver.tiles, [upload.data for upload in uploads["tiles"]], layout)
     else:
         tiles, grid = _checked("image", solver.tiles, uploads["image"][0].data, layout)
-    example = uploads.get("example")
-    if example is not None:
-        example = _checked("example", open_image, example[0].data, "example image")
-    return crop_margins(tiles, solver.tile_crop), grid, example
+    tiles = crop_margins(tiles, solver.tile_crop)
+    if "example" in uploads:
+        tiles.append(_checked("example", open_image, uploads["example"][0].data, "example image"))
+    return at_model_size(solver.encoder, tiles), len(tiles) - ("example" in uploads), grid
 
 
-def _decode_all(images: list[Upload]) -> list[Image.Image]:
-    return [_checked(image.field, open_image, image.data, image.field) for image in images]
+def _decoded(encoder: Encoder, images: list[Upload], keep: bool) -> tuple[list[Image.Image] | None, list]:
+    """The encoder's inputs (`at_model_size`), and the decoded images if ``keep`` (an index's layout codes
+    need them); otherwise each decoded image is dropped once resized, so a request holds one at a time."""
+    pictures, inputs = [], []
+    for image in images:
+        picture = _checked(image.field, open_image, image.data, image.field)
+        inputs += at_model_size(encoder, [picture])
+        if keep:
+            pictures.append(picture)
+    return (pictures if keep else None), inputs
+
+
+def at_model_size(encoder: Encoder, images: list[Image.Image]) -> list:
+    """``images`` resized as `Encoder.encode_images` resizes them (`preprocess`: bicubic to the model's
+    square in the image's own mode, then RGB), as uint8 arrays, so the resampling runs on the decoding
+    threads instead of the encoder's: the encoder's own resize of an image already at its size is a
+    copy (Pillow), so its input, and so each vector, is bit for bit what ``images`` give (tested). A model
+    with a framing (crop to the content first) gets ``images`` as they are."""
+    if encoder.framing is not None:
+        return images
+    size = (encoder.resolution, encoder.resolution)
+    return [np.asarray(image.resize(size, Image.Resampling.BICUBIC).convert("RGB")) for image in images]
 
 
 def _request_body(model: type[Body]) -> dict:
