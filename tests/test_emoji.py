@@ -11,7 +11,7 @@ from PIL import Image
 
 from clip_match.data.formats import decode_b64, read_jsonl, read_tsv
 from clip_match.errors import ClipMatchError
-from datasets.emoji.glyphs import STYLES, EmojiSet
+from datasets.emoji.glyphs import EmojiSet
 from clip_match.grid.tiles import cut_tiles, find_grid
 from datasets.emoji.puzzles import (EN_TEMPLATES, ZH_TEMPLATES, all_captions, make_puzzle, write_pairs, write_puzzles,
                                   write_tiles)
@@ -22,12 +22,12 @@ def emoji():
     return EmojiSet()
 
 
-def test_dataset_has_both_styles_and_both_languages(emoji):
+def test_dataset_has_both_original_styles_and_both_languages(emoji):
     assert 800 <= len(emoji) <= 900
     for e in emoji.emoji:
         assert e.zh and e.en and e.char
     for index in (0, len(emoji) // 2, len(emoji) - 1):
-        sprites = [np.asarray(emoji.sprite(index, style)) for style in STYLES]
+        sprites = [np.asarray(emoji.sprite(index, style)) for style in ("noto", "fluent")]
         for sprite in sprites:
             assert sprite.shape == (emoji.tile_size, emoji.tile_size, 4)
             assert (sprite[..., 3] > 0).mean() > 0.1  # something is drawn
@@ -68,7 +68,8 @@ def test_write_puzzles_format(tmp_path, emoji):
     lines = [json.loads(line) for line in (out / "puzzles.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [line["image"] for line in lines] == ["0001.png", "0002.png", "0003.png", "0004.png"]
     assert [line["layout"] for line in lines] == ["2x3", "3x3", "2x3", "3x3"]
-    assert all(list(line) == ["image", "prompt", "layout", "k", "answer"] for line in lines)
+    assert all(list(line) == ["image", "prompt", "layout", "k", "answer", "style"] for line in lines)
+    assert {line["style"] for line in lines} == {"fluent"}
     with Image.open(out / "0002.png") as image:
         assert image.mode == "RGB"
     with pytest.raises(ClipMatchError, match="already exists"):
@@ -92,7 +93,8 @@ def test_write_tiles_are_the_puzzles_tiles(tmp_path, emoji):
 def test_write_pairs(tmp_path):
     small = EmojiSet()
     small.emoji = small.emoji[:12]
-    counts = write_pairs(tmp_path / "pairs", per_emoji=2, valid_per_emoji=1, seed=0, size=64, emoji=small)
+    counts = write_pairs(tmp_path / "pairs", per_emoji=2, valid_per_emoji=1, seed=0, size=64, emoji=small,
+                         styles=("noto", "fluent"))
     assert counts["train_images"] == 12 * 2 * 2 and counts["valid_images"] == 12 * 2
     images = list(read_tsv(tmp_path / "pairs" / "train_imgs.tsv"))
     texts = list(read_jsonl(tmp_path / "pairs" / "train_texts.jsonl"))
@@ -105,7 +107,8 @@ def test_write_pairs(tmp_path):
     for e in small.emoji:
         allowed |= {e.zh, e.en, *e.tags_zh, *(t.format(e.zh) for t in ZH_TEMPLATES), *(t.format(e.en) for t in EN_TEMPLATES)}
     assert {t.text for t in texts} <= allowed
-    again = write_pairs(tmp_path / "again", per_emoji=2, valid_per_emoji=1, seed=0, size=64, emoji=small)
+    again = write_pairs(tmp_path / "again", per_emoji=2, valid_per_emoji=1, seed=0, size=64, emoji=small,
+                        styles=("noto", "fluent"))
     assert again == counts
     assert (tmp_path / "again" / "train_imgs.tsv").read_bytes() == (tmp_path / "pairs" / "train_imgs.tsv").read_bytes()
 
@@ -114,7 +117,7 @@ def test_write_pairs_all_captions_links_every_true_caption(tmp_path):
     small = EmojiSet()
     small.emoji = small.emoji[:12]
     counts = write_pairs(tmp_path / "pairs", per_emoji=2, valid_per_emoji=1, seed=0, size=64, emoji=small,
-                         captions="all")
+                         styles=("noto", "fluent"), captions="all")
     texts = {t.text: set(t.image_ids) for t in read_jsonl(tmp_path / "pairs" / "train_texts.jsonl")}
     expected: dict[str, set[int]] = {}
     for image_id in range(48):  # order: style, emoji, rendering

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Generate seeded data from the emoji tiles: training pairs, grid puzzles or puzzle tiles.
 
-    # training pairs (Chinese-CLIP TSV/JSONL), both styles, 16 renderings per emoji and style
+    # training pairs (Chinese-CLIP TSV/JSONL) in every style of styles.py, 16 renderings per emoji
+    # and style (an emoji that fewer styles draw gets as many in all, spread over those)
     python -m datasets.emoji.generate pairs data/emoji_pairs --per-emoji 16 --seed 0
-    # hold the Fluent style out of training (to measure robustness to unseen art)
-    python -m datasets.emoji.generate pairs data/emoji_pairs_noto --styles noto --seed 0
+    # the two original styles only (the shipped demo model's data: same seeds, same images as before)
+    python -m datasets.emoji.generate pairs data/emoji_pairs_2 --styles noto fluent --seed 0
     # every rendering linked to all its names and puzzle tags (no drawn caption)
     python -m datasets.emoji.generate pairs data/emoji_pairs_all --captions all --seed 1
-    # 1,000 puzzles (2x3 and 3x3 alternate) in one style
-    python -m datasets.emoji.generate puzzles data/puzzles_fluent --count 1000 --style fluent --seed 1
+    # 1,000 puzzles (2x3 and 3x3 alternate) in one style, drawn only from the emoji it covers
+    python -m datasets.emoji.generate puzzles data/puzzles_symbola --count 1000 --style symbola --seed 1
     # the 72 tiles of 8 3x3 puzzles as PNGs (calibration images for `clip-match export --precision int8`)
     python -m datasets.emoji.generate tiles data/calibration_tiles --count 8 --seed 11
 
@@ -25,8 +26,8 @@ from pathlib import Path
 from clip_match.errors import ClipMatchError
 from clip_match.grid.tiles import LAYOUTS, MIN_TILE
 
-from .glyphs import STYLES
 from .puzzles import CAPTIONS, write_pairs, write_puzzles, write_tiles
+from .styles import STYLES
 
 
 def at_least(low: int):
@@ -47,9 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     pairs = sub.add_parser("pairs", help="training pairs: {train,valid}_imgs.tsv and _texts.jsonl")
     pairs.add_argument("out", type=Path)
-    pairs.add_argument("--per-emoji", type=at_least(1), default=16, help="train renderings per emoji and style")
+    pairs.add_argument("--per-emoji", type=at_least(1), default=16,
+                       help="train renderings per emoji and style (per emoji: this x the number of --styles)")
     pairs.add_argument("--valid-per-emoji", type=at_least(0), default=1)
-    pairs.add_argument("--styles", nargs="+", default=list(STYLES), choices=STYLES)
+    pairs.add_argument("--styles", nargs="+", default=list(STYLES), choices=STYLES, help="default: all")
     pairs.add_argument("--size", type=at_least(MIN_TILE), default=96, help="tile side in px")
     pairs.add_argument("--restyle", type=float, default=0.3, help="probability of each art-style change")
     pairs.add_argument("--captions", choices=CAPTIONS, default="one",

@@ -3,7 +3,8 @@
 Used for training pairs and for puzzles alike. ``restyle`` adds the changes that make a model
 robust to emoji art it never saw: hue/saturation/contrast shifts, flat colour (posterize),
 outlines, and texture. Geometric changes are scale 0.5-0.95, rotation within ±30°, and a
-random position; no flips (prompts may depend on direction).
+random position; no flips (prompts may depend on direction). Monochrome styles (black on
+transparent) are drawn in a random ink colour that stands out from the tile's background.
 """
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+
+
+MIN_INK_CONTRAST = 96  # luma between a monochrome glyph's ink and its background's median, of 255
 
 
 @dataclass(frozen=True)
@@ -84,10 +88,35 @@ def restyle(sprite: Image.Image, rng: np.random.Generator, probability: float) -
     return out
 
 
-def render_tile(sprite: Image.Image, rng: np.random.Generator, config: RenderConfig = RenderConfig()) -> Image.Image:
-    """One RGB tile: ``sprite`` restyled, scaled, rotated and placed on a random background."""
+def luma(colour: np.ndarray) -> float:
+    """Pillow's "L" conversion (ITU-R 601-2) of one RGB colour."""
+    return float(colour @ np.array([0.299, 0.587, 0.114]))
+
+
+def ink(sprite: Image.Image, ground: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A monochrome sprite recoloured in a random ink that stands out from ``ground`` (dark half the
+    time, as line art mostly is; else its complement, else black or white)."""
+    median = float(np.median(np.asarray(ground.convert("L"))))
+    colour = np.array(random_colour(rng), float)
+    if rng.random() < 0.5:
+        colour *= 0.3
+    if abs(luma(colour) - median) < MIN_INK_CONTRAST:
+        colour = 255 - colour
+    if abs(luma(colour) - median) < MIN_INK_CONTRAST:
+        colour = np.full(3, 0.0 if median > 127 else 255.0)
+    out = Image.new("RGBA", sprite.size, tuple(int(v) for v in colour))
+    out.putalpha(sprite.getchannel("A"))
+    return out
+
+
+def render_tile(sprite: Image.Image, rng: np.random.Generator, config: RenderConfig = RenderConfig(),
+                monochrome: bool = False) -> Image.Image:
+    """One RGB tile: ``sprite`` (inked if ``monochrome``), restyled, scaled, rotated and placed on a
+    random background."""
     size = config.size
     tile = background(size, rng)
+    if monochrome:
+        sprite = ink(sprite, tile, rng)
     sprite = restyle(sprite, rng, config.restyle) if config.restyle else sprite
     side = max(8, int(size * rng.uniform(*config.scale)))
     emoji = sprite.resize((side, side), Image.LANCZOS)
