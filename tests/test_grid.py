@@ -312,6 +312,43 @@ def test_eval_grid_cli_and_calibration(tiny_bundle, emoji, tmp_path, capsys):
     assert len(list(read_puzzles(tmp_path / "valid" / "puzzles.jsonl"))) == 6
 
 
+def test_eval_report_has_a_row_per_style_when_puzzles_name_one():
+    from clip_match.grid.evaluate import Scored, report
+
+    answer = np.arange(6) == 0
+    right, wrong = np.array([0.9, 0.1, 0.2, 0.1, 0.3, 0.2]), np.array([0.1, 0.9, 0.2, 0.1, 0.3, 0.2])
+    scores, rule = [right, wrong, right, right], SelectionRule("threshold", 0.5)
+    scored = Scored(scores, [answer] * 4, [1] * 4, ["2x3"] * 4, [0.01] * 4, ["noto", "symbola", "noto", None])
+    out = report(scored, rule, "threshold")
+    assert list(out["styles"]) == ["noto", "symbola", "-"]  # in order of appearance; "-": no style given
+    assert [out["styles"][s]["puzzles"] for s in ("noto", "symbola", "-")] == [2, 1, 1]
+    for case in ("k_known", "k_unknown"):
+        assert out["styles"]["noto"][case]["puzzle_accuracy"] == 1 and out["styles"]["symbola"][case]["puzzle_accuracy"] == 0
+    assert out["all"]["k_known"]["puzzle_accuracy"] == 0.75
+    assert "styles" not in report(Scored(scores, [answer] * 4, [1] * 4, ["2x3"] * 4, [0.01] * 4), rule, "threshold")
+
+
+def test_eval_grid_cli_reports_each_style(tiny_bundle, emoji, tmp_path, capsys):
+    lines = []
+    for style, seed in (("noto", 1), ("symbola", 2)):
+        write_puzzles(tmp_path / style, 2, seed=seed, style=style, emoji=emoji)
+        lines += [line.replace('"image": "', f'"image": "{style}/')
+                  for line in (tmp_path / style / "puzzles.jsonl").read_text(encoding="utf-8").splitlines()]
+    (tmp_path / "all.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["eval-grid", str(tmp_path / "all.jsonl"), "--bundle", str(tiny_bundle), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {name: block["puzzles"] for name, block in result["styles"].items()} == {"noto": 2, "symbola": 2}
+    assert main(["eval-grid", str(tmp_path / "all.jsonl"), "--bundle", str(tiny_bundle)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].startswith("layout ") and any(row.startswith("style ") for row in table)
+    assert sum(row.startswith("symbola ") for row in table) == 2  # k known and k unknown
+    assert main(["eval-grid", str(tmp_path / "noto" / "puzzles.jsonl"), "--bundle", str(tiny_bundle), "--json"]) == 0
+    assert list(json.loads(capsys.readouterr().out)["styles"]) == ["noto"]
+    (tmp_path / "bad.jsonl").write_text(lines[0].replace('"style": "noto"', '"style": 3') + "\n", encoding="utf-8")
+    assert main(["eval-grid", str(tmp_path / "bad.jsonl"), "--bundle", str(tiny_bundle)]) == 2
+    assert "bad.jsonl:1: field 'style' must be a non-empty str" in capsys.readouterr().err
+
+
 def test_calibration_written_into_a_bundle_is_listed_and_checked(tiny_bundle, emoji, tmp_path, capsys):
     import shutil
 

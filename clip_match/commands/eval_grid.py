@@ -1,6 +1,7 @@
 """`clip-match eval-grid PUZZLES.jsonl [--bundle B]`: puzzle accuracy, tile precision/recall, latency.
 
-Reports k known (top-k) and k unknown (the bundle's calibrated rule, else largest gap).
+Reports k known (top-k) and k unknown (the bundle's calibrated rule, else largest gap), per layout
+and, when the puzzles' lines name their art style ("style"), per style.
 ``--calibrate OUT.json`` instead fits the tile crop and the k-unknown rule on these puzzles
 (solving them once per candidate crop) and writes them: use a separately generated validation
 set, never the puzzles you report. Written into a bundle directory as ``grid_calibration.json``
@@ -52,13 +53,19 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, ensure_ascii=False))
         return 0
     print(f"{result['puzzles']} puzzles; k unknown: {result['k_unknown_rule']}; tile crop {solver.tile_crop:g}")
-    print(f"{'layout':<6} {'n':>5}  {'k':<8} {'accuracy':>8} {'precision':>9} {'recall':>7}")
-    for layout, block in result.items():
-        if not isinstance(block, dict) or "k_known" not in block:
-            continue
-        for case in ("k_known", "k_unknown"):
-            m = block[case]
-            print(f"{layout:<6} {block['puzzles']:>5}  {case:<8} {m['puzzle_accuracy']:>8.4f} "
-                  f"{m['tile_precision']:>9.4f} {m['tile_recall']:>7.4f}")
+    print_rows("layout", {name: block for name, block in result.items() if isinstance(block, dict) and "k_known" in block})
+    if "styles" in result:
+        print_rows("style", result["styles"])
     print(f"latency ms: median {result['latency_ms']['median']:.1f}, p95 {result['latency_ms']['p95']:.1f}")
     return 0
+
+
+def print_rows(title: str, blocks: dict[str, dict]) -> None:
+    """A header and two rows (k known, k unknown) per block, the first column as wide as its names."""
+    width = max([6, *map(len, blocks)])
+    print(f"{title:<{width}} {'n':>5}  {'k':<8} {'accuracy':>8} {'precision':>9} {'recall':>7}")
+    for name, block in blocks.items():
+        for case in ("k_known", "k_unknown"):
+            m = block[case]
+            print(f"{name:<{width}} {block['puzzles']:>5}  {case:<8} {m['puzzle_accuracy']:>8.4f} "
+                  f"{m['tile_precision']:>9.4f} {m['tile_recall']:>7.4f}")

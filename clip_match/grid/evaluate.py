@@ -2,7 +2,8 @@
 
 Each puzzle is solved once from its image file (decode, split, encode, score); the same scores
 are judged twice: with k known (top-k) and with k unknown (the solver's calibrated rule, or
-largest gap). Latency is the whole solve, median and 95th percentile.
+largest gap), per layout and, when puzzles name their art style ("style"), per style. Latency is
+the whole solve, median and 95th percentile.
 
 Calibration (on validation puzzles, never the reported ones) fits the solver's tile crop and
 k-unknown rule together: each puzzle is decoded once and encoded once per candidate crop (TILE_CROPS).
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -25,6 +26,7 @@ from .solver import GridSolver
 from .tiles import LAYOUTS, crop_margins
 
 FIELDS = {"image": str, "prompt": str, "layout": str, "k": int, "answer": list}
+NO_STYLE = "-"  # the style row of puzzles without one, in a file where others have one
 # Shares of each tile's side to try encoding (centred): puzzle tiles often frame their object more
 # loosely than the training images (session 4's demo model, validation puzzles: k unknown 79.1 %
 # whole, 80.2-80.8 % at 0.95-0.8).
@@ -38,6 +40,7 @@ class PuzzleLine:
     layout: str
     k: int
     answer: np.ndarray  # boolean mask of the matching tiles, row-major
+    style: str | None = None  # the art style the puzzle is drawn in, when its line says
 
 
 def read_puzzles(path: str | os.PathLike) -> Iterator[PuzzleLine]:
@@ -69,7 +72,10 @@ def read_puzzles(path: str | os.PathLike) -> Iterator[PuzzleLine]:
             answer[(cell[0] - 1) * cols + cell[1] - 1] = True
         if answer.sum() != record["k"]:
             raise ClipMatchError(f"{where(path, number)}: k={record['k']} but 'answer' has {answer.sum()} tiles")
-        yield PuzzleLine(path.parent / record["image"], record["prompt"], record["layout"], record["k"], answer)
+        style = record.get("style")
+        if style is not None and not (isinstance(style, str) and style.strip()):
+            raise ClipMatchError(f"{where(path, number)}: field 'style' must be a non-empty str")
+        yield PuzzleLine(path.parent / record["image"], record["prompt"], record["layout"], record["k"], answer, style)
 
 
 @dataclass
@@ -81,6 +87,7 @@ class Scored:
     ks: list[int]
     layouts: list[str]
     seconds: list[float]
+    styles: list[str | None] = field(default_factory=list)  # each puzzle's art style, if its line names one
 
 
 def score_puzzles(solver: GridSolver, path: str | os.PathLike, layout: str = "auto") -> Scored:
@@ -110,6 +117,7 @@ def score_crops(solver: GridSolver, path: str | os.PathLike, tile_crops: Sequenc
             into.answers.append(puzzle.answer)
             into.ks.append(puzzle.k)
             into.layouts.append(puzzle.layout)
+            into.styles.append(puzzle.style)
     return scored
 
 
@@ -124,16 +132,24 @@ def metrics(chosen: list[np.ndarray], answers: list[np.ndarray]) -> dict[str, fl
 
 
 def report(scored: Scored, rule: SelectionRule, rule_name: str) -> dict:
-    """Metrics with k known and k unknown (``rule``), overall and per layout, plus latency."""
+    """Metrics with k known and k unknown (``rule``), overall and per layout, plus latency; per style
+    too (``"styles"``, in order of appearance) when any puzzle names its style."""
     known = [top_k(s, k) for s, k in zip(scored.scores, scored.ks)]
     unknown = [rule.select(s) for s in scored.scores]
+
+    def block(keep: list[int]) -> dict:
+        answers = [scored.answers[i] for i in keep]
+        return {"puzzles": len(keep),
+                "k_known": metrics([known[i] for i in keep], answers),
+                "k_unknown": metrics([unknown[i] for i in keep], answers)}
+
     out: dict = {"puzzles": len(scored.scores), "k_unknown_rule": rule_name}
     for layout in sorted(set(scored.layouts)) + ["all"]:
-        keep = [i for i, name in enumerate(scored.layouts) if layout in ("all", name)]
-        answers = [scored.answers[i] for i in keep]
-        out[layout] = {"puzzles": len(keep),
-                       "k_known": metrics([known[i] for i in keep], answers),
-                       "k_unknown": metrics([unknown[i] for i in keep], answers)}
+        out[layout] = block([i for i, name in enumerate(scored.layouts) if layout in ("all", name)])
+    if any(style is not None for style in scored.styles):
+        styles = [style or NO_STYLE for style in scored.styles]
+        out["styles"] = {name: block([i for i, style in enumerate(styles) if style == name])
+                         for name in dict.fromkeys(styles)}
     ms = np.array(scored.seconds) * 1000
     out["latency_ms"] = {"median": float(np.median(ms)), "p95": float(np.percentile(ms, 95))}
     return out
