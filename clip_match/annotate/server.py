@@ -37,6 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ClipMatchError
 from ..jsonio import parse_object
+from .assist import Assistant
 from .scan import resolve_inside
 from .store import Conflict, LabelStore
 from .thumbs import BROWSER_FORMATS, THUMBNAIL_TYPES, needs_thumbnail, thumbnail, warm_in_background
@@ -52,6 +53,9 @@ PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src
 
 _CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _IMAGE_ROUTE = re.compile(r"/api/images/(\d{1,18})/(view|labels|skip)")
+_PUZZLE_ROUTE = re.compile(r"/api/puzzles/(\d{1,18})(?:/tiles/(\d{1,4})/labels)?")
+_IDS = re.compile(r"\d{1,18}(,\d{1,18}){0,63}")
+ORDERS = ("path", "uncertain")
 
 
 def _url_name(address: str) -> str:
@@ -87,9 +91,14 @@ class AnnotationServer(ThreadingHTTPServer):
     idle_timeout = 60.0       # seconds a kept-alive connection may wait for its next request
     request_timeout = 15.0    # seconds from a request's first byte to its last, and for each response write
 
-    def __init__(self, image_dir: Path, store: LabelStore, host: str = "127.0.0.1", port: int = 8765):
+    def __init__(self, image_dir: Path, store: LabelStore, host: str = "127.0.0.1", port: int = 8765,
+                 assistant: Assistant | None = None, order: str = "path"):
         self.image_dir = Path(os.path.realpath(image_dir))
         self.store = store
+        self.assistant = assistant or Assistant(store, self.image_dir, message="model assistance off (--no-assist)")
+        if order not in ORDERS:
+            raise ClipMatchError(f"unknown order {order!r}; orders: {', '.join(ORDERS)}")
+        self.session = {"mode": store.mode, "order": order}
         self.thumbs_dir = store.dataset_dir / "thumbs"
         self.static = {route: _load_static(name) for route, name in STATIC_FILES.items()}
         if ":" in host:
@@ -219,6 +228,14 @@ class AnnotationHandler(BaseHTTPRequestHandler):
             self._send_json(self.server.store.state(int(since)))
         elif path == "/api/rejects":
             self._send_json({"rejects": self.server.store.rejects()})
+        elif path == "/api/session":
+            self._send_json({**self.server.session, "assist": self.server.assistant.status})
+        elif path == "/api/suggestions":
+            since, wanted = query.get("since", ["0"])[0], query.get("want", [""])[0]
+            if not (_IDS.fullmatch(since) and (not wanted or _IDS.fullmatch(wanted))):
+                raise HTTPError(HTTPStatus.BAD_REQUEST, "since must be an integer and want up to 64 image ids, "
+                                                        "comma-separated")
+            self._send_json(self.server.assistant.snapshot(int(since), [int(i) for i in wanted.split(",") if i]))
         elif (match := _IMAGE_ROUTE.fullmatch(path)) and match[2] == "view":
             self._send_image(int(match[1]))
         else:
@@ -226,9 +243,18 @@ class AnnotationHandler(BaseHTTPRequestHandler):
 
     def _post(self, path: str, body: dict) -> None:
         store, client = self.server.store, self.headers[CLIENT_HEADER]
-        match = _IMAGE_ROUTE.fullmatch(path)
+        match, puzzle = _IMAGE_ROUTE.fullmatch(path), _PUZZLE_ROUTE.fullmatch(path)
         if match and match[2] == "labels":
             row = store.change_labels(client, int(match[1]), _names(body, "add"), _names(body, "remove"))
+            self.server.assistant.changed()
+            self._send_json({"image": row})
+        elif puzzle and puzzle[2]:
+            row = store.change_labels(client, int(puzzle[1]), _names(body, "add"), _names(body, "remove"),
+                                      tile=int(puzzle[2]))
+            self._send_json({"image": row})
+        elif puzzle:
+            row = store.save_puzzle(client, int(puzzle[1]), body.get("prompt"), body.get("answer"))
+            self.server.assistant.changed()
             self._send_json({"image": row})
         elif match and match[2] == "skip":
             skipped = body.get("skipped", True)
@@ -237,9 +263,15 @@ class AnnotationHandler(BaseHTTPRequestHandler):
             row = store.set_skipped(client, int(match[1]), skipped)
             self._send_json({"image": row})
         elif path == "/api/undo":
-            self._send_json({"undone": store.undo(client)})
+            undone = store.undo(client)
+            self.server.assistant.changed()
+            self._send_json({"undone": undone})
+        elif path == "/api/labels/rename" and store.mode == "puzzles":
+            raise HTTPError(HTTPStatus.BAD_REQUEST, "renaming labels is for image mode")
         elif path == "/api/labels/rename":
-            self._send_json(store.rename_label(client, body.get("from"), body.get("to")))
+            renamed = store.rename_label(client, body.get("from"), body.get("to"))
+            self.server.assistant.changed()
+            self._send_json(renamed)
         else:
             raise HTTPError(HTTPStatus.NOT_FOUND, "not found")
 

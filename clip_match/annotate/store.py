@@ -8,6 +8,9 @@ each answered request durable, so a crash or a closed browser loses nothing that
 A commit (an fsync, ~4 ms here) covers every change made while writers were waiting for the
 one before it (group commit): concurrent writers wait for one or two fsyncs, not one each.
 
+In puzzle mode each image is a puzzle: its grid (found once per file and layout), a prompt, the
+saved answer (the matching tiles) and labels of single tiles.
+
 Each write bumps a global ``version``; images remember the version that last changed them, so
 a tab can ask for just what changed since it last looked. Undo is per client (per tab): a tab's
 Ctrl+Z reverts that tab's last action, never another tab's.
@@ -19,6 +22,7 @@ import functools
 import json
 import sqlite3
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
@@ -67,7 +71,34 @@ CREATE TABLE IF NOT EXISTS actions (
 );
 CREATE INDEX IF NOT EXISTS actions_client ON actions (client, undone, seq);
 CREATE TABLE IF NOT EXISTS rejects (path TEXT PRIMARY KEY, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS puzzles (
+    image_id INTEGER PRIMARY KEY REFERENCES images (id),
+    grid_key TEXT NOT NULL,      -- file size, mtime and asked-for layout the grid was found for
+    layout TEXT NOT NULL,
+    boxes TEXT NOT NULL,         -- JSON [[left, top, right, bottom], ...], row-major
+    split TEXT NOT NULL,         -- how the grid finder found the tiles
+    prompt TEXT,                 -- NULL until given (prompts file or typed)
+    answer TEXT                  -- JSON sorted tile numbers (1-based, reading order); NULL until saved
+);
+CREATE TABLE IF NOT EXISTS tile_labels (
+    image_id INTEGER NOT NULL REFERENCES images (id),
+    tile INTEGER NOT NULL,
+    label_id INTEGER NOT NULL REFERENCES labels (id),
+    PRIMARY KEY (image_id, tile, label_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tile_labels_label ON tile_labels (label_id);
 """
+MODES = ("images", "puzzles")
+
+
+@dataclass(frozen=True)
+class PuzzleGrid:
+    """Where a puzzle's tiles are: ``key`` names the file version and asked-for layout it was found for."""
+
+    key: str
+    layout: str
+    boxes: list[tuple[int, int, int, int]]  # (left, top, right, bottom), row-major
+    split: str
 
 
 class Conflict(ClipMatchError):
@@ -208,6 +239,22 @@ class LabelStore:
         with self._transaction() as conn:
             conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
+    def use_mode(self, mode: str) -> None:
+        """Label whole images or puzzles here; a folder keeps the mode it was started in."""
+        current = self.get_meta("mode")
+        if current is None and self.connection().execute("SELECT 1 FROM images LIMIT 1").fetchone():
+            current = "images"  # made before puzzle mode existed
+        if current not in (None, mode):
+            raise ClipMatchError(f"{self.dataset_dir} holds {'puzzle answers' if current == 'puzzles' else 'image labels'}"
+                                 f"; {'drop --puzzles' if current == 'puzzles' else 'puzzles need their own'}"
+                                 f" or choose another --out folder")
+        if current is None:
+            self.set_meta("mode", mode)
+
+    @property
+    def mode(self) -> str:
+        return self.get_meta("mode") or "images"
+
     def known_images(self) -> dict[str, ScannedImage]:
         rows = self.connection().execute("SELECT path, size, mtime_ns, width, height, format FROM images")
         return {row[0]: ScannedImage(*row) for row in rows}
@@ -239,10 +286,11 @@ class LabelStore:
         return None if row is None else ScannedImage(*row)
 
     def files(self) -> list[tuple[int, ScannedImage, bool]]:
-        """(id, file record, done) of every present image in natural path order; done: labelled or skipped."""
+        """(id, file record, done) of every present image in natural path order; done: labelled, answered or skipped."""
         rows = self.connection().execute(
             "SELECT id, path, size, mtime_ns, width, height, format, "
             "skipped OR EXISTS (SELECT 1 FROM image_labels il WHERE il.image_id = images.id) "
+            "OR EXISTS (SELECT 1 FROM puzzles p WHERE p.image_id = images.id AND p.answer IS NOT NULL) "
             "FROM images WHERE present = 1"
         ).fetchall()
         rows.sort(key=lambda row: natural_key(row[1]))
@@ -252,38 +300,51 @@ class LabelStore:
         """Present images changed after version ``since`` (all when 0, in natural path order) and the labels
         used after it, with their counts (a tab polls every few seconds: only what changed travels)."""
         conn = self.connection()
-        conn.execute("BEGIN")  # one consistent snapshot for the three reads
+        conn.execute("BEGIN")  # one consistent snapshot for the reads
         try:
             version = conn.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0]
-            rows = conn.execute(
-                "SELECT id, path, mtime_ns, skipped FROM images WHERE present = 1 AND version > ?", (since,)
-            ).fetchall()
-            labels_of = self._labels_of(conn, since)
+            rows = self._rows(conn, "i.present = 1 AND i.version > ?", (since,))
             labels = conn.execute(
-                "SELECT l.name, l.last_used, COUNT(*) FROM labels l JOIN image_labels il ON il.label_id = l.id "
+                "SELECT l.name, l.last_used, COUNT(*) FROM labels l JOIN (SELECT image_id, label_id FROM image_labels "
+                "UNION ALL SELECT image_id, label_id FROM tile_labels) il ON il.label_id = l.id "
                 "JOIN images i ON i.id = il.image_id AND i.present = 1 WHERE l.last_used > ? GROUP BY l.id", (since,)
             ).fetchall()
         finally:
             conn.execute("COMMIT")
-        rows.sort(key=lambda row: natural_key(row[1]))
         return {
             "version": version,
-            "images": [
-                {"id": i, "path": p, "v": f"{m:x}", "skipped": bool(s), "labels": labels_of.get(i, [])} for i, p, m, s in rows
-            ],
+            "images": sorted(rows, key=lambda row: natural_key(row["path"])),
             "labels": [{"name": n, "last_used": u, "count": c} for n, u, c in labels],
         }
 
     @staticmethod
-    def _labels_of(conn: sqlite3.Connection, since: int) -> dict[int, list[str]]:
-        result: dict[int, list[str]] = {}
+    def _rows(conn: sqlite3.Connection, condition: str, args: tuple) -> list[dict]:
+        """The page's rows of the images matching ``condition`` (on ``images i``), puzzles with their fields."""
+        labels_of: dict[int, list[str]] = {}
         for image_id, name in conn.execute(
             "SELECT il.image_id, l.name FROM image_labels il JOIN labels l ON l.id = il.label_id "
-            "JOIN images i ON i.id = il.image_id WHERE i.present = 1 AND i.version > ? ORDER BY l.name",
-            (since,),
+            f"JOIN images i ON i.id = il.image_id WHERE {condition} ORDER BY l.name", args,
         ):
-            result.setdefault(image_id, []).append(name)
-        return result
+            labels_of.setdefault(image_id, []).append(name)
+        tiles_of: dict[int, dict[str, list[str]]] = {}
+        for image_id, tile, name in conn.execute(
+            "SELECT tl.image_id, tl.tile, l.name FROM tile_labels tl JOIN labels l ON l.id = tl.label_id "
+            f"JOIN images i ON i.id = tl.image_id WHERE {condition} ORDER BY l.name", args,
+        ):
+            tiles_of.setdefault(image_id, {}).setdefault(str(tile), []).append(name)
+        rows = []
+        for image_id, path, mtime, skipped, width, height, layout, boxes, split, prompt, answer in conn.execute(
+            "SELECT i.id, i.path, i.mtime_ns, i.skipped, i.width, i.height, p.layout, p.boxes, p.split, p.prompt, "
+            f"p.answer FROM images i LEFT JOIN puzzles p ON p.image_id = i.id WHERE {condition}", args,
+        ):
+            row = {"id": image_id, "path": path, "v": f"{mtime:x}", "skipped": bool(skipped),
+                   "labels": labels_of.get(image_id, [])}
+            if layout is not None:
+                row["puzzle"] = {"layout": layout, "size": [width, height], "boxes": json.loads(boxes), "split": split,
+                                 "prompt": prompt, "answer": None if answer is None else json.loads(answer),
+                                 "tiles": tiles_of.get(image_id, {})}
+            rows.append(row)
+        return rows
 
     def labelled_images(self) -> list[tuple[str, list[str]]]:
         """(relative path, label names) of every present, unskipped image with at least one label, in path order."""
@@ -298,27 +359,83 @@ class LabelStore:
         return sorted(grouped.items(), key=lambda item: natural_key(item[0]))
 
     def missing_labelled(self) -> list[str]:
-        """Labelled images whose files are gone from IMAGE_DIR."""
+        """Labelled images and answered puzzles whose files are gone from IMAGE_DIR."""
         rows = self.connection().execute(
-            "SELECT DISTINCT i.path FROM images i JOIN image_labels il ON il.image_id = i.id WHERE i.present = 0"
+            "SELECT DISTINCT i.path FROM images i WHERE i.present = 0 AND (i.id IN (SELECT image_id FROM image_labels) "
+            "OR i.id IN (SELECT image_id FROM puzzles WHERE answer IS NOT NULL))"
         ).fetchall()
         return sorted((row[0] for row in rows), key=natural_key)
 
+    def answered_puzzles(self) -> list[dict]:
+        """The page's rows of every present, unskipped puzzle with a saved answer, in path order."""
+        rows = self._rows(self.connection(), "i.present = 1 AND i.skipped = 0 AND i.id IN "
+                                             "(SELECT image_id FROM puzzles WHERE answer IS NOT NULL)", ())
+        return sorted(rows, key=lambda row: natural_key(row["path"]))
+
+    def puzzle_grid_keys(self) -> dict[str, str]:
+        """Relative path -> the key of the grid stored for it."""
+        return dict(self.connection().execute("SELECT i.path, p.grid_key FROM puzzles p JOIN images i ON i.id = p.image_id"))
+
+    def sync_puzzles(self, grids: Mapping[str, PuzzleGrid], prompts: Mapping[str, str]) -> None:
+        """Store newly found grids of present puzzles (a saved answer and tile labels are kept while the layout
+        stays) and give prompts to puzzles that have none yet (a prompt set in the page is kept)."""
+        with self._change() as (conn, version):
+            ids = dict(conn.execute("SELECT path, id FROM images WHERE present = 1"))
+            touched = []
+            for path, grid in grids.items():
+                # (all right-hand sides read the old row: answer survives only an unchanged layout)
+                if conn.execute(
+                    "INSERT INTO puzzles (image_id, grid_key, layout, boxes, split) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (image_id) DO UPDATE SET grid_key = excluded.grid_key, boxes = excluded.boxes, "
+                    "split = excluded.split, answer = CASE WHEN layout = excluded.layout THEN answer END, "
+                    "layout = excluded.layout WHERE grid_key != excluded.grid_key",
+                    (ids[path], grid.key, grid.layout, json.dumps(grid.boxes), grid.split),
+                ).rowcount:
+                    conn.execute("DELETE FROM tile_labels WHERE image_id = ? AND tile > ?", (ids[path], len(grid.boxes)))
+                    touched.append(ids[path])
+            for path, prompt in prompts.items():
+                if conn.execute("UPDATE puzzles SET prompt = ? WHERE image_id = ? AND prompt IS NULL",
+                                (clean_label(prompt), ids[path])).rowcount:
+                    touched.append(ids[path])
+            self._touch(conn, touched, version)
+
     # -- changes ----------------------------------------------------------------------------
 
-    def change_labels(self, client: str, image_id: int, add: Iterable[str] = (), remove: Iterable[str] = ()) -> dict:
-        """Add and remove labels of one image as one undoable action; returns the image's new row."""
+    def change_labels(self, client: str, image_id: int, add: Iterable[str] = (), remove: Iterable[str] = (),
+                      tile: int | None = None) -> dict:
+        """Add and remove labels of one image (or of one tile of a puzzle, numbered from 1 in reading order)
+        as one undoable action; returns the image's new row."""
         add = list(dict.fromkeys(clean_label(name) for name in add))
         remove = [name for name in dict.fromkeys(clean_label(name) for name in remove) if name not in add]
         with self._change() as (conn, version):
             self._require_image(conn, image_id)
+            if tile is not None:
+                self._check_tiles(conn, image_id, [tile])
             added = [label for label in (self._label(conn, name, version) for name in add)
-                     if self._attach(conn, image_id, label)]
+                     if self._attach(conn, image_id, label, tile)]
             removed = [label for label in (self._label_id(conn, name) for name in remove)
-                       if label is not None and self._detach(conn, image_id, label)]
+                       if label is not None and self._detach(conn, image_id, label, tile)]
             if added or removed:
                 self._touch(conn, [image_id], version)
-                self._log(conn, client, "labels", image_id, {"added": added, "removed": removed})
+                data = {"added": added, "removed": removed} | ({} if tile is None else {"tile": tile})
+                self._log(conn, client, "labels", image_id, data)
+        return self.image_row(image_id)
+
+    def save_puzzle(self, client: str, image_id: int, prompt: object = None, answer: object = None) -> dict:
+        """Set a puzzle's prompt and/or its answer (the matching tiles, numbered from 1 in reading order) as
+        one undoable action; returns the puzzle's new row."""
+        prompt = None if prompt is None else clean_label(prompt)
+        with self._change() as (conn, version):
+            self._require_image(conn, image_id)
+            before = conn.execute("SELECT prompt, answer FROM puzzles WHERE image_id = ?", (image_id,)).fetchone()
+            after = (prompt or before[0], before[1] if answer is None
+                     else json.dumps(self._check_tiles(conn, image_id, answer)))
+            if answer is not None and after[0] is None:
+                raise ClipMatchError("this puzzle has no prompt yet: give the prompt with its answer")
+            if after != tuple(before):
+                conn.execute("UPDATE puzzles SET prompt = ?, answer = ? WHERE image_id = ?", (*after, image_id))
+                self._touch(conn, [image_id], version)
+                self._log(conn, client, "puzzle", image_id, {"before": list(before), "after": list(after)})
         return self.image_row(image_id)
 
     def set_skipped(self, client: str, image_id: int, skipped: bool) -> dict:
@@ -394,15 +511,10 @@ class LabelStore:
         return len(labels_by_path)
 
     def image_row(self, image_id: int) -> dict:
-        conn = self.connection()
-        row = conn.execute("SELECT id, path, mtime_ns, skipped FROM images WHERE id = ?", (image_id,)).fetchone()
-        if row is None:
+        rows = self._rows(self.connection(), "i.id = ?", (image_id,))
+        if not rows:
             raise ClipMatchError(f"no image with id {image_id}")
-        names = [r[0] for r in conn.execute(
-            "SELECT l.name FROM image_labels il JOIN labels l ON l.id = il.label_id WHERE il.image_id = ? ORDER BY l.name",
-            (image_id,),
-        )]
-        return {"id": row[0], "path": row[1], "v": f"{row[2]:x}", "skipped": bool(row[3]), "labels": names}
+        return rows[0]
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -410,9 +522,12 @@ class LabelStore:
         """Apply the inverse of one logged action (labels by id, so renames since do not matter)."""
         if kind == "labels":
             for label in data["added"]:
-                self._detach(conn, image_id, label)
+                self._detach(conn, image_id, label, data.get("tile"))
             for label in data["removed"]:
-                self._attach(conn, image_id, label)
+                self._attach(conn, image_id, label, data.get("tile"))
+            return [image_id]
+        if kind == "puzzle":
+            conn.execute("UPDATE puzzles SET prompt = ?, answer = ? WHERE image_id = ?", (*data["before"], image_id))
             return [image_id]
         if kind == "skip":
             conn.execute("UPDATE images SET skipped = ? WHERE id = ?", (int(not data["skipped"]), image_id))
@@ -436,7 +551,10 @@ class LabelStore:
         name = functools.partial(self._name, conn)
         if kind == "labels":
             return {"kind": kind, "image_id": image_id, "added": [name(l) for l in data["added"]],
-                    "removed": [name(l) for l in data["removed"]]}
+                    "removed": [name(l) for l in data["removed"]]} | {k: v for k, v in data.items() if k == "tile"}
+        if kind == "puzzle":
+            prompt, answer = data["after"]
+            return {"kind": kind, "image_id": image_id, "prompt": prompt, "answer": answer and json.loads(answer)}
         if kind == "skip":
             return {"kind": kind, "image_id": image_id, "skipped": data["skipped"]}
         if kind == "rename":
@@ -449,6 +567,20 @@ class LabelStore:
         if row is None:
             raise ClipMatchError(f"no image with id {image_id}")
         return bool(row[0])
+
+    @staticmethod
+    def _check_tiles(conn: sqlite3.Connection, image_id: int, tiles: object) -> list[int]:
+        """``tiles`` as sorted distinct tile numbers of this puzzle, or an error naming the grid."""
+        row = conn.execute("SELECT layout, boxes FROM puzzles WHERE image_id = ?", (image_id,)).fetchone()
+        if row is None:
+            raise ClipMatchError(f"image {image_id} is not a puzzle")
+        count = len(json.loads(row[1]))
+        if not isinstance(tiles, list) or not tiles:
+            raise ClipMatchError("the answer must be a non-empty list of tile numbers (skip a puzzle without one)")
+        for tile in tiles:
+            if type(tile) is not int or not 1 <= tile <= count:
+                raise ClipMatchError(f"tile {tile!r} is outside the {row[0]} grid (tiles 1-{count})")
+        return sorted(set(tiles))
 
     @staticmethod
     def _label_id(conn: sqlite3.Connection, name: str) -> int | None:
@@ -470,14 +602,18 @@ class LabelStore:
         return [row[0] for row in conn.execute("SELECT image_id FROM image_labels WHERE label_id = ?", (label_id,))]
 
     @staticmethod
-    def _attach(conn: sqlite3.Connection, image_id: int, label_id: int) -> bool:
-        return conn.execute("INSERT OR IGNORE INTO image_labels VALUES (?, ?)", (image_id, label_id)).rowcount == 1
+    def _attach(conn: sqlite3.Connection, image_id: int, label_id: int, tile: int | None = None) -> bool:
+        if tile is None:
+            return conn.execute("INSERT OR IGNORE INTO image_labels VALUES (?, ?)", (image_id, label_id)).rowcount == 1
+        return conn.execute("INSERT OR IGNORE INTO tile_labels VALUES (?, ?, ?)", (image_id, tile, label_id)).rowcount == 1
 
     @staticmethod
-    def _detach(conn: sqlite3.Connection, image_id: int, label_id: int) -> bool:
-        return conn.execute(
-            "DELETE FROM image_labels WHERE image_id = ? AND label_id = ?", (image_id, label_id)
-        ).rowcount == 1
+    def _detach(conn: sqlite3.Connection, image_id: int, label_id: int, tile: int | None = None) -> bool:
+        if tile is None:
+            return conn.execute("DELETE FROM image_labels WHERE image_id = ? AND label_id = ?",
+                                (image_id, label_id)).rowcount == 1
+        return conn.execute("DELETE FROM tile_labels WHERE image_id = ? AND tile = ? AND label_id = ?",
+                            (image_id, tile, label_id)).rowcount == 1
 
     @staticmethod
     def _touch(conn: sqlite3.Connection, image_ids: Iterable[int], version: int) -> None:

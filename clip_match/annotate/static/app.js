@@ -1,28 +1,33 @@
-// clip-match annotate: keyboard-first labelling page.
+// clip-match annotate: keyboard-first labelling page, for images or tile puzzles.
 //
-// The page keeps every image's labels locally, changes them at once (so the next image shows
-// without waiting for the server) and sends each change through one ordered queue; a change
-// that cannot be saved shows a banner and is retried. Every few seconds it asks the server for
-// what changed since (another tab's work).
+// The page keeps every item's state locally, changes it at once (so the next item shows without
+// waiting for the server) and sends each change through one ordered queue; a change that cannot be
+// saved shows a banner and is retried. Every few seconds it asks the server for what changed since
+// (another tab's work). Model suggestions come from a background worker on the server: the page asks
+// for the items on screen and next, and never waits for them.
 "use strict";
 
 (() => {
   const PREFETCH = 4;
   const CACHE_SIZE = 16;
   const POLL_MS = 3000;
+  const ASSIST_POLL_MS = 400;
   const MAX_SUGGESTIONS = 8;
+  const MODEL_CHIPS = 3;
 
   const $ = (id) => document.getElementById(id);
   const ui = {
     stage: $("stage"), position: $("position"), path: $("path"), status: $("status"), banner: $("banner"),
-    chips: $("current-labels"), input: $("label-input"), suggestions: $("suggestions"), filter: $("filter"),
-    hotkeys: $("hotkeys"), labelList: $("label-list"), progressText: $("progress-text"),
+    chips: $("current-labels"), assist: $("assist"), input: $("label-input"), suggestions: $("suggestions"),
+    filter: $("filter"), hotkeys: $("hotkeys"), labelList: $("label-list"), progressText: $("progress-text"),
     progressFill: $("progress-fill"), rejectCount: $("reject-count"), rejectList: $("reject-list"),
+    assistStatus: $("assist-status"),
   };
 
   const state = {
-    images: [],            // natural path order: {id, path, v, skipped, labels: [names]}
+    images: [],            // view order (natural path order unless --order uncertain): rows from the server
     position: new Map(),   // image id -> index in images
+    natural: new Map(),    // image id -> index in natural path order
     recency: new Map(),    // label name -> last_used (higher = more recent)
     version: 0,
     pos: -1,
@@ -30,9 +35,14 @@
     pending: new Map(),    // image id -> writes in flight (their local state wins)
     suggestions: [],
     highlighted: -1,
+    mode: "images",        // images | puzzles
+    order: "path",         // path | uncertain
+    marks: new Map(),      // puzzle id -> {tiles: Set of tile numbers, touched: bool}
+    tileMode: 0,           // puzzles: the tile whose label is being typed (0: none)
   };
-  const timings = [];      // ms from Enter to the next image painted (read by the browser test)
-  window.clipMatchAnnotate = { timings, state };
+  const assist = { status: { state: "off", message: "" }, seq: 0, pending: 0, items: new Map(), ranked: new Map() };
+  const timings = [];      // ms from Enter to the next item painted (read by the browser tests)
+  window.clipMatchAnnotate = { timings, state, assist, puzzle: () => puzzleView() };
 
   const client = (() => {  // one id per tab: undo reverts this tab's actions only
     let id = sessionStorage.getItem("clip-match-client");
@@ -96,7 +106,7 @@
   function applyState(payload) {
     if (state.images.length === 0) {
       state.images = payload.images;
-      state.images.forEach((img, i) => state.position.set(img.id, i));
+      state.images.forEach((img, i) => { state.position.set(img.id, i); state.natural.set(img.id, i); });
     } else {
       for (const row of payload.images) applyRow(row);
     }
@@ -117,13 +127,88 @@
     request("GET", `/api/state?since=${state.version}`).then(applyState).catch(() => {});
   }
 
+  // ---- model suggestions (read-only, outside the write queue) ---------------------------------
+
+  let fetching = false;
+  let assistTimer = null;
+
+  function wantedIds() {
+    const ids = [];
+    for (let i = state.pos, n = 0; i >= 0 && n <= PREFETCH; n++, i = neighbour(i, 1)) ids.push(state.images[i].id);
+    return ids;
+  }
+
+  async function fetchSuggestions() {
+    if (assist.status.state !== "on" || fetching) return;
+    fetching = true;
+    clearTimeout(assistTimer);
+    try {
+      const response = await fetch(`/api/suggestions?since=${assist.seq}&want=${wantedIds().join(",")}`,
+        { cache: "no-store" });
+      if (response.ok) applySuggestions(await response.json());
+    } catch (error) { /* the next poll retries */ }
+    fetching = false;
+    const waiting = assist.pending > 0 || (currentImage() && !suggestionFor(currentImage()));
+    assistTimer = setTimeout(fetchSuggestions, waiting ? ASSIST_POLL_MS : POLL_MS);
+  }
+
+  function applySuggestions(payload) {
+    assist.status = payload.status;
+    assist.seq = payload.seq;
+    assist.pending = payload.pending;
+    for (const item of payload.items) assist.items.set(item.id, item);
+    for (const [id, ranking] of Object.entries(payload.ranked)) assist.ranked.set(Number(id), ranking);
+    if (payload.items.length) resortAhead();
+    renderAssistStatus();
+    if (currentImage()) renderCurrent();
+  }
+
+  // A puzzle's suggestion counts only for the prompt it was made for.
+  function suggestionFor(img) {
+    const item = assist.items.get(img.id);
+    if (!item || item.error) return null;
+    if (state.mode === "puzzles" && item.prompt !== img.puzzle.prompt) return null;
+    return item;
+  }
+
+  function rankedLabels(img) {
+    return (assist.ranked.get(img.id) || []).map(([name]) => name).filter((name) => !img.labels.includes(name));
+  }
+
+  // --order uncertain: what lies ahead is kept sorted by the model's margin (least sure first).
+  function resortAhead() {
+    if (state.order !== "uncertain") return;
+    const margin = (img) => { const s = suggestionFor(img); return s && s.margin !== undefined ? s.margin : Infinity; };
+    const ahead = state.images.slice(state.pos + 1)
+      .sort((a, b) => margin(a) - margin(b) || state.natural.get(a.id) - state.natural.get(b.id));
+    state.images.splice(state.pos + 1, ahead.length, ...ahead);
+    ahead.forEach((img, i) => state.position.set(img.id, state.pos + 1 + i));
+  }
+
+  function renderAssistStatus() {
+    const { status } = assist;
+    ui.assistStatus.textContent = status.state !== "on" ? status.message
+      : `${status.message}${assist.pending ? ` · ${assist.pending} still to score` : " · all scored"}`;
+    ui.assistStatus.className = status.state === "failed" ? "failed" : "";
+  }
+
   // ---- labels -------------------------------------------------------------------------------
 
   const clean = (text) => text.split(/\s+/).filter(Boolean).join(" ");
+  const puzzles = () => state.mode === "puzzles";
+
+  // Images: labelled. Puzzles: answered.
+  const labelled = (img) => (puzzles() ? img.puzzle.answer !== null : img.labels.length > 0);
+
+  // The names an item carries: its labels, or a puzzle's prompt and its tiles' own labels.
+  function namesOf(img) {
+    if (!puzzles()) return img.labels;
+    return [...new Set([...(img.puzzle.prompt ? [img.puzzle.prompt] : []), ...Object.values(img.puzzle.tiles).flat()])];
+  }
 
   function counts() {
     const result = new Map();
-    for (const img of state.images) for (const name of img.labels) result.set(name, (result.get(name) || 0) + 1);
+    for (const img of state.images) for (const name of namesOf(img)) result.set(name, (result.get(name) || 0) + 1);
     return result;
   }
 
@@ -133,26 +218,30 @@
     state.recency.set(name, newest + 1);
   }
 
-  // Hotkeys 1-9: the most used labels, ties broken by recency.
+  // Hotkeys 1-9 (images): the most used labels, ties broken by recency.
   function hotkeyLabels(countMap = counts()) {
     return [...countMap.keys()].sort((a, b) => countMap.get(b) - countMap.get(a)
       || (state.recency.get(b) || 0) - (state.recency.get(a) || 0) || a.localeCompare(b)).slice(0, 9);
   }
 
-  // Autocomplete: substring match (any script), prefix matches first, then frequency plus a
-  // bonus for recent use (10 for the label used last, 5 for the one before, ...).
+  // Autocomplete: substring match (any script); the model's ranking for this image first where there
+  // is one, then prefix matches, then frequency plus a bonus for recent use (10 for the label used
+  // last, 5 for the one before, ...).
   function suggest(query) {
     const q = query.trim().toLowerCase();
-    if (!q) return [];
+    const img = currentImage();
+    if (!q || !img) return [];
     const countMap = counts();
     const byRecency = [...state.recency.entries()].sort((a, b) => b[1] - a[1]).map(([name]) => name);
     const age = new Map(byRecency.map((name, i) => [name, i]));
-    const current = new Set(currentImage() ? currentImage().labels : []);
+    const current = new Set(puzzles() ? [] : img.labels);
+    const rank = new Map((puzzles() ? [] : rankedLabels(img)).map((name, i) => [name, i]));
+    const modelRank = (name) => (rank.has(name) ? rank.get(name) : Infinity);
     const score = (name) => (countMap.get(name) || 0) + 10 / (1 + (age.has(name) ? age.get(name) : 1e9));
     return [...countMap.keys()]
       .filter((name) => !current.has(name) && name.toLowerCase().includes(q))
-      .map((name) => ({ name, prefix: name.toLowerCase().startsWith(q), score: score(name) }))
-      .sort((a, b) => (b.prefix - a.prefix) || (b.score - a.score) || a.name.localeCompare(b.name))
+      .map((name) => ({ name, model: modelRank(name), prefix: name.toLowerCase().startsWith(q), score: score(name) }))
+      .sort((a, b) => (a.model - b.model) || (b.prefix - a.prefix) || (b.score - a.score) || a.name.localeCompare(b.name))
       .slice(0, MAX_SUGGESTIONS)
       .map((s) => s.name);
   }
@@ -184,6 +273,7 @@
     ui.input.value = "";
     closeSuggestions();
     if (name.length > 200) { showBanner("Labels are at most 200 characters."); return; }
+    if (puzzles()) { submitPuzzle(img, name, started); return; }
     if (name && !img.labels.includes(name)) changeLabels(img, [name], []);
     if (!stay) move(1, started);
   }
@@ -203,6 +293,7 @@
     try {
       const { undone } = await request("POST", "/api/undo", {});
       if (!undone) { flash("nothing to undo in this tab"); return; }
+      if (undone.image_id !== null) state.marks.delete(undone.image_id);
       applyState(await request("GET", `/api/state?since=${state.version}`));
       if (undone.image_id !== null && state.position.has(undone.image_id)) show(state.position.get(undone.image_id));
       flash(`undid ${describe(undone)}`);
@@ -211,9 +302,11 @@
 
   function describe(action) {
     if (action.kind === "labels") {
-      return [...action.added.map((n) => `+${n}`), ...action.removed.map((n) => `−${n}`)].join(" ");
+      const names = [...action.added.map((n) => `+${n}`), ...action.removed.map((n) => `−${n}`)].join(" ");
+      return action.tile ? `${names} on tile ${action.tile}` : names;
     }
     if (action.kind === "skip") return action.skipped ? "skip" : "unskip";
+    if (action.kind === "puzzle") return action.answer ? `answer ${action.answer.join(" ")}` : `prompt ${action.prompt}`;
     return `${action.kind} ${action.from} → ${action.to}`;
   }
 
@@ -230,6 +323,154 @@
     ui.input.focus();
   }
 
+  // ---- puzzles ------------------------------------------------------------------------------
+
+  // The tiles marked on a puzzle: the annotator's own marks once touched, else the saved answer,
+  // else the model's pre-marked selection for its prompt.
+  function marksOf(img) {
+    const own = state.marks.get(img.id);
+    if (own && own.touched) return { tiles: own.tiles, source: "touched" };
+    if (img.puzzle.answer) return { tiles: new Set(img.puzzle.answer), source: "saved" };
+    const suggestion = suggestionFor(img);
+    if (suggestion) return { tiles: new Set(suggestion.selected), source: "model" };
+    return { tiles: new Set(), source: assist.status.state === "on" && img.puzzle.prompt ? "pending" : "none" };
+  }
+
+  function puzzleView() {
+    const img = currentImage();
+    if (!img || !puzzles()) return null;
+    const { tiles, source } = marksOf(img);
+    return { id: img.id, path: img.path, prompt: img.puzzle.prompt, marked: [...tiles].sort((a, b) => a - b), source };
+  }
+
+  function toggleTile(n) {
+    const img = currentImage();
+    if (!img) return;
+    if (n > img.puzzle.boxes.length) { flash(`a ${img.puzzle.layout} puzzle has tiles 1–${img.puzzle.boxes.length}`); return; }
+    const tiles = new Set(marksOf(img).tiles);
+    if (tiles.has(n)) tiles.delete(n); else tiles.add(n);
+    state.marks.set(img.id, { tiles, touched: true });
+    renderTiles(img);
+  }
+
+  function submitPuzzle(img, text, started) {
+    if (state.tileMode) {
+      if (text) changeTileLabels(img, state.tileMode, [text], []);
+      leaveTileMode();
+    } else if (text) {
+      setPrompt(img, text);
+    } else if (!img.puzzle.prompt) {
+      flash("type the prompt first (Enter sets it)");
+    } else {
+      const answer = [...marksOf(img).tiles].sort((a, b) => a - b);
+      if (!answer.length) { flash("mark the matching tiles first (S skips a puzzle without any)"); return; }
+      img.puzzle.answer = answer;
+      state.marks.delete(img.id);
+      request("POST", `/api/puzzles/${img.id}`, { answer }, img.id).then((r) => applyRow(r.image), () => {});
+      scheduleSidebar();
+      move(1, started);
+    }
+  }
+
+  function setPrompt(img, text) {
+    img.puzzle.prompt = text;
+    request("POST", `/api/puzzles/${img.id}`, { prompt: text }, img.id)
+      .then((r) => { applyRow(r.image); fetchSuggestions(); }, () => {});
+    flash(`prompt: ${text}`);
+    renderCurrent();
+    scheduleSidebar();
+  }
+
+  function changeTileLabels(img, tile, add, remove) {
+    const names = new Set(img.puzzle.tiles[tile] || []);
+    add.forEach((name) => { names.add(name); touchLabel(name); });
+    remove.forEach((name) => names.delete(name));
+    img.puzzle.tiles[tile] = [...names].sort();
+    request("POST", `/api/puzzles/${img.id}/tiles/${tile}/labels`, { add, remove }, img.id)
+      .then((r) => applyRow(r.image), () => {});
+    renderTiles(img);
+    scheduleSidebar();
+  }
+
+  function enterTileMode(n) {
+    const img = currentImage();
+    if (!img || n > img.puzzle.boxes.length) return;
+    state.tileMode = n;
+    ui.input.placeholder = `label of tile ${n} · Enter adds it · Esc cancels`;
+    ui.input.focus();
+    renderTiles(img);
+  }
+
+  function leaveTileMode() {
+    state.tileMode = 0;
+    setPlaceholder();
+    if (currentImage()) renderTiles(currentImage());
+  }
+
+  function setPlaceholder() {
+    const img = currentImage();
+    ui.input.placeholder = !puzzles() ? "type a label · Enter saves and moves on · Shift+Enter adds another"
+      : img && !img.puzzle.prompt ? "type the prompt · Enter sets it"
+        : "1–9 or click: mark tiles · Enter saves and moves on · type: change the prompt · Shift+1–9: label a tile";
+  }
+
+  function puzzleElement(img) {
+    const frame = document.createElement("div");
+    frame.className = "puzzle";
+    const overlay = document.createElement("div");
+    overlay.className = "tiles";
+    frame.append(imageElement(img), overlay);
+    return frame;
+  }
+
+  function renderTiles(img) {
+    const overlay = ui.stage.querySelector(".tiles");
+    if (!overlay) return;
+    const [width, height] = img.puzzle.size;
+    const { tiles } = marksOf(img);
+    const suggestion = suggestionFor(img);
+    overlay.replaceChildren(...img.puzzle.boxes.map(([left, top, right, bottom], i) => {
+      const n = i + 1;
+      const tile = document.createElement("div");
+      tile.className = `tile${tiles.has(n) ? " marked" : ""}${state.tileMode === n ? " labelling" : ""}`;
+      tile.dataset.tile = String(n);
+      Object.assign(tile.style, { left: `${(100 * left) / width}%`, top: `${(100 * top) / height}%`,
+        width: `${(100 * (right - left)) / width}%`, height: `${(100 * (bottom - top)) / height}%` });
+      const number = document.createElement("span");
+      number.className = "number";
+      number.textContent = suggestion ? `${n} · ${suggestion.scores[i].toFixed(2)}` : String(n);
+      const add = document.createElement("button");
+      add.className = "add";
+      add.title = `label tile ${n} (Shift+${n})`;
+      add.textContent = "+";
+      add.addEventListener("click", (event) => { event.stopPropagation(); enterTileMode(n); });
+      const names = (img.puzzle.tiles[n] || []).map((name) => {
+        const chip = document.createElement("button");
+        chip.className = "chip";
+        chip.title = "remove this label";
+        chip.textContent = `${name} ×`;
+        chip.addEventListener("click", (event) => { event.stopPropagation(); changeTileLabels(img, n, [], [name]); });
+        return chip;
+      });
+      tile.append(number, add, ...names);
+      tile.addEventListener("click", () => { toggleTile(n); ui.input.focus(); });
+      return tile;
+    }));
+    layoutTiles();
+  }
+
+  // The overlay covers the picture as drawn (object-fit: contain): same aspect, centred in the stage.
+  function layoutTiles() {
+    const overlay = ui.stage.querySelector(".tiles");
+    const img = currentImage();
+    if (!overlay || !img || !puzzles()) return;
+    const [width, height] = img.puzzle.size;
+    const box = ui.stage.getBoundingClientRect();
+    const scale = Math.min(box.width / width, box.height / height);
+    Object.assign(overlay.style, { width: `${width * scale}px`, height: `${height * scale}px`,
+      left: `${(box.width - width * scale) / 2}px`, top: `${(box.height - height * scale) / 2}px` });
+  }
+
   // ---- navigation and display ---------------------------------------------------------------
 
   const currentImage = () => state.images[state.pos];
@@ -237,10 +478,10 @@
   function matches(img) {
     switch (state.filter) {
       case "all": return true;
-      case "todo": return img.labels.length === 0 && !img.skipped;
-      case "labelled": return img.labels.length > 0;
-      case "skipped": return img.skipped && img.labels.length === 0;
-      default: return img.labels.includes(state.filter.slice("label:".length));
+      case "todo": return !labelled(img) && !img.skipped;
+      case "labelled": return labelled(img);
+      case "skipped": return img.skipped && !labelled(img);
+      default: return namesOf(img).includes(state.filter.slice("label:".length));
     }
   }
 
@@ -253,7 +494,7 @@
 
   function move(direction, started) {
     const target = neighbour(state.pos, direction);
-    if (target < 0) { flash(direction > 0 ? "last image in this view" : "first image in this view"); return; }
+    if (target < 0) { flash(direction > 0 ? "last item in this view" : "first item in this view"); return; }
     show(target, started);
   }
 
@@ -278,10 +519,11 @@
 
   function show(pos, started) {
     state.pos = pos;
+    state.tileMode = 0;
     const img = currentImage();
     const el = imageElement(img);
     el.onerror = () => { ui.stage.textContent = `Cannot display ${img.path} (not a decodable image).`; };
-    ui.stage.replaceChildren(el);
+    ui.stage.replaceChildren(puzzles() ? puzzleElement(img) : el);
     if (started !== undefined) {
       const painted = () => requestAnimationFrame(() => setTimeout(() => timings.push(performance.now() - started)));
       if (el.complete && el.naturalWidth) painted(); else el.addEventListener("load", painted, { once: true });
@@ -295,6 +537,7 @@
     const before = neighbour(pos, -1);
     if (before >= 0) imageElement(state.images[before]);
     scheduleSidebar();
+    fetchSuggestions();
   }
 
   function renderCurrent() {
@@ -303,6 +546,8 @@
     const shown = state.filter === "all" ? "" : ` · ${state.images.filter(matches).length} in view`;
     ui.position.textContent = `${state.pos + 1} / ${state.images.length}${shown}`;
     ui.path.textContent = img.path + (img.skipped ? "  (skipped)" : "");
+    setPlaceholder();
+    if (puzzles()) { renderPuzzleBar(img); renderTiles(img); return; }
     ui.chips.replaceChildren(...img.labels.map((name) => {
       const chip = document.createElement("button");
       chip.className = "chip";
@@ -311,6 +556,29 @@
       chip.addEventListener("click", () => { changeLabels(img, [], [name]); ui.input.focus(); });
       return chip;
     }));
+    const ranked = rankedLabels(img).slice(0, MODEL_CHIPS);
+    ui.assist.replaceChildren(...(ranked.length ? [document.createTextNode("model: ")] : []), ...ranked.map((name) => {
+      const chip = document.createElement("button");
+      chip.className = "chip model";
+      chip.title = "the model ranks this label high for this image: click to add it (↓ lists more)";
+      chip.textContent = name;
+      chip.addEventListener("click", () => { changeLabels(img, [name], []); ui.input.focus(); });
+      return chip;
+    }));
+  }
+
+  function renderPuzzleBar(img) {
+    const prompt = document.createElement("span");
+    prompt.className = "prompt";
+    prompt.textContent = img.puzzle.prompt ? `prompt: ${img.puzzle.prompt}` : "no prompt yet: type it below";
+    const { source } = marksOf(img);
+    const note = { saved: "answer saved", model: "model's pick pre-marked: correct it, Enter saves",
+      touched: "Enter saves", pending: "model scoring…", none: "" }[source];
+    const info = document.createElement("span");
+    info.className = "note";
+    info.textContent = `${note}${img.puzzle.split === "gap lines" ? "" : ` · tiles: ${img.puzzle.split}`}`;
+    ui.chips.replaceChildren(prompt, info);
+    ui.assist.replaceChildren();
   }
 
   let sidebarTimer = null;
@@ -322,12 +590,13 @@
     sidebarTimer = null;
     const countMap = counts();
     const total = state.images.length;
-    const labelled = state.images.filter((img) => img.labels.length).length;
-    const skipped = state.images.filter((img) => img.skipped && !img.labels.length).length;
-    ui.progressText.textContent = `${labelled + skipped} / ${total} done · ${labelled} labelled · ${skipped} skipped`;
-    ui.progressFill.style.width = `${total ? (100 * (labelled + skipped)) / total : 0}%`;
+    const done = state.images.filter(labelled).length;
+    const skipped = state.images.filter((img) => img.skipped && !labelled(img)).length;
+    const word = puzzles() ? "answered" : "labelled";
+    ui.progressText.textContent = `${done + skipped} / ${total} done · ${done} ${word} · ${skipped} skipped`;
+    ui.progressFill.style.width = `${total ? (100 * (done + skipped)) / total : 0}%`;
 
-    ui.hotkeys.replaceChildren(...hotkeyLabels(countMap).map((name) => {
+    ui.hotkeys.replaceChildren(...(puzzles() ? [] : hotkeyLabels(countMap)).map((name) => {
       const li = document.createElement("li");
       li.textContent = `${name} (${countMap.get(name)})`;
       return li;
@@ -340,17 +609,20 @@
       show.className = "link";
       show.textContent = `${name} (${countMap.get(name)})`;
       show.addEventListener("click", () => setFilter(`label:${name}`));
-      const edit = document.createElement("button");
-      edit.className = "edit";
-      edit.title = `rename or merge ${name}`;
-      edit.textContent = "✎";
-      edit.addEventListener("click", () => rename(name));
-      li.append(show, edit);
+      li.append(show);
+      if (!puzzles()) {
+        const edit = document.createElement("button");
+        edit.className = "edit";
+        edit.title = `rename or merge ${name}`;
+        edit.textContent = "✎";
+        edit.addEventListener("click", () => rename(name));
+        li.append(edit);
+      }
       return li;
     }));
 
-    const options = [["all", `All (${total})`], ["todo", `Unlabelled (${total - labelled - skipped})`],
-      ["labelled", `Labelled (${labelled})`], ["skipped", `Skipped (${skipped})`],
+    const options = [["all", `All (${total})`], ["todo", `${puzzles() ? "Unanswered" : "Unlabelled"} (${total - done - skipped})`],
+      ["labelled", `${puzzles() ? "Answered" : "Labelled"} (${done})`], ["skipped", `Skipped (${skipped})`],
       ...names.map((name) => [`label:${name}`, `Label: ${name} (${countMap.get(name)})`])];
     if (!options.some(([value]) => value === state.filter)) options.push([state.filter, state.filter]);
     ui.filter.replaceChildren(...options.map(([value, text]) => new Option(text, value, false, value === state.filter)));
@@ -426,15 +698,23 @@
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     if (!typing && document.activeElement && ["SELECT", "BUTTON", "SUMMARY"].includes(document.activeElement.tagName)
         && (key === "Enter" || key === " " || key.startsWith("Arrow"))) return;
-    const commandKey = !typing || empty;
+    const commandKey = (!typing || empty) && !state.tileMode;
+    const digit = /^Digit[1-9]$/.test(event.code) ? Number(event.code.slice(5)) : /^[1-9]$/.test(key) ? Number(key) : 0;
     let handled = true;
     if (key === "Enter") submit(event.shiftKey);
     else if (typing && key === "Escape") {
-      if (state.suggestions.length) closeSuggestions(); else if (!empty) ui.input.value = ""; else ui.input.blur();
+      if (state.suggestions.length) closeSuggestions();
+      else if (!empty) ui.input.value = "";
+      else if (state.tileMode) leaveTileMode();
+      else ui.input.blur();
     } else if (typing && (key === "ArrowDown" || key === "ArrowUp") && state.suggestions.length) {
       const n = state.suggestions.length;
       const step = key === "ArrowDown" ? 1 : -1;
       state.highlighted = state.highlighted < 0 ? (step > 0 ? 0 : n - 1) : (state.highlighted + step + n) % n;
+      renderSuggestions();
+    } else if (typing && empty && key === "ArrowDown" && !puzzles() && currentImage() && rankedLabels(currentImage()).length) {
+      state.suggestions = rankedLabels(currentImage()).slice(0, MAX_SUGGESTIONS);  // the model's ranking
+      state.highlighted = 0;
       renderSuggestions();
     } else if (typing && key === "Tab") {
       if (state.suggestions.length) {
@@ -442,7 +722,8 @@
         updateSuggestions();
       }
     } else if (commandKey && (key === "ArrowRight" || key === "ArrowLeft")) move(key === "ArrowRight" ? 1 : -1, performance.now());
-    else if (commandKey && /^[1-9]$/.test(key)) toggleHotkey(Number(key));
+    else if (commandKey && digit && puzzles() && event.shiftKey) enterTileMode(digit);
+    else if (commandKey && digit && !event.shiftKey) { if (puzzles()) toggleTile(digit); else toggleHotkey(digit); }
     else if (!typing && (key === "s" || key === "S")) toggleSkip();
     else if (!typing && (key === "/" || key === "Tab")) ui.input.focus();
     else handled = false;
@@ -453,13 +734,23 @@
 
   async function start() {
     document.addEventListener("keydown", onKey);
+    window.addEventListener("resize", layoutTiles);
     ui.input.addEventListener("input", updateSuggestions);
     ui.input.addEventListener("blur", () => setTimeout(closeSuggestions, 100));
     ui.filter.addEventListener("change", () => { setFilter(ui.filter.value); });
+    const session = await request("GET", "/api/session");
+    Object.assign(state, { mode: session.mode, order: session.order });
+    assist.status = session.assist;
+    document.body.dataset.mode = state.mode;
     applyState(await request("GET", "/api/state?since=0"));
-    const firstTodo = state.images.findIndex((img) => img.labels.length === 0 && !img.skipped);
+    if (assist.status.state === "on") {  // known margins order the whole list before the first item shows
+      const response = await fetch("/api/suggestions?since=0", { cache: "no-store" });
+      if (response.ok) applySuggestions(await response.json());
+    }
+    renderAssistStatus();
+    const firstTodo = state.images.findIndex((img) => !labelled(img) && !img.skipped);
     if (state.images.length) show(firstTodo >= 0 ? firstTodo : 0);
-    else ui.stage.textContent = "No images.";
+    else ui.stage.textContent = "Nothing to label.";
     renderSidebar();
     ui.input.focus();
     request("GET", "/api/rejects").then(({ rejects }) => {
