@@ -55,8 +55,8 @@ def drawings_dir(tiny_encoder, tmp_path_factory, png):
     data = tmp_path_factory.mktemp("drawings")
     write_split(data, "train", [(i, png(_drawing(i))) for i in range(2)], [(0, "a + b", [0]), (1, "x ^ { 2 }", [1])])
     examples = read_examples(tiny_encoder, data, "train", progress=False, layouts=True)
-    index = LabelIndex.build(tiny_encoder, ["a + b", "x ^ { 2 }"], examples=examples, text_weight=0.0, layout_weight=0.5,
-                             progress=False)
+    index = LabelIndex.build(tiny_encoder, ["a + b", "x ^ { 2 }"], examples=examples, text_weight=0.0,
+                             layout_weight=0.5, progress=False)
     return index.save(data / "index")
 
 
@@ -159,8 +159,10 @@ def test_health_readiness_metrics_and_docs(server):
     assert ready["indexes"] == {"labels": {"bundle": "tiny", "candidates": len(CANDIDATES)},
                                 "drawings": {"bundle": "tiny", "candidates": 2}}
     status, headers, schema = _call(server.url, "GET", "/openapi.json")
-    assert status == 200 and {"/v1/grid", "/v1/query", "/v1/embed", "/healthz", "/readyz", "/metrics"} <= set(schema["paths"])
-    assert set(schema["paths"]["/v1/grid"]["post"]["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
+    assert status == 200
+    assert {"/v1/grid", "/v1/query", "/v1/embed", "/healthz", "/readyz", "/metrics"} <= set(schema["paths"])
+    bodies = schema["paths"]["/v1/grid"]["post"]["requestBody"]["content"]
+    assert set(bodies) == {"application/json", "multipart/form-data"}
     status, headers, page = _call(server.url, "GET", "/docs")
     assert status == 200 and "swagger" in page.lower()
     status, headers, text = _call(server.url, "GET", "/metrics")
@@ -174,7 +176,8 @@ def test_grid_answers_equal_the_in_process_solver(server, demo, tiny, puzzles, s
     assert client.grid(EXAMPLE, "伞", k=2) == demo.solve(EXAMPLE, "伞", k=2)
     assert client.grid(EXAMPLE, "伞", k=2).coordinates == [[1, 3], [3, 2]]
     assert client.grid(png, "伞") == demo.solve(png, "伞")                                    # calibrated rule
-    assert client.grid(png, "伞", threshold=0.3, zero_based=True) == demo.solve(png, "伞", threshold=0.3, zero_based=True)
+    assert client.grid(png, "伞", threshold=0.3, zero_based=True) \
+        == demo.solve(png, "伞", threshold=0.3, zero_based=True)
     for puzzle, prompt, k in puzzles[:2]:
         assert client.grid(puzzle, prompt, k=k) == demo.solve(puzzle, prompt, k=k)
     image = Image.open(io.BytesIO(png))
@@ -182,7 +185,8 @@ def test_grid_answers_equal_the_in_process_solver(server, demo, tiny, puzzles, s
     example = synthetic_images(1, seed=5)[0]
     assert client.grid(tiles, example, layout="3x3", bundle="tiny") == tiny.solve(tiles, example, layout="3x3")
     # JSON with base64 images: the fields of `clip-match grid --json`
-    status, _, answer = _json(server.url, "/v1/grid", {"image": "data:image/png;base64," + _b64(png), "text": "伞", "k": 2})
+    status, _, answer = _json(server.url, "/v1/grid",
+                              {"image": "data:image/png;base64," + _b64(png), "text": "伞", "k": 2})
     assert status == 200 and answer == demo.solve(png, "伞", k=2).to_dict()
     status, _, answer = _json(server.url, "/v1/grid", {"tiles": [_b64(_png(tile)) for tile in tiles],
                                                        "example": _b64(_png(example)), "bundle": "tiny", "k": 3})
@@ -249,7 +253,8 @@ def _form(fields: dict, files: dict) -> tuple[bytes, dict]:
     for name, data in files.items():
         parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="f.png"\r\n'
                      "Content-Type: image/png\r\n\r\n".encode() + data + b"\r\n")
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), headers
 
 
 def _bomb() -> bytes:
@@ -290,7 +295,8 @@ BAD = [  # (what, path, JSON body or (form fields, files), status, field)
     ("file as a plain field", "/v1/grid", ({"image": "x", "text": "伞"}, {}), 422, "image"),
     ("unknown bundle", "/v1/grid", {"image": _b64(PNG), "text": "伞", "bundle": "rn50"}, 404, "bundle"),
     ("unknown index", "/v1/query", {"images": [_b64(PNG)], "index": "formulas"}, 404, "index"),
-    ("index of another model", "/v1/query", {"images": [_b64(PNG)], "index": "labels", "bundle": "demo"}, 400, "bundle"),
+    ("index of another model", "/v1/query", {"images": [_b64(PNG)], "index": "labels", "bundle": "demo"}, 400,
+     "bundle"),
     ("layout out of range", "/v1/grid", {"image": _b64(PNG), "text": "伞", "layout": "4x4"}, 400, "layout"),
     ("tiles against layout", "/v1/grid", {"tiles": [_b64(PNG)] * 6, "text": "伞", "layout": "3x3"}, 400, "layout"),
     ("five tiles", "/v1/grid", {"tiles": [_b64(PNG)] * 5, "text": "伞"}, 400, "tiles"),
@@ -324,7 +330,8 @@ def test_refusals_are_logged_with_the_request_and_the_server_keeps_serving(serve
     caplog.set_level("INFO", logger="clip_match.serve")
     status, _, answer = _json(server.url, "/v1/grid", {"image": _b64(b"junk"), "text": "伞"})
     assert status == 400 and answer["error"] == "puzzle image: not an image (unrecognised format)"
-    assert any(answer["request_id"] in record.getMessage() and "400" in record.getMessage() for record in caplog.records)
+    logged = [record.getMessage() for record in caplog.records]
+    assert any(answer["request_id"] in line and "-> 400" in line for line in logged), logged
     status, _, answer = _call(server.url, "GET", "/v1/nothing")
     assert status == 404 and answer["field"] is None
     assert Client(server.url).grid(EXAMPLE, "伞", k=2) == demo.solve(EXAMPLE, "伞", k=2)

@@ -13,7 +13,7 @@ import functools
 import os
 import time
 import warnings
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
@@ -200,15 +200,14 @@ class Service:
             if fields.k is not None and not 1 <= fields.k <= count:
                 raise RequestError(400, f"k must be an integer from 1 to {count} (the number of tiles), "
                                         f"got {fields.k}", "k")
-            jobs = [Job("image", inputs, count + 1, deadline)]
             if fields.text is not None:
-                jobs.insert(0, Job("text", [fields.text.strip()], TEXT_BATCH, deadline))
-            futures = [batcher.submit(job) for job in jobs]
-        vectors = await asyncio.gather(*map(asyncio.wrap_future, futures))
+                text = batcher.submit(Job("text", [fields.text.strip()], TEXT_BATCH, deadline))
+            images = batcher.submit(Job("image", inputs, count + 1, deadline))
         if fields.text is not None:
-            query, tile_vectors = vectors[0][0], vectors[1]
+            query, tile_vectors = (await _vectors(text, "text"))[0], await _vectors(images, "image")
         else:
-            tile_vectors, query = vectors[0][:-1], vectors[0][-1]
+            vectors = await _vectors(images, "example")
+            tile_vectors, query = vectors[:-1], vectors[-1]
         scores = tile_vectors @ query
         chosen, rule = solver.choose(scores, fields.k, fields.threshold)
         positions = tile_positions(grid.layout, fields.zero_based)
@@ -219,8 +218,8 @@ class Service:
     async def _query(self, fields: QueryRequest, uploads: dict[str, list[Upload]], deadline: float) -> dict:
         served = self.models.indexes.get(fields.index)
         if served is None:
-            raise RequestError(404, f"unknown index {fields.index!r}; served: {', '.join(self.models.indexes) or 'none'}",
-                               "index")
+            served_names = ", ".join(self.models.indexes) or "none"
+            raise RequestError(404, f"unknown index {fields.index!r}; served: {served_names}", "index")
         bundle, batcher = self._bundle(fields.bundle or served.bundle)
         if bundle.encoder.fingerprint != served.index.fingerprint:
             raise RequestError(400, f"index {served.name!r} was built with another model than bundle {bundle.name!r}; "
@@ -231,7 +230,7 @@ class Service:
         with batcher.preparing():
             pictures, inputs = await self._in_pool(_decoded, bundle.encoder, images, bool(served.index.layout_weight))
             future = batcher.submit(Job("image", inputs, QUERY_BATCH, deadline))
-        vectors = await asyncio.wrap_future(future)
+        vectors = await _vectors(future, "images")
         index = served.index
         rankings = await self._in_pool(lambda: index.search(index.query_vectors(vectors, pictures), fields.top_k))
         return {"rankings": [{"image": image.name, "results": [vars(hit) for hit in ranking.hits],
@@ -243,14 +242,13 @@ class Service:
         if ("images" in uploads) == (fields.texts is not None):
             raise RequestError(422, "give 'images' or 'texts', one of them", "images")
         if fields.texts is not None:
-            _inputs(fields.texts, "texts")
-            future = batcher.submit(Job("text", fields.texts, TEXT_BATCH, deadline))
+            future = batcher.submit(Job("text", _inputs(fields.texts, "texts"), TEXT_BATCH, deadline))
         else:
             images = _inputs(uploads["images"], "images")
             with batcher.preparing():
                 _, inputs = await self._in_pool(_decoded, bundle.encoder, images, False)
                 future = batcher.submit(Job("image", inputs, IMAGE_BATCH, deadline))
-        vectors = await asyncio.wrap_future(future)
+        vectors = await _vectors(future, "texts" if fields.texts is not None else "images")
         return {"bundle": bundle.name, "dim": int(vectors.shape[1]), "vectors": vectors.tolist()}
 
     def _bundle(self, name: str | None) -> tuple[ServedBundle, Batcher]:
@@ -261,6 +259,14 @@ class Service:
 
     async def _in_pool(self, function: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(function, *args))
+
+
+async def _vectors(future: Future, field: str) -> np.ndarray:
+    """A job's vectors; the encoder's refusal of an input (e.g. a text of unknown tokens only) names ``field``."""
+    try:
+        return await asyncio.wrap_future(future)
+    except ClipMatchError as error:
+        raise RequestError(400, str(error), field) from None
 
 
 def _usable_cpus() -> int:
