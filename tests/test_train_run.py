@@ -402,7 +402,7 @@ def test_the_tutorial_script_rerun_after_a_kill_goes_on_exactly(shapes, configs,
     assert run(tmp_path / "killed", kill_at="epoch_1_3.pt") == -signal.SIGKILL
     checkpoints = tmp_path / "killed" / "muge_finetune" / "checkpoints"
     killed_at = torch.load(checkpoints / "epoch_latest.pt", weights_only=True)["step"]
-    assert 3 <= killed_at < 16
+    assert 2 <= killed_at < 16  # (killed between epoch_1_3.pt and its epoch_latest.pt, or after)
     assert run(tmp_path / "killed") == 0
     assert [r["step"] for r in _train_steps(tmp_path / "killed" / "muge_finetune")] == list(range(1, 17))
     _assert_same_weights(tmp_path / "reference" / "muge_finetune" / "checkpoints" / "epoch_latest.pt",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..grid.solver import GridSolver
 from ..grid.tiles import LAYOUTS
-from .options import add_json_option, add_model_options
+from .options import add_json_option, add_model_options, one_line_warnings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    one_line_warnings("grid")
     solver = GridSolver(args.bundle, device=args.device, precision=args.precision)
     puzzle = args.image[0] if len(args.image) == 1 else args.image
     prompt = args.text if args.text is not None else Path(args.example)

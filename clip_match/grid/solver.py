@@ -9,6 +9,7 @@ prompt. Coordinates are 1-based ``[row, col]`` in row-major order (``zero_based=
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -104,14 +105,20 @@ class GridSolver:
                     raise ClipMatchError(f"tiles[{i}] is {tile.width}x{tile.height} px; tiles need at least {MIN_TILE} px")
             return tiles, Grid(TILE_COUNTS[count], [], [], "tiles given")
         image = _open(image_or_tiles, "puzzle image")
-        grid = find_grid(image, layout)
-        return cut_tiles(image, grid), grid
+        try:
+            grid = find_grid(image, layout)
+            return cut_tiles(image, grid), grid
+        except ClipMatchError as error:  # the grid's faults, said of the image they are in
+            raise ClipMatchError(f"{_label(image_or_tiles, 'puzzle image')}: {error}") from None
 
     def scores(self, tiles: list[Image.Image], prompt: str | ImageInput) -> np.ndarray:
         """Cosine similarity of each tile to the prompt; all tiles go through one encoder call."""
         if isinstance(prompt, str):
             if not strip_invisible(prompt).strip():
                 raise ClipMatchError("the prompt is empty: give a text such as '雨伞' or an example image")
+            if self.encoder.count_truncated([prompt]):
+                warnings.warn(f"the prompt exceeds the context length of {self.encoder.context_length} tokens and "
+                              "was truncated", stacklevel=3)
             query = self.encoder.encode_texts([prompt.strip()])[0]
             tile_features = self.encoder.encode_images(tiles, batch_size=len(tiles))
         else:
@@ -135,3 +142,7 @@ class GridSolver:
 def _open(item: ImageInput, label: str) -> Image.Image:
     """Load an image input; paths name themselves in errors, other inputs are called ``label``."""
     return open_image(item, name=None if isinstance(item, (str, os.PathLike)) else label)
+
+
+def _label(item: ImageInput, label: str) -> str:
+    return str(item) if isinstance(item, (str, os.PathLike)) else label

@@ -38,11 +38,14 @@ def read_candidates(path: str | os.PathLike) -> list[Candidate]:
     once). Blank lines are skipped; lines end at newlines only (a U+2028 inside a JSON string is text)."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except UnicodeDecodeError as error:
-        raise ClipMatchError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+        data = path.read_bytes()
     except OSError as error:
         raise ClipMatchError(f"{path}: cannot read candidates: {error.strerror or error}") from None
+    try:
+        lines = data.decode("utf-8").split("\n")
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise ClipMatchError(f"{where(path, line)}: not UTF-8 text ({error.reason})") from None
     jsonl = path.suffix.lower() == ".jsonl"
     parse = _parse_jsonl_line if jsonl else _parse_text_line
     first_line: dict[str, int] = {}

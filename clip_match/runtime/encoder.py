@@ -96,7 +96,10 @@ class Encoder:
         return cls(bundle, *sessions, precision=precision, threads=threads)
 
     def encode_texts(self, texts: str | Sequence[str], batch_size: int = 256) -> np.ndarray:
-        """(n, embed_dim) L2-normalised float32 embeddings; texts longer than the context are truncated."""
+        """(n, embed_dim) L2-normalised float32 embeddings; texts longer than the context are truncated.
+
+        A text the model cannot read (empty once the tokenizer's dropped characters are gone, or only
+        [UNK] tokens) is an error naming it: its vector would be the same for any such text."""
         if isinstance(texts, str):
             texts = [texts]
         if not isinstance(texts, Sequence):
@@ -105,6 +108,7 @@ class Encoder:
             if not isinstance(text, str):
                 raise ClipMatchError(f"texts[{index}]: expected a str, got {type(text).__name__}")
         ids = self._tokenizer([normalize_text(t) for t in texts], self.context_length)
+        self._check_readable(texts, ids)
         lengths = (ids != 0).sum(axis=1)
         order = np.argsort(lengths, kind="stable")
         features = np.empty((len(texts), self.embed_dim), dtype=np.float32)
@@ -115,6 +119,18 @@ class Encoder:
             batch[:, :min(width, ids.shape[1])] = ids[rows, :width]
             features[rows] = self._text_tower.run(batch)
         return _l2_normalise(features)
+
+    def _check_readable(self, texts: Sequence[str], ids: np.ndarray) -> None:
+        tokens = ids[:, 1:]  # after [CLS]
+        body = (tokens != 0) & (tokens != self._tokenizer.sep_id)
+        unreadable = np.flatnonzero(~(body & (tokens != self._tokenizer.unk_id)).any(axis=1))
+        if unreadable.size:
+            row = int(unreadable[0])
+            text = texts[row] if len(texts[row]) <= 80 else texts[row][:77] + "..."
+            reason = ("every token is unknown to the model's vocabulary ([UNK])" if body[row].any() else
+                      "nothing is left once the characters the tokenizer drops are gone")
+            others = f" (and {unreadable.size - 1} more)" if unreadable.size > 1 else ""
+            raise ClipMatchError(f"text {text!r}{others}: {reason}; give words the model knows")
 
     def count_truncated(self, texts: Sequence[str]) -> int:
         """How many of ``texts`` exceed the context length (`encode_texts` truncates them)."""

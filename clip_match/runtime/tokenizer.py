@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ClipMatchError
+from .emoji import spell_out_emoji
 
 VOCAB_PATH = Path(__file__).with_name("vocab.txt")
 MAX_CHARS_PER_WORD = 200
@@ -37,10 +38,11 @@ def normalize_text(text: str) -> str:
     """What training and query time apply before tokenising.
 
     cn_clip's trainer lower-cases and turns curly double quotes into ``"``; curly single quotes
-    become ``'`` too, because the vocabulary maps ``’`` (common in English names) to [UNK].
+    become ``'`` too, because the vocabulary maps ``’`` (common in English names) to [UNK]; emoji,
+    which it maps to [UNK] as well, are spelled out as their names (`spell_out_emoji`).
     """
     return (
-        text.lower()
+        spell_out_emoji(text).lower()
         .replace("\u201c", '"')
         .replace("\u201d", '"')
         .replace("\u2018", "'")
