@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..grid.solver import GridSolver
+from ..grid.solver import K_UNKNOWN, GridSolver
 from ..grid.tiles import LAYOUTS
 from .options import add_json_option, add_model_options, one_line_warnings
 
@@ -26,6 +26,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     choice.add_argument("--threshold", type=float,
                         help="k unknown: choose the tiles scoring at least this cosine (-1 to 1), and always the best "
                              "(default: the bundle's calibrated rule)")
+    parser.add_argument("--k-unknown", choices=K_UNKNOWN, default="auto",
+                        help="k unknown: the bundle's learned selector, its calibrated rule, or auto (the selector "
+                             "when the bundle has one; the default)")
     parser.add_argument("--zero-based", action="store_true", help="0-based [row, col] instead of 1-based")
     add_json_option(parser, "the result as one JSON object")
     add_model_options(parser)
@@ -33,7 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     one_line_warnings("grid")
-    solver = GridSolver(args.bundle, device=args.device, precision=args.precision)
+    solver = GridSolver(args.bundle, device=args.device, precision=args.precision, k_unknown=args.k_unknown)
     puzzle = args.image[0] if len(args.image) == 1 else args.image
     prompt = args.text if args.text is not None else Path(args.example)
     result = solver.solve(puzzle, prompt, layout=args.layout, k=args.k, threshold=args.threshold,

@@ -21,8 +21,10 @@ from ..runtime.encoder import Encoder
 from ..runtime.images import ImageInput, open_image
 from ..runtime.tokenizer import strip_invisible
 from .select import CALIBRATION_NAME, Calibration, SelectionRule, by_threshold, check_threshold, top_k
+from .selector import SELECTOR_NAME, Selector
 from .tiles import LAYOUTS, MIN_TILE, Grid, check_layout, crop_margins, cut_tiles, find_grid
 
+K_UNKNOWN = ("auto", "selector", "rule")
 TILE_COUNTS = {rows * cols: name for name, (rows, cols) in LAYOUTS.items()}  # 6 -> "2x3", 9 -> "3x3"
 
 
@@ -57,24 +59,34 @@ class GridSolver:
 
     def __init__(self, bundle: str | os.PathLike | None = None, device: str = "auto", precision: str | None = None,
                  threads: int | None = None, calibration: str | os.PathLike | None = None,
+                 selector: str | os.PathLike | None = None, k_unknown: str = "auto",
                  bundle_calibration: bool = True):
-        """``calibration``: a grid calibration file to use instead of the bundle's; ``bundle_calibration=False``
-        leaves the bundle's out too (e.g. while fitting a new one: top-k and the largest gap only)."""
+        """``calibration`` / ``selector``: a grid calibration or selector file to use instead of the bundle's
+        (``grid_calibration.json``, ``grid_selector.json``); ``bundle_calibration=False`` leaves the bundle's
+        out (e.g. while fitting new ones). ``k_unknown`` chooses the k-unknown rule: "selector" (the learned
+        selector), "rule" (the calibrated rule, else the largest gap) or "auto" (the selector when there is one)."""
+        if k_unknown not in K_UNKNOWN:
+            raise ClipMatchError(f"k_unknown must be one of {', '.join(K_UNKNOWN)}, got {k_unknown!r}")
         self.encoder = Encoder.load(bundle, device=device, precision=precision, threads=threads)
-        self.calibration = self._load_calibration(calibration) if calibration or bundle_calibration else None
+        use_bundle = bundle_calibration
+        self.calibration = self._load(Calibration, calibration, CALIBRATION_NAME, use_bundle)
+        self.selector = self._load(Selector, selector, SELECTOR_NAME, use_bundle) if k_unknown != "rule" else None
+        if k_unknown == "selector" and self.selector is None:
+            raise ClipMatchError(f"k_unknown='selector': {self.encoder.bundle.path} has no {SELECTOR_NAME}; fit one with "
+                                 "`clip-match eval-grid VALID --fit-selector BUNDLE/grid_selector.json`")
         self.tile_crop = self.calibration.tile_crop if self.calibration else 1.0  # share of each tile's side encoded
 
-    def _load_calibration(self, path: str | os.PathLike | None) -> Calibration | None:
-        """The bundle's k-unknown rule: ``path``, else ``grid_calibration.json`` in the bundle, else none."""
+    def _load(self, kind: type, path: str | os.PathLike | None, name: str, use_bundle: bool):
+        """A grid calibration or selector for this model: ``path``, else the bundle's file ``name``, else none."""
         if path is None:
-            path = self.encoder.bundle.optional_file(CALIBRATION_NAME)
+            path = self.encoder.bundle.optional_file(name) if use_bundle else None
             if path is None:
                 return None
-        calibration = Calibration.load(path)
-        if calibration.fingerprint != self.encoder.fingerprint:
-            raise ClipMatchError(f"{path}: calibrated for model {calibration.fingerprint[:12]}, "
+        loaded = kind.load(path)
+        if loaded.fingerprint != self.encoder.fingerprint:
+            raise ClipMatchError(f"{path}: fitted for model {loaded.fingerprint[:12]}, "
                                  f"not this bundle's {self.encoder.fingerprint[:12]}")
-        return calibration
+        return loaded
 
     def solve(self, image_or_tiles: ImageInput | Sequence[ImageInput], prompt: str | ImageInput,
               layout: str = "auto", k: int | None = None, threshold: float | None = None,
@@ -133,6 +145,8 @@ class GridSolver:
             return top_k(scores, k), f"top-{k}"
         if threshold is not None:
             return by_threshold(scores, check_threshold(threshold)), f"threshold {float(threshold):g}"
+        if self.selector is not None:
+            return self.selector.select(scores), "learned selector"
         if self.calibration is not None:
             rule = self.calibration.rule
             return rule.select(scores), f"calibrated {rule.kind}" + (f" {rule.value:g}" if rule.kind != "gap" else "")
