@@ -20,8 +20,10 @@ import contextlib
 import os
 import sys
 import threading
+import time
+import traceback
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -31,6 +33,9 @@ from ..runtime.images import open_image
 from .scan import resolve_inside
 from .store import LabelStore
 
+if TYPE_CHECKING:
+    from ..grid.solver import GridSolver
+
 RANKED = 8          # labels ranked per image for the page
 IMAGE_BATCH = 16    # images embedded per encoder call
 MAX_WANTED = 64
@@ -39,8 +44,10 @@ MAX_WANTED = 64
 class Assistant:
     """Suggestions for one store; ``status`` says whether a model runs ("on") and why not ("off", "failed")."""
 
-    def __init__(self, store: LabelStore, image_dir: Path, solver=None, status: str = "off", message: str = ""):
+    def __init__(self, store: LabelStore, image_dir: Path, solver: GridSolver | None = None, status: str = "off",
+                 message: str = ""):
         self.store, self.image_dir, self.solver = store, image_dir, solver
+        self.puzzles = store.mode == "puzzles"
         self.status = {"state": status, "message": message}
         self._lock = threading.Lock()
         self._poke = threading.Event()      # wanted items or the store changed
@@ -50,8 +57,10 @@ class Assistant:
         self._log: list[tuple[int, int]] = []  # (seq, item id), seq ascending
         self._seq = 0
         self._pending = 0
+        self._todo: dict[int, tuple] = {}  # the worker's queue: item id -> what scoring it needs
         self._vectors: dict[int, np.ndarray] = {}  # images mode: image id -> embedding
-        self._label_names: list[str] = []
+        self._known_labels: list[str] = []  # images mode: the labels in use
+        self._label_names: list[str] = []   # ... those the model can embed, the rows of the matrix below
         self._label_matrix = np.zeros((0, 0), np.float32)
 
     @classmethod
@@ -59,7 +68,7 @@ class Assistant:
               precision: str | None = None) -> Assistant:
         """Load the model (one onnxruntime thread) and start the worker; a model that fails to load leaves
         assistance off with the reason, on the console and in ``status``."""
-        from ..grid.solver import GridSolver
+        from ..grid.solver import GridSolver  # (onnxruntime loads only when a model is wanted)
 
         try:
             solver = GridSolver(bundle, device=device, precision=precision, threads=1)
@@ -104,29 +113,40 @@ class Assistant:
     def _run(self) -> None:
         with contextlib.suppress(AttributeError, OSError):  # below the request threads (Linux: per thread)
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        puzzles = self.store.mode == "puzzles"
-        todo: dict[int, tuple] = {}
         while True:
-            if self._stale:
-                self._stale = False
-                todo = self._puzzle_jobs() if puzzles else self._image_jobs()
-            with self._lock:
-                self._pending = len(todo)
-                wanted = [item for item in self._wanted if item in todo]
-            if not todo:
-                self._poke.wait()
-                self._poke.clear()
-                continue
-            chosen = _first(wanted, todo, 1 if puzzles else IMAGE_BATCH)
             try:
-                if puzzles:
-                    self._solve(chosen[0], *todo.pop(chosen[0]))
-                else:
-                    self._embed({item: todo.pop(item) for item in chosen})
-            except ClipMatchError as error:  # an image that no longer decodes: say so, go on
-                for item in chosen:
-                    todo.pop(item, None)
-                    self._publish(item, {"error": str(error)})
+                self._step()
+            except Exception:  # a bug: say so, and try again in a while (the page works on without suggestions)
+                traceback.print_exc(file=sys.stderr)
+                self._stale = True
+                time.sleep(5)
+
+    def _step(self) -> None:
+        """Score the next item(s): the wanted ones first, else the next in page order; wait when none is left."""
+        puzzles = self.puzzles
+        if self._stale:
+            self._stale = False
+            self._todo = self._puzzle_jobs() if puzzles else self._image_jobs()
+        todo = self._todo
+        with self._lock:
+            self._pending = len(todo)
+            wanted = [item for item in self._wanted if item in todo]
+        if not todo:
+            self._poke.wait()
+            self._poke.clear()
+            return
+        chosen = _first(wanted, todo, 1 if puzzles else IMAGE_BATCH)
+        jobs = {item: todo.pop(item) for item in chosen}
+        try:
+            if puzzles:
+                self._solve(chosen[0], *jobs[chosen[0]])
+            else:
+                self._embed(jobs)
+        except Exception as error:  # noqa: BLE001 - e.g. an image that no longer decodes: say so, go on
+            if not isinstance(error, ClipMatchError):
+                traceback.print_exc(file=sys.stderr)
+            for item in chosen:  # not tried again (for this prompt)
+                self._publish(item, {"error": str(error), **({"prompt": jobs[item][2]} if puzzles else {})})
 
     def _puzzle_jobs(self) -> dict[int, tuple]:
         """Puzzles with a prompt whose suggestion is missing or was made for another prompt, in page order."""
@@ -154,14 +174,32 @@ class Assistant:
         use embedded, and every margin brought up to date when they changed."""
         state = self.store.state()
         names = sorted({name for row in state["images"] for name in row["labels"]})
-        if names != self._label_names:
-            matrix = self.solver.encoder.encode_texts(names) if names else np.zeros((0, 0), np.float32)
+        if names != self._known_labels:
+            self._known_labels = names
+            kept, matrix = self._encode_labels(names)
             with self._lock:
-                self._label_names, self._label_matrix = names, matrix
+                self._label_names, self._label_matrix = kept, matrix
             self._publish_margins(list(self._vectors))
         files = self.store.files()
         first = next((i for i, (_, _, done) in enumerate(files) if not done), 0)
-        return {item: (image.path,) for item, image, _ in files[first:] + files[:first] if item not in self._vectors}
+        with self._lock:
+            failed = {item for item, result in self._results.items() if "error" in result}
+        return {item: (image.path,) for item, image, _ in files[first:] + files[:first]
+                if item not in self._vectors and item not in failed}
+
+    def _encode_labels(self, names: list[str]) -> tuple[list[str], np.ndarray]:
+        """The labels the text tower takes and their embeddings (one it refuses, e.g. a label made of
+        characters it does not know, is left out of the ranking)."""
+        encoder = self.solver.encoder
+        try:
+            return names, encoder.encode_texts(names) if names else np.zeros((0, encoder.embed_dim), np.float32)
+        except ClipMatchError:
+            kept = []
+            for name in names:
+                with contextlib.suppress(ClipMatchError):
+                    kept.append((name, encoder.encode_texts([name])[0]))
+            matrix = np.array([vector for _, vector in kept], np.float32).reshape(-1, encoder.embed_dim)
+            return [name for name, _ in kept], matrix
 
     def _embed(self, jobs: dict[int, tuple]) -> None:
         paths = [resolve_inside(self.image_dir, path) for path, in jobs.values()]

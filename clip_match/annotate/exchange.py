@@ -39,6 +39,7 @@ from .store import DB_NAME, LabelStore, clean_label
 IMPORTED_IMAGES = "images"
 PUZZLE_IMAGES = "puzzles"
 PUZZLES_FILE = "puzzles.jsonl"
+PNG_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")
 
 
 def open_store(dataset_dir: str | os.PathLike) -> tuple[LabelStore, Path]:
@@ -126,7 +127,10 @@ def export_puzzles(store: LabelStore, image_dir: Path, out_dir: Path, split: Seq
         for row in puzzles:
             target = stage / PUZZLE_IMAGES / row["path"]
             ensure_dir(target.parent)
-            shutil.copyfile(resolve_inside(image_dir, row["path"]), target)
+            try:
+                shutil.copyfile(resolve_inside(image_dir, row["path"]), target)
+            except OSError as error:
+                raise ClipMatchError(f"{image_dir / row['path']}: cannot read: {error.strerror or error}") from None
             lines.append(_puzzle_line(row, split_of[row["path"]]))
         with atomic_file(stage / PUZZLES_FILE, "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
@@ -183,6 +187,8 @@ def _tile_images(chosen: list[tuple[int, tuple]], image_dir: Path) -> Iterator[t
         if row["path"] != path:
             path = row["path"]
             picture = open_image(resolve_inside(image_dir, path), name=path)
+            if picture.mode not in PNG_MODES:  # e.g. a CMYK JPEG
+                picture = picture.convert("RGB")
         buffer = io.BytesIO()
         picture.crop(tuple(row["puzzle"]["boxes"][number - 1])).save(buffer, "PNG")
         yield image_id, buffer.getvalue()

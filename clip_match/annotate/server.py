@@ -254,7 +254,8 @@ class AnnotationHandler(BaseHTTPRequestHandler):
             self._send_json({"image": row})
         elif puzzle:
             row = store.save_puzzle(client, int(puzzle[1]), body.get("prompt"), body.get("answer"))
-            self.server.assistant.changed()
+            if "prompt" in body:
+                self.server.assistant.changed()
             self._send_json({"image": row})
         elif match and match[2] == "skip":
             skipped = body.get("skipped", True)

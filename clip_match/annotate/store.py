@@ -428,6 +428,8 @@ class LabelStore:
         with self._change() as (conn, version):
             self._require_image(conn, image_id)
             before = conn.execute("SELECT prompt, answer FROM puzzles WHERE image_id = ?", (image_id,)).fetchone()
+            if before is None:
+                raise ClipMatchError(f"image {image_id} is not a puzzle")
             after = (prompt or before[0], before[1] if answer is None
                      else json.dumps(self._check_tiles(conn, image_id, answer)))
             if answer is not None and after[0] is None:

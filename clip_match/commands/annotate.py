@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..annotate.server import ORDERS
 from ..data.prepare import split_fractions
 from ..errors import ClipMatchError
 from .options import add_model_options
@@ -40,7 +41,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", metavar="JSONL", help="puzzle mode: lines {\"image\": ..., \"prompt\": ...}")
     add_model_options(parser)
     parser.add_argument("--no-assist", action="store_true", help="no model suggestions")
-    parser.add_argument("--order", choices=("path", "uncertain"),
+    parser.add_argument("--order", choices=ORDERS,
                         help="path (default) or uncertain: what the model is least sure of first")
     parser.add_argument("--split", type=split_fractions, help="export: train,valid,test fractions (default 0.8,0.1,0.1)")
     parser.add_argument("--seed", type=int, help="export: shuffle seed for the split (default 0)")

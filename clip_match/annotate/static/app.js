@@ -163,12 +163,10 @@
     if (currentImage()) renderCurrent();
   }
 
-  // A puzzle's suggestion counts only for the prompt it was made for.
+  // A puzzle's suggestion counts only for the prompt it was made for; it may be an error (no marks then).
   function suggestionFor(img) {
     const item = assist.items.get(img.id);
-    if (!item || item.error) return null;
-    if (state.mode === "puzzles" && item.prompt !== img.puzzle.prompt) return null;
-    return item;
+    return !item || (puzzles() && item.prompt !== img.puzzle.prompt) ? null : item;
   }
 
   function rankedLabels(img) {
@@ -332,8 +330,9 @@
     if (own && own.touched) return { tiles: own.tiles, source: "touched" };
     if (img.puzzle.answer) return { tiles: new Set(img.puzzle.answer), source: "saved" };
     const suggestion = suggestionFor(img);
-    if (suggestion) return { tiles: new Set(suggestion.selected), source: "model" };
-    return { tiles: new Set(), source: assist.status.state === "on" && img.puzzle.prompt ? "pending" : "none" };
+    if (suggestion && !suggestion.error) return { tiles: new Set(suggestion.selected), source: "model" };
+    const waiting = assist.status.state === "on" && img.puzzle.prompt && !suggestion;
+    return { tiles: new Set(), source: waiting ? "pending" : "none" };
   }
 
   function puzzleView() {
@@ -396,7 +395,7 @@
     const img = currentImage();
     if (!img || n > img.puzzle.boxes.length) return;
     state.tileMode = n;
-    ui.input.placeholder = `label of tile ${n} · Enter adds it · Esc cancels`;
+    setPlaceholder();
     ui.input.focus();
     renderTiles(img);
   }
@@ -410,6 +409,7 @@
   function setPlaceholder() {
     const img = currentImage();
     ui.input.placeholder = !puzzles() ? "type a label · Enter saves and moves on · Shift+Enter adds another"
+      : state.tileMode ? `label of tile ${state.tileMode} · Enter adds it · Esc cancels`
       : img && !img.puzzle.prompt ? "type the prompt · Enter sets it"
         : "1–9 or click: mark tiles · Enter saves and moves on · type: change the prompt · Shift+1–9: label a tile";
   }
@@ -438,7 +438,7 @@
         width: `${(100 * (right - left)) / width}%`, height: `${(100 * (bottom - top)) / height}%` });
       const number = document.createElement("span");
       number.className = "number";
-      number.textContent = suggestion ? `${n} · ${suggestion.scores[i].toFixed(2)}` : String(n);
+      number.textContent = suggestion && !suggestion.error ? `${n} · ${suggestion.scores[i].toFixed(2)}` : String(n);
       const add = document.createElement("button");
       add.className = "add";
       add.title = `label tile ${n} (Shift+${n})`;
@@ -572,8 +572,9 @@
     prompt.className = "prompt";
     prompt.textContent = img.puzzle.prompt ? `prompt: ${img.puzzle.prompt}` : "no prompt yet: type it below";
     const { source } = marksOf(img);
+    const failed = suggestionFor(img) && suggestionFor(img).error;
     const note = { saved: "answer saved", model: "model's pick pre-marked: correct it, Enter saves",
-      touched: "Enter saves", pending: "model scoring…", none: "" }[source];
+      touched: "Enter saves", pending: "model scoring…", none: failed ? `model: ${failed}` : "" }[source];
     const info = document.createElement("span");
     info.className = "note";
     info.textContent = `${note}${img.puzzle.split === "gap lines" ? "" : ` · tiles: ${img.puzzle.split}`}`;
