@@ -156,6 +156,8 @@ def test_bad_writes_get_clear_errors(served):
         assert got == status and message in json.loads(payload)["error"], (body[:20], payload)
     got, _, payload = call(url, "POST", "/api/images/999/labels", {"add": ["x"]})
     assert got == 400 and "no image with id 999" in json.loads(payload)["error"]
+    got, _, payload = call(url, "POST", f"/api/puzzles/{image}", {"answer": [1]})
+    assert got == 400 and f"image {image} is not a puzzle" in json.loads(payload)["error"]
     got, _, payload = call(url, "POST", "/api/labels/rename", {"from": "nope", "to": "x"})
     assert got == 400 and "no label named 'nope'" in json.loads(payload)["error"]
     assert call_json(url, "GET", "/api/state")["labels"] == []  # nothing half-applied

@@ -132,8 +132,7 @@ def export_puzzles(store: LabelStore, image_dir: Path, out_dir: Path, split: Seq
             except OSError as error:
                 raise ClipMatchError(f"{image_dir / row['path']}: cannot read: {error.strerror or error}") from None
             lines.append(_puzzle_line(row, split_of[row["path"]]))
-        with atomic_file(stage / PUZZLES_FILE, "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+        _write_lines(stage / PUZZLES_FILE, lines)
         for name in SPLIT_NAMES:
             chosen = [(image_id, tile) for image_id, tile in enumerate(tiles) if split_of[tile[0]["path"]] == name]
             pairs: dict[str, list[int]] = {}
@@ -142,8 +141,7 @@ def export_puzzles(store: LabelStore, image_dir: Path, out_dir: Path, split: Seq
                     pairs.setdefault(text, []).append(image_id)
             write_split(stage, name, _tile_images(chosen, image_dir),
                         sorted((text_ids[text], text, ids) for text, ids in pairs.items()))
-            with atomic_file(_puzzles_path(stage, name), "w", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in lines if line["split"] == name)
+            _write_lines(_puzzles_path(stage, name), [line for line in lines if line["split"] == name])
             summary["splits"][name] = {"puzzles": sum(line["split"] == name for line in lines), "images": len(chosen),
                                        "texts": len(pairs), "pairs": sum(map(len, pairs.values()))}
         for path in [*names, out_dir / PUZZLES_FILE]:
@@ -155,6 +153,11 @@ def export_puzzles(store: LabelStore, image_dir: Path, out_dir: Path, split: Seq
         shutil.rmtree(stage, ignore_errors=True)
     summary["missing"] = len(missing)
     return summary
+
+
+def _write_lines(path: Path, lines: list[dict]) -> None:
+    with atomic_file(path, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
 
 
 def _puzzles_path(data_dir: Path, split: str) -> Path:

@@ -14,6 +14,7 @@ Safety rules, enforced on every request:
   ``request_timeout`` of its first byte, and bodies that are not small, sound JSON objects get a 400
   that names the problem.
 
+Model suggestions are made by `assist.Assistant`'s background worker; requests only read them.
 Each response leaves in one write with Nagle's algorithm off: the stdlib's separate header and body
 writes met the browser's delayed ACK and cost about 40 ms per keep-alive request.
 """
@@ -248,6 +249,12 @@ class AnnotationHandler(BaseHTTPRequestHandler):
             row = store.change_labels(client, int(match[1]), _names(body, "add"), _names(body, "remove"))
             self.server.assistant.changed()
             self._send_json({"image": row})
+        elif match and match[2] == "skip":
+            skipped = body.get("skipped", True)
+            if not isinstance(skipped, bool):
+                raise HTTPError(HTTPStatus.BAD_REQUEST, "skipped must be true or false")
+            row = store.set_skipped(client, int(match[1]), skipped)
+            self._send_json({"image": row})
         elif puzzle and puzzle[2]:
             row = store.change_labels(client, int(puzzle[1]), _names(body, "add"), _names(body, "remove"),
                                       tile=int(puzzle[2]))
@@ -256,12 +263,6 @@ class AnnotationHandler(BaseHTTPRequestHandler):
             row = store.save_puzzle(client, int(puzzle[1]), body.get("prompt"), body.get("answer"))
             if "prompt" in body:
                 self.server.assistant.changed()
-            self._send_json({"image": row})
-        elif match and match[2] == "skip":
-            skipped = body.get("skipped", True)
-            if not isinstance(skipped, bool):
-                raise HTTPError(HTTPStatus.BAD_REQUEST, "skipped must be true or false")
-            row = store.set_skipped(client, int(match[1]), skipped)
             self._send_json({"image": row})
         elif path == "/api/undo":
             undone = store.undo(client)

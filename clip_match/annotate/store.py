@@ -88,7 +88,6 @@ CREATE TABLE IF NOT EXISTS tile_labels (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tile_labels_label ON tile_labels (label_id);
 """
-MODES = ("images", "puzzles")
 
 
 @dataclass(frozen=True)
@@ -245,9 +244,9 @@ class LabelStore:
         if current is None and self.connection().execute("SELECT 1 FROM images LIMIT 1").fetchone():
             current = "images"  # made before puzzle mode existed
         if current not in (None, mode):
-            raise ClipMatchError(f"{self.dataset_dir} holds {'puzzle answers' if current == 'puzzles' else 'image labels'}"
-                                 f"; {'drop --puzzles' if current == 'puzzles' else 'puzzles need their own'}"
-                                 f" or choose another --out folder")
+            held, remedy = ("puzzle answers", "drop --puzzles") if current == "puzzles" else (
+                "image labels", "puzzles need their own")
+            raise ClipMatchError(f"{self.dataset_dir} holds {held}; {remedy} or choose another --out folder")
         if current is None:
             self.set_meta("mode", mode)
 
@@ -374,7 +373,8 @@ class LabelStore:
 
     def puzzle_grid_keys(self) -> dict[str, str]:
         """Relative path -> the key of the grid stored for it."""
-        return dict(self.connection().execute("SELECT i.path, p.grid_key FROM puzzles p JOIN images i ON i.id = p.image_id"))
+        return dict(self.connection().execute(
+            "SELECT i.path, p.grid_key FROM puzzles p JOIN images i ON i.id = p.image_id"))
 
     def sync_puzzles(self, grids: Mapping[str, PuzzleGrid], prompts: Mapping[str, str]) -> None:
         """Store newly found grids of present puzzles (a saved answer and tile labels are kept while the layout
@@ -391,7 +391,8 @@ class LabelStore:
                     "layout = excluded.layout WHERE grid_key != excluded.grid_key",
                     (ids[path], grid.key, grid.layout, json.dumps(grid.boxes), grid.split),
                 ).rowcount:
-                    conn.execute("DELETE FROM tile_labels WHERE image_id = ? AND tile > ?", (ids[path], len(grid.boxes)))
+                    conn.execute("DELETE FROM tile_labels WHERE image_id = ? AND tile > ?",
+                                 (ids[path], len(grid.boxes)))
                     touched.append(ids[path])
             for path, prompt in prompts.items():
                 if conn.execute("UPDATE puzzles SET prompt = ? WHERE image_id = ? AND prompt IS NULL",
@@ -607,7 +608,8 @@ class LabelStore:
     def _attach(conn: sqlite3.Connection, image_id: int, label_id: int, tile: int | None = None) -> bool:
         if tile is None:
             return conn.execute("INSERT OR IGNORE INTO image_labels VALUES (?, ?)", (image_id, label_id)).rowcount == 1
-        return conn.execute("INSERT OR IGNORE INTO tile_labels VALUES (?, ?, ?)", (image_id, tile, label_id)).rowcount == 1
+        return conn.execute("INSERT OR IGNORE INTO tile_labels VALUES (?, ?, ?)",
+                            (image_id, tile, label_id)).rowcount == 1
 
     @staticmethod
     def _detach(conn: sqlite3.Connection, image_id: int, label_id: int, tile: int | None = None) -> bool:
