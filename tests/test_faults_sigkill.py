@@ -46,13 +46,19 @@ def test_killed_lmdb_builds_leave_nothing_and_the_next_build_sweeps_their_leftov
     write_split(tmp_path, "train", images, [(1, "猫", [i for i, _ in images])])
     command = [sys.executable, "-m", "clip_match.cli", "build-lmdb", str(tmp_path), "--splits", "train",
                "--workers", "1"]
-    whole = _timed(command + ["--lmdb-dir", str(tmp_path / "timing")])
-    killed = 0
-    for fraction in random.Random(0).sample([0.5, 0.6, 0.7, 0.8, 0.9], 3):
-        killed += _kill_after(command, fraction * whole) is not None
+    rng = random.Random(0)
+    for _ in range(3):  # killed at a random moment after the build has started writing
+        process = subprocess.Popen(command, cwd=REPO, env=ONE_THREAD_ENV, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        mine = f"-{process.pid}."  # its temporary directory: .lmdb.HOST-PID.XXXX.tmp
+        assert _wait_for(lambda: any(mine in name for name in _siblings(tmp_path / "lmdb"))
+                         or process.poll() is not None, 120)
+        time.sleep(rng.uniform(0.0, 0.05))  # (the build itself takes about half a second)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait() == -signal.SIGKILL, "the build finished before it could be killed"
         assert not (tmp_path / "lmdb").exists()  # nothing under the final name
-    assert killed, "every build finished before it could be killed"
-    assert _siblings(tmp_path / "lmdb"), "the kills left no temporary directory to sweep"
+        left = _siblings(tmp_path / "lmdb")  # each build swept the one killed before it
+        assert len(left) == 1 and mine in left[0], left
     assert subprocess.run(command, cwd=REPO, env=ONE_THREAD_ENV, capture_output=True).returncode == 0
     assert _siblings(tmp_path / "lmdb") == []  # the killed builds' temporary directories are gone
     assert len(LMDBReader(tmp_path / "lmdb" / "train")) == len(images)
@@ -114,8 +120,21 @@ def _gone(pid: int) -> bool:
     return False
 
 
-def test_a_killed_launcher_takes_its_worker_and_a_second_trainer_is_refused(shapes, tmp_path):
-    steps = 12
+def test_a_second_trainer_on_a_run_in_use_is_refused(shapes, tmp_path):
+    from clip_match.fsutil import exclusive_lock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with exclusive_lock(run / ".trainer.lock", "trainer"):  # as a running trainer holds it
+        second = subprocess.run([sys.executable, "-m", "clip_match.cli", "train", *_launcher(shapes, tmp_path, 2)[9:]],
+                                cwd=REPO, env=ONE_THREAD_ENV, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2
+    assert f"in use by another trainer (pid {os.getpid()} on" in second.stderr
+    assert not (run / "checkpoints").exists()
+
+
+def test_a_killed_launcher_takes_its_worker_and_the_rerun_goes_on_exactly(shapes, tmp_path):
+    steps = 24
     reference = tmp_path / "reference"
     assert subprocess.run(_launcher(shapes, reference, steps), cwd=REPO, env=ONE_THREAD_ENV,
                           capture_output=True).returncode == 0
@@ -127,16 +146,13 @@ def test_a_killed_launcher_takes_its_worker_and_a_second_trainer_is_refused(shap
         assert _wait_for(lambda: (checkpoints / "epoch_1_2.pt").exists(), 180)
         worker = int((logs / "run" / ".trainer.lock").read_text().split()[1])  # "pid N on HOST"
         assert worker != launcher.pid
-        second = subprocess.run([sys.executable, "-m", "clip_match.cli", "train", *_launcher(shapes, logs, steps)[9:]],
-                                cwd=REPO, env=ONE_THREAD_ENV, capture_output=True, text=True, timeout=120)
-        assert second.returncode == 2
-        assert f"in use by another trainer (pid {worker} on" in second.stderr
         launcher.send_signal(signal.SIGKILL)  # the launcher alone, not its process group
         launcher.wait()
         assert _wait_for(lambda: _gone(worker), 15), "the worker kept training without its launcher"
     finally:
         if launcher.poll() is None:
             launcher.kill()
+    assert torch.load(checkpoints / "epoch_latest.pt", weights_only=True)["step"] < steps, "it finished first"
     assert subprocess.run(_launcher(shapes, logs, steps), cwd=REPO, env=ONE_THREAD_ENV,
                           capture_output=True).returncode == 0
     expected = _weights(reference / "run" / "checkpoints" / "epoch_latest.pt")
