@@ -8,11 +8,11 @@ import pytest
 from PIL import Image
 
 from clip_match.formulas.evaluate import Formula
+from clip_match.formulas.render import get_renderer, render_all, unsafe_reason
+from clip_match.formulas.render_mathtext import MathtextRenderer, to_mathtext
+from clip_match.formulas.render_tex import tex_available
 from datasets.formulas.augment import AugmentConfig, augment
 from datasets.formulas.build import render_clean
-from datasets.formulas.render import get_renderer, render_all, unsafe_reason
-from datasets.formulas.render_mathtext import MathtextRenderer, to_mathtext
-from datasets.formulas.render_tex import tex_available
 
 needs_tex = pytest.mark.skipif(not tex_available(), reason="latex/dvipng not installed "
                                "(run datasets/formulas/install_tex.sh)")

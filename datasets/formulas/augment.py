@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
+from clip_match.formulas.variants import on_canvas
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -43,17 +45,7 @@ def augment(render: Image.Image, config: AugmentConfig, seed: int, fid: int, cop
     rng = np.random.default_rng([seed, fid, copy])
     if rng.uniform() < config.bold_probability:
         render = render.filter(ImageFilter.MinFilter(3))
-    scale = rng.uniform(*config.scale)
-    size = (max(1, round(render.width * scale)), max(1, round(render.height * scale)))
-    image = render.resize(size, Image.LANCZOS)
-    gamma = rng.uniform(*config.ink_gamma)
-    image = image.point(lambda v: round(255 * (v / 255) ** gamma))
-
-    left, top, right, bottom = (int(v) for v in rng.integers(config.pad[0], config.pad[1] + 1, size=4))
-    right += int(rng.uniform(0, config.extra_width) * size[0])
-    bottom += int(rng.uniform(0, config.extra_height) * size[1])
-    canvas = Image.new("L", (size[0] + left + right, size[1] + top + bottom), 255)
-    canvas.paste(image, (left, top))
+    canvas = on_canvas(render, rng, config)  # (the steps index-time renders share)
 
     background = 255 * (1 - rng.uniform(0, config.tint, size=3))
     ink = 255 * rng.uniform(0, config.tint, size=3)

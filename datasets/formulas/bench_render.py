@@ -15,8 +15,9 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from .render import get_renderer, render_all  # noqa: E402
-from .render_tex import tex_available  # noqa: E402
+from clip_match.formulas.render import get_renderer, render_all  # noqa: E402
+from clip_match.formulas.render_tex import tex_available  # noqa: E402
+
 from .sources import load_im2latex, missing_data_reason  # noqa: E402
 
 

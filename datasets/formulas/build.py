@@ -39,10 +39,10 @@ from clip_match.formulas.evaluate import (
     RENDER_ID_OFFSET, REPORTED_BANK_SIZE, Formula, Protocol, SplitRecords, bank_protocol, check_no_query_images,
     open_protocol, query_split, real_train_split, unique_formulas,
 )
+from clip_match.formulas.render import RENDER_DPI, get_renderer, render_all
 from clip_match.fsutil import atomic_dir, atomic_file
 
 from .augment import AugmentConfig, augment
-from .render import get_renderer, render_all
 from .sources import load_crohme, load_im2latex, read_formula_file, shared_data_dir
 
 CANDIDATE_SPLIT = "candidates"
@@ -226,7 +226,8 @@ def make_parser() -> argparse.ArgumentParser:
         command.add_argument("--render-text", choices=("source", "normalised"), default="source",
                              help="typeset each formula as its source wrote it (default: real images were made "
                                   "from it; \\left( and thin spaces show) or its normalised candidate text")
-        command.add_argument("--dpi", type=int, default=240, help="clean render resolution (default 240)")
+        command.add_argument("--dpi", type=int, default=RENDER_DPI,
+                             help=f"clean render resolution (default {RENDER_DPI})")
         command.add_argument("--renders", type=int, default=4, help="augmented images per formula in train (default 4)")
         command.add_argument("--valid-size", type=int, default=500,
                              help="training formulas given one fresh render in the valid split (default 500)")

@@ -6,13 +6,15 @@ environments (arrays, matrices, ~7% of IM2LaTeX): those come back as failures.
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import re
 from typing import Sequence
 
 from PIL import Image, ImageChops
 
-from .render import Rendered
+from ..errors import ClipMatchError
+from .render import INSTALL_MATHTEXT, RENDER_DPI, Rendered
 
 _CONTROL_WORD_END = re.compile(r"\\[A-Za-z]+$")
 _TEXT_MODE = frozenset({"\\mbox", "\\hbox", "\\text", "\\textrm", "\\textit", "\\textbf", "\\textnormal"})
@@ -60,13 +62,24 @@ def to_mathtext(formula: str) -> str:
     return "".join(out)
 
 
+def mathtext_available() -> bool:
+    """True when matplotlib is installed (without importing it: that takes a second)."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 class MathtextRenderer:
-    """Callable: formulas -> one `Rendered` per formula (grayscale, black on white, tight crop)."""
+    """Callable: formulas -> one `Rendered` per formula (grayscale, black on white, tight crop).
+
+    matplotlib is imported here, not with the module: the runtime needs it only for this fallback."""
 
     name = "mathtext"
 
-    def __init__(self, dpi: int = 240):
-        import matplotlib
+    def __init__(self, dpi: int = RENDER_DPI):
+        try:
+            import matplotlib
+        except ImportError:
+            raise ClipMatchError(f"matplotlib is not installed: {INSTALL_MATHTEXT} (for mathtext), "
+                                 "or use --renderer tex") from None
 
         matplotlib.use("Agg")
         from matplotlib import mathtext
@@ -74,6 +87,7 @@ class MathtextRenderer:
         self._math_to_image = mathtext.math_to_image
         # mathtext draws 10 pt text by default where LaTeX draws 12 pt: scale dpi to match glyph size.
         self.dpi = dpi * 12 / 10
+        self.settings = {"renderer": self.name, "dpi": dpi, "matplotlib": matplotlib.__version__}
 
     def __call__(self, formulas: Sequence[str]) -> list[Rendered]:
         return [self._render(formula) for formula in formulas]

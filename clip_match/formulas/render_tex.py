@@ -17,9 +17,8 @@ from typing import Sequence
 
 from PIL import Image
 
-from clip_match.errors import ClipMatchError
-
-from .render import Rendered, unsafe_reason
+from ..errors import ClipMatchError
+from .render import INSTALL_TEX, RENDER_DPI, Rendered, unsafe_reason
 
 # Same document class and math environment as im2markup, which made the IM2LaTeX images.
 PREAMBLE = r"""\documentclass[12pt]{article}
@@ -36,7 +35,7 @@ TIMEOUT_S = 120
 
 
 def tex_available() -> bool:
-    """True when `latex` and `dvipng` are on PATH (datasets/formulas/install_tex.sh installs them)."""
+    """True when `latex` and `dvipng` are on PATH (`INSTALL_TEX` installs them)."""
     return shutil.which("latex") is not None and shutil.which("dvipng") is not None
 
 
@@ -45,12 +44,12 @@ class TexRenderer:
 
     name = "tex"
 
-    def __init__(self, dpi: int = 240):
+    def __init__(self, dpi: int = RENDER_DPI):
         if not tex_available():
-            raise ClipMatchError(
-                "latex/dvipng not found: run datasets/formulas/install_tex.sh, or use --renderer mathtext"
-            )
+            raise ClipMatchError(f"latex/dvipng not found: install TeX Live ({INSTALL_TEX}), "
+                                 "or use --renderer mathtext")
         self.dpi = dpi
+        self.settings = {"renderer": self.name, "dpi": dpi, "preamble": PREAMBLE, "page": PAGE}
 
     def __call__(self, formulas: Sequence[str]) -> list[Rendered]:
         results: list[Rendered | None] = [None] * len(formulas)
