@@ -14,6 +14,7 @@ from PIL import Image
 
 from .checks import positive_batch_size
 from .errors import ClipMatchError
+from .formulas.layout_codes import query_layout_code
 from .index.candidates import candidate_key
 from .index.label_index import Hit, LabelIndex, Ranking, softmax_probabilities
 from .runtime.encoder import Encoder, input_name, is_single_image
@@ -41,9 +42,10 @@ class Matcher:
         if not index.layout_weight:  # (the encoder decodes batch by batch: memory stays bounded)
             return index.search(self.encoder.encode_images(images, batch_size=batch_size), top_k)
         items = [images] if is_single_image(images) else list(images)
-        pictures = [open_image(item, input_name(item, i)) for i, item in enumerate(items)]
+        names = [input_name(item, i) for i, item in enumerate(items)]
+        pictures = [open_image(item, name) for item, name in zip(items, names)]
         vectors = self.encoder.encode_images(pictures, batch_size=batch_size)
-        return index.search(index.query_vectors(vectors, pictures), top_k)
+        return index.search(index.query_vectors(vectors, pictures, names), top_k)
 
     def iter_rank(self, images: Iterable[str | os.PathLike], top_k: int = 5,
                   batch_size: int = 16) -> Iterator[tuple[str, Ranking | ClipMatchError]]:
@@ -67,7 +69,10 @@ class Matcher:
         for image in images:
             name = str(image)
             try:
-                batch.append((name, open_image(image, name)))
+                picture = open_image(image, name)
+                if index is not None and index.layout_weight:
+                    query_layout_code(picture, name)  # (a blank image is answered by its error, as an unreadable one)
+                batch.append((name, picture))
             except ClipMatchError as error:
                 yield from self._encode(batch, index)
                 batch = []
@@ -106,7 +111,7 @@ class Matcher:
             pictures = [image for _, image in batch]
             vectors = self.encoder.encode_images(pictures, batch_size=len(batch))
             if index is not None:
-                vectors = index.query_vectors(vectors, pictures)
+                vectors = index.query_vectors(vectors, pictures, [name for name, _ in batch])
             yield from zip([name for name, _ in batch], vectors)
 
 

@@ -54,6 +54,16 @@ def layout_codes(images: Sequence[Image.Image]) -> np.ndarray:
     return np.stack([layout_code(image) for image in images]) if images else np.zeros((0, LAYOUT_DIM), np.float32)
 
 
+def query_layout_code(image: Image.Image, name: str) -> np.ndarray:
+    """`layout_code` of a query image; a blank one is an error naming it: its layout part would
+    score 0 against every candidate, leaving a ranking by the model alone that nobody asked for."""
+    code = layout_code(image)
+    if not code.any():
+        raise ClipMatchError(f"{name}: no ink (a blank image): an index with a layout weight matches where a "
+                             "formula's ink is; give an image of a formula")
+    return code
+
+
 def with_layout(vectors: np.ndarray, codes: Sequence[np.ndarray | None], layout_weight: float) -> np.ndarray:
     """Rows ``[sqrt(1 - w) * vectors[i], sqrt(w) * codes[i]]`` (zeros where ``codes[i]`` is None):
     their inner products blend the two cosines by ``w``."""

@@ -50,6 +50,44 @@ class Examples:
     layouts: dict[str, np.ndarray] | None = None
 
 
+class ExampleAverager:
+    """Sums the vectors (and layout codes) of example images per key, encoding ``batch_size``
+    images at a time, so that any number of examples fits in memory; `examples` gives the means."""
+
+    def __init__(self, encoder: ImageEncoder, layouts: bool = False, batch_size: int = 64):
+        self._encoder = encoder
+        self._layouts = layouts
+        self._batch_size = batch_size
+        self._batch: list[tuple[Sequence[str], Image.Image]] = []
+        self._sums: dict[str, np.ndarray] = {}
+
+    def add(self, keys: Sequence[str], image: Image.Image) -> None:
+        """Count ``image`` as an example of each of ``keys``."""
+        self._batch.append((keys, image))
+        if len(self._batch) == self._batch_size:
+            self._flush()
+
+    def examples(self) -> Examples:
+        self._flush()
+        sums = self._sums
+        if not self._layouts:
+            return Examples({name: _unit(total) for name, total in sums.items()})
+        return Examples({name: _unit(total[:-LAYOUT_DIM]) for name, total in sums.items()},
+                        {name: _unit(total[-LAYOUT_DIM:]) for name, total in sums.items()})
+
+    def _flush(self) -> None:
+        if not self._batch:
+            return
+        images = [image for _, image in self._batch]
+        vectors = self._encoder.encode_images(images, batch_size=len(images))
+        if self._layouts:  # (one array, so that the sums below add both parts at once)
+            vectors = np.concatenate([vectors, layout_codes(images)], axis=1)
+        for (keys, _), vector in zip(self._batch, vectors):
+            for name in keys:
+                self._sums[name] = self._sums.get(name, 0.0) + vector
+        self._batch.clear()
+
+
 def read_examples(encoder: ImageEncoder, data_dir: str | os.PathLike, split: str,
                   key: Callable[[str], str] = lambda text: text, batch_size: int = 64,
                   progress: bool = True, layouts: bool = False) -> Examples:
@@ -66,34 +104,16 @@ def read_examples(encoder: ImageEncoder, data_dir: str | os.PathLike, split: str
     for text in read_jsonl(jsonl):
         for image_id in text.image_ids:
             keys_of_image.setdefault(image_id, []).append(key(text.text))
-    sums: dict[str, np.ndarray] = {}
-    batch: list[tuple[int, Image.Image]] = []
-
-    def flush() -> None:
-        images = [image for _, image in batch]
-        vectors = encoder.encode_images(images, batch_size=len(batch))
-        if layouts:  # (one array, so that the sums below add both parts at once)
-            vectors = np.concatenate([vectors, layout_codes(images)], axis=1)
-        for (image_id, _), vector in zip(batch, vectors):
-            for name in keys_of_image[image_id]:
-                sums[name] = sums.get(name, 0.0) + vector
-        batch.clear()
-
+    averager = ExampleAverager(encoder, layouts, batch_size)
     for line in tqdm(read_tsv(tsv), desc=f"example images ({split})", unit="image",
                      disable=None if progress else True):  # (None: off when stderr is not a terminal)
         if line.image_id in keys_of_image:
             source = where(tsv, line.line)
-            batch.append((line.image_id, decode_image(decode_b64(line.b64, source), source)))
-            if len(batch) == batch_size:
-                flush()
-    if batch:
-        flush()
-    if not sums:
+            averager.add(keys_of_image[line.image_id], decode_image(decode_b64(line.b64, source), source))
+    examples = averager.examples()
+    if not examples.prototypes:
         raise ClipMatchError(f"{tsv}: none of its images is paired with a text in {jsonl}")
-    if not layouts:
-        return Examples({name: _unit(total) for name, total in sums.items()})
-    return Examples({name: _unit(total[:-LAYOUT_DIM]) for name, total in sums.items()},
-                    {name: _unit(total[-LAYOUT_DIM:]) for name, total in sums.items()})
+    return examples
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

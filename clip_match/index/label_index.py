@@ -15,6 +15,7 @@ A saved index is a directory::
                        parameters, text and layout weights, count, sha256 of the two files below
     index.faiss        the FAISS index (row i = line i of candidates.jsonl)
     candidates.jsonl   {"id", "text", "key", "metadata"} per candidate; key = what was embedded
+    (others)           reports its writer adds (`save`'s ``extra_files``: render_report.json)
 
 Loading checks the hashes, the counts and (when given) the bundle fingerprint.
 """
@@ -25,7 +26,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import faiss
 import numpy as np
@@ -34,7 +35,7 @@ from tqdm import tqdm
 
 from ..checks import positive_batch_size
 from ..errors import ClipMatchError
-from ..formulas.layout_codes import LAYOUT_DIM, LAYOUT_SHAPE, check_layout_weight, layout_codes, with_layout
+from ..formulas.layout_codes import LAYOUT_DIM, LAYOUT_SHAPE, check_layout_weight, query_layout_code, with_layout
 from ..fsutil import atomic_dir
 from ..jsonio import read_manifest
 from ..runtime.bundle import sha256_file
@@ -149,8 +150,8 @@ class LabelIndex:
             raise ClipMatchError("this index keeps text vectors only (text weight 1, no layout weight): example "
                                  "images would change nothing; build a new index with the examples")
         if self.layout_weight and (examples is None or examples.layouts is None):
-            raise ClipMatchError(f"this index blends in layout codes (layout weight {self.layout_weight:g}): "
-                                 "give the new candidates' example images with their layout codes (--examples)")
+            raise ClipMatchError(f"this index blends in layout codes (layout weight {self.layout_weight:g}): give the "
+                                 "new candidates' example images with their layout codes (--examples, or --render N)")
         entries = [entry for _, entry in self._new_entries(candidates)]
         long = encoder.count_truncated([entry.key for entry in entries])
         if long:
@@ -252,6 +253,11 @@ class LabelIndex:
     def candidates(self) -> list[Candidate]:
         return [entry.candidate for entry in self._entries]
 
+    @property
+    def keys(self) -> frozenset[str]:
+        """The candidates' keys (their normalised texts): what `add` skips."""
+        return frozenset(self._keys)
+
     def check_bundle(self, fingerprint: str) -> None:
         """Refuse a model bundle other than the one the index was built with."""
         _check_bundle("this index", self.fingerprint, fingerprint)
@@ -260,12 +266,16 @@ class LabelIndex:
     def exact(self) -> bool:
         return is_exact(self._index)
 
-    def query_vectors(self, vectors: np.ndarray, images: Sequence[Image.Image]) -> np.ndarray:
+    def query_vectors(self, vectors: np.ndarray, images: Sequence[Image.Image],
+                      names: Sequence[str] | None = None) -> np.ndarray:
         """What `search` takes for images whose model vectors are ``vectors``: those vectors, or with
-        a layout weight, each blended with the image's layout code."""
+        a layout weight, each blended with the image's layout code (a blank image is an error naming
+        it: ``names[i]``, else "image i")."""
         if not self.layout_weight:
             return vectors
-        return with_layout(vectors, list(layout_codes(images)), self.layout_weight)
+        names = names or [f"image {number}" for number in range(1, len(images) + 1)]
+        codes = [query_layout_code(image, name) for image, name in zip(images, names)]
+        return with_layout(vectors, codes, self.layout_weight)
 
     def search(self, queries: np.ndarray, top_k: int = 5) -> list[Ranking]:
         """Top ``top_k`` candidates (clipped to the count) for each query vector, best first."""
@@ -304,11 +314,16 @@ class LabelIndex:
 
     # ---- persistence ----------------------------------------------------------------------
     def save(self, path: str | os.PathLike, overwrite: bool = False,
-             inputs: Iterable[str | os.PathLike] = ()) -> Path:
+             inputs: Iterable[str | os.PathLike] = (), extra_files: Mapping[str, str] | None = None) -> Path:
         """Write the index directory atomically (see the module docstring); a ``path`` that holds one
-        of the ``inputs`` (the candidate file, the examples) is refused."""
+        of the ``inputs`` (the candidate file, the examples) is refused. ``extra_files`` (name: text,
+        a report say) are written into it too, in the same step, and not listed in the manifest."""
         path = Path(path)
         with atomic_dir(path, overwrite=overwrite, inputs=inputs) as tmp:
+            for name, text in (extra_files or {}).items():
+                if name in (MANIFEST_NAME, INDEX_NAME, CANDIDATES_NAME) or Path(name).name != name:
+                    raise ClipMatchError(f"{name!r} cannot be an extra file of an index directory")
+                (tmp / name).write_text(text, encoding="utf-8")
             faiss.write_index(self._index, str(tmp / INDEX_NAME))
             with open(tmp / CANDIDATES_NAME, "w", encoding="utf-8") as handle:
                 for entry in self._entries:
