@@ -106,5 +106,25 @@ def test_a_bundle_uses_its_selector_and_falls_back_without_one(tiny_bundle, tmp_
     assert GridSolver(bundle).solve(puzzle, "猫").rule == "learned selector"
     assert GridSolver(bundle, k_unknown="rule").solve(puzzle, "猫").rule == "largest gap (uncalibrated)"
     fit_selector(scores, answers, "another model", "synthetic").save(tmp_path / "other.json")
-    with pytest.raises(ClipMatchError, match="other.json: fitted for model another mod"):
+    with pytest.raises(ClipMatchError, match="other.json: calibrated for model another mod"):
         GridSolver(bundle, selector=tmp_path / "other.json")
+
+
+def test_eval_grid_fits_a_selector_into_the_bundle_and_reports_with_it(tmp_path, capsys):
+    from clip_match import cli
+    from clip_match.runtime.bundle import default_bundle_path
+    from datasets.emoji.glyphs import EmojiSet
+    from datasets.emoji.puzzles import write_puzzles
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(default_bundle_path(), bundle)  # a trained model: its answers are mostly the best tiles
+    write_puzzles(tmp_path / "valid", 12, seed=1, emoji=EmojiSet())
+    puzzles = str(tmp_path / "valid" / "puzzles.jsonl")
+    assert cli.main(["eval-grid", puzzles, "--bundle", str(bundle), "--fit-selector", str(bundle / "grid_selector.json"),
+                     "--source", "12 puzzles, seed 1"]) == 0
+    assert "learned selector (fitted on these puzzles)" in capsys.readouterr().out
+    assert Selector.load(bundle / "grid_selector.json").source == "12 puzzles, seed 1"
+    assert cli.main(["eval-grid", puzzles, "--bundle", str(bundle), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["k_unknown_rule"] == "learned selector"
+    assert cli.main(["eval-grid", puzzles, "--bundle", str(bundle), "--json", "--k-unknown", "rule"]) == 0
+    assert json.loads(capsys.readouterr().out)["k_unknown_rule"].startswith("calibrated threshold")

@@ -1,12 +1,16 @@
 """`clip-match eval-grid PUZZLES.jsonl [--bundle B]`: puzzle accuracy, tile precision/recall, latency.
 
-Reports k known (top-k) and k unknown (the bundle's calibrated rule, else largest gap), per layout
-and, when the puzzles' lines name their art style ("style"), per style.
-``--calibrate OUT.json`` instead fits the tile crop and the k-unknown rule on these puzzles
-(solving them once per candidate crop) and writes them: use a separately generated validation
-set, never the puzzles you report. Written into a bundle directory as ``grid_calibration.json``
-(``--calibrate BUNDLE/grid_calibration.json``), it is listed in the bundle's manifest and becomes
-the bundle's default.
+Reports k known (top-k) and k unknown (the bundle's learned selector, else its calibrated rule, else
+the largest gap; ``--k-unknown`` picks), per layout and, when the puzzles' lines name their art style
+("style"), per style. Fitting, on a separately generated validation set, never on puzzles you report:
+
+- ``--calibrate OUT.json`` fits the tile crop and the k-unknown rule (solving the puzzles once per
+  candidate crop);
+- ``--fit-selector OUT.json`` fits the learned k-unknown selector (`clip_match.grid.selector`) on the
+  puzzles as scored with the tile crop (the one just calibrated, with both).
+
+Written into a bundle directory (``BUNDLE/grid_calibration.json``, ``BUNDLE/grid_selector.json``), each
+is listed in the bundle's manifest and becomes the bundle's default.
 """
 from __future__ import annotations
 
@@ -15,8 +19,8 @@ import json
 import sys
 
 from ..grid.evaluate import fit_calibration, report, score_puzzles
-from ..grid.select import SelectionRule
-from ..grid.solver import GridSolver
+from ..grid.selector import fit_selector
+from ..grid.solver import K_UNKNOWN, GridSolver
 from .options import add_json_option, add_model_options
 
 
@@ -25,29 +29,41 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", default="auto", help="force a layout instead of detecting it")
     parser.add_argument("--calibrate", metavar="OUT.json",
                         help="fit the tile crop and k-unknown rule on these puzzles, write them")
+    parser.add_argument("--fit-selector", metavar="OUT.json",
+                        help="fit the learned k-unknown selector on these puzzles, write it")
     parser.add_argument("--source", metavar="TEXT",
-                        help="with --calibrate: what the puzzles are, kept in OUT.json (default: their path)")
+                        help="with --calibrate/--fit-selector: what the puzzles are, kept in OUT.json "
+                             "(default: their path)")
     parser.add_argument("--calibration", metavar="JSON",
                         help="tile crop and k-unknown rule to use (default: the bundle's)")
+    parser.add_argument("--selector", metavar="JSON", help="learned k-unknown selector to use (default: the bundle's)")
+    parser.add_argument("--k-unknown", choices=K_UNKNOWN, default="auto",
+                        help="k unknown: the learned selector, the calibrated rule, or auto (the selector when there "
+                             "is one; the default)")
     add_model_options(parser, threads=True)
     add_json_option(parser, "the report")
 
 
 def run(args: argparse.Namespace) -> int:
+    k_unknown = "rule" if args.fit_selector else args.k_unknown  # (an existing selector is being replaced)
     solver = GridSolver(args.bundle, device=args.device, precision=args.precision, threads=args.threads,
-                        calibration=args.calibration, bundle_calibration=not args.calibrate)
+                        calibration=args.calibration, selector=args.selector, k_unknown=k_unknown,
+                        bundle_calibration=not args.calibrate)
+    source = args.source or str(args.puzzles)
     if args.calibrate:
-        calibration, scored = fit_calibration(solver, args.puzzles, args.layout, source=args.source)
+        calibration, scored = fit_calibration(solver, args.puzzles, args.layout, source=source)
         calibration.save(args.calibrate)
         rule, name = calibration.rule, f"calibrated {calibration.rule.kind} (fitted on these puzzles)"
         print(f"wrote {args.calibrate}: tile crop {calibration.tile_crop:g}, {rule.kind} {rule.value:g}, "
               f"accuracy {calibration.accuracy:.4f}", file=sys.stderr)
     else:
         scored = score_puzzles(solver, args.puzzles, args.layout)
-        if solver.calibration is not None:
-            rule, name = solver.calibration.rule, f"calibrated {solver.calibration.rule.kind}"
-        else:
-            rule, name = SelectionRule("gap"), "largest gap (uncalibrated)"
+        rule, name = solver.k_unknown_rule()
+    if args.fit_selector:
+        rule = fit_selector(scored.scores, scored.answers, solver.encoder.fingerprint, source)
+        rule.save(args.fit_selector)
+        name = "learned selector (fitted on these puzzles)"
+        print(f"wrote {args.fit_selector}: accuracy {rule.accuracy:.4f} with k unknown", file=sys.stderr)
     result = {**report(scored, rule, name), "tile_crop": solver.tile_crop}
     if args.json:
         print(json.dumps(result, ensure_ascii=False))

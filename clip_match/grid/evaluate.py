@@ -22,6 +22,7 @@ from tqdm import tqdm
 from ..errors import ClipMatchError, where
 from ..jsonio import parse_object
 from .select import Calibration, SelectionRule, calibrate, top_k
+from .selector import Selector
 from .solver import GridSolver
 from .tiles import LAYOUTS, crop_margins
 
@@ -131,7 +132,7 @@ def metrics(chosen: list[np.ndarray], answers: list[np.ndarray]) -> dict[str, fl
     }
 
 
-def report(scored: Scored, rule: SelectionRule, rule_name: str) -> dict:
+def report(scored: Scored, rule: SelectionRule | Selector, rule_name: str) -> dict:
     """Metrics with k known and k unknown (``rule``), overall and per layout, plus latency; per style
     too (``"styles"``, in order of appearance) when any puzzle names its style."""
     known = [top_k(s, k) for s, k in zip(scored.scores, scored.ks)]

@@ -84,7 +84,7 @@ class GridSolver:
                 return None
         loaded = kind.load(path)
         if loaded.fingerprint != self.encoder.fingerprint:
-            raise ClipMatchError(f"{path}: fitted for model {loaded.fingerprint[:12]}, "
+            raise ClipMatchError(f"{path}: calibrated for model {loaded.fingerprint[:12]}, "
                                  f"not this bundle's {self.encoder.fingerprint[:12]}")
         return loaded
 
@@ -145,12 +145,18 @@ class GridSolver:
             return top_k(scores, k), f"top-{k}"
         if threshold is not None:
             return by_threshold(scores, check_threshold(threshold)), f"threshold {float(threshold):g}"
+        rule, name = self.k_unknown_rule()
+        return rule.select(scores), name
+
+    def k_unknown_rule(self) -> tuple[Selector | SelectionRule, str]:
+        """What chooses the tiles when k is not known, and its name: the learned selector, else the
+        calibrated rule, else the largest gap."""
         if self.selector is not None:
-            return self.selector.select(scores), "learned selector"
+            return self.selector, "learned selector"
         if self.calibration is not None:
             rule = self.calibration.rule
-            return rule.select(scores), f"calibrated {rule.kind}" + (f" {rule.value:g}" if rule.kind != "gap" else "")
-        return SelectionRule("gap").select(scores), "largest gap (uncalibrated)"
+            return rule, f"calibrated {rule.kind}" + (f" {rule.value:g}" if rule.kind != "gap" else "")
+        return SelectionRule("gap"), "largest gap (uncalibrated)"
 
 
 def _open(item: ImageInput, label: str) -> Image.Image:
