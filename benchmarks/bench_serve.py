@@ -11,8 +11,10 @@ Seeded emoji puzzles (2x3 and 3x3 alternating, PNG, k known), solved with the pa
   demo's dynamic int8 towers their scores then move slightly: the largest change is printed).
 
 The cases take turns for ``--rounds`` rounds (stopping early after ``--max-seconds``); each line
-gives the median over rounds of puzzles/s and of p50 / p99 latency. The client runs on the same 2
-cores as the server: its own work (multipart, JSON) counts against the server, as on one machine.
+gives the median over rounds of puzzles/s, of p50 / p99 latency and of the CPU time per puzzle (the
+server process's, and this process's as the client). The client runs on the same 2 cores as the
+server: its own work (multipart, JSON) counts against the server, as on one machine. The bound
+printed last is what the CPUs allow at best: CPUs / (server + client CPU time per puzzle).
 
 Goals (issue 29), demo bundle on this 2-core machine: at concurrency 1 the server adds <= 3 ms per
 puzzle over in-process (p50 against p50); at concurrency 16 it answers >= 1.5x the in-process
@@ -90,6 +92,12 @@ class Server:
         self.process.wait(30)
 
 
+def process_cpu(pid: int) -> float:
+    """Seconds of CPU a process has used (Linux: /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(function, *args) -> tuple[object, float]:
     started = time.perf_counter()
     result = function(*args)
@@ -136,7 +144,7 @@ def main() -> int:
         servers["merge"] = Server("--batching", "merge")
         names.append(f"server --batching merge, concurrency {levels[-1]}")
     clients = {name: Client(server.url) for name, server in servers.items()}
-    figures = {name: {"rate": [], "p50": [], "p99": []} for name in names}
+    figures = {name: {"rate": [], "p50": [], "p99": [], "cpu": [], "client": []} for name in names}
     errors, wrong, score_change = 0, 0, 0.0
     started = time.monotonic()
     try:
@@ -146,14 +154,20 @@ def main() -> int:
         rounds = 0
         while rounds < ARGS.rounds and (rounds == 0 or time.monotonic() - started < ARGS.max_seconds):
             rounds += 1
+            cpu = time.process_time()
             rate, latencies, expected = in_process(solver, cases)
-            runs = [("in-process", rate, latencies, None)]
-            for level, name in zip(levels, names[1:]):
-                runs.append((name, *served(clients["auto"], cases, level)))
-            if ARGS.merge:
-                runs.append((names[-1], *served(clients["merge"], cases, levels[-1])))
-            for name, rate, latencies, answers in runs:
+            runs = [("in-process", rate, latencies, None, time.process_time() - cpu, 0.0)]
+            plan = [(name, "auto", level) for level, name in zip(levels, names[1:])]
+            plan += [(names[-1], "merge", levels[-1])] if ARGS.merge else []
+            for name, server, level in plan:
+                cpu, client_cpu = process_cpu(servers[server].process.pid), time.process_time()
+                answered = served(clients[server], cases, level)
+                runs.append((name, *answered, process_cpu(servers[server].process.pid) - cpu,
+                             time.process_time() - client_cpu))
+            for name, rate, latencies, answers, cpu, client_cpu in runs:
                 figures[name]["rate"].append(rate)
+                figures[name]["cpu"].append(cpu / len(cases) * 1000)
+                figures[name]["client"].append(client_cpu / len(cases) * 1000)
                 figures[name]["p50"].append(percentile(latencies, 0.5) * 1000)
                 figures[name]["p99"].append(percentile(latencies, 0.99) * 1000)
                 if answers is None:
@@ -171,12 +185,14 @@ def main() -> int:
             server.stop()
 
     print(f"bench_serve: {ARGS.puzzles} puzzles (PNG, 3x3/2x3, k known, seed {ARGS.seed}), demo bundle, "
-          f"onnxruntime threads {ARGS.threads}, {rounds} rounds (medians), {os.cpu_count()} CPUs, "
+          f"onnxruntime threads {ARGS.threads}, {rounds} rounds (medians), {len(os.sched_getaffinity(0))} CPUs, "
           f"load {os.getloadavg()[0]:.1f}")
     median = {name: {key: statistics.median(values) for key, values in row.items()} for name, row in figures.items()}
     for name in names:
         row = median[name]
-        print(f"  {name:<44} {row['rate']:7.1f} puzzles/s   p50 {row['p50']:6.1f} ms   p99 {row['p99']:6.1f} ms")
+        client = f" + client {row['client']:4.1f}" if name != "in-process" else ""
+        print(f"  {name:<44} {row['rate']:6.1f} puzzles/s   p50 {row['p50']:6.1f} ms   p99 {row['p99']:6.1f} ms   "
+              f"CPU {row['cpu']:5.1f}{client} ms/puzzle")
     baseline, first, top = median["in-process"], median[names[1]], median[names[len(levels)]]
     overhead = first["p50"] - baseline["p50"]
     speedup = top["rate"] / baseline["rate"]
@@ -188,6 +204,11 @@ def main() -> int:
           f" {'OK' if speedup >= GOAL_SPEEDUP and not errors else 'MISSED'}")
     if ARGS.merge:
         print(f"  --batching merge, concurrency {levels[-1]}: {median[names[-1]]['rate'] / baseline['rate']:.2f}x")
+    cpus = len(os.sched_getaffinity(0))
+    bound = cpus * 1000 / (top["cpu"] + top["client"])
+    print(f"  (CPU-time bound at concurrency {levels[-1]}: {cpus} CPUs / {top['cpu'] + top['client']:.1f} ms per puzzle"
+          f" = {bound:.0f} puzzles/s = {bound / baseline['rate']:.2f}x in-process; in-process uses "
+          f"{baseline['cpu'] * baseline['rate'] / 1000:.2f} CPUs)")
     return 1 if errors or wrong else 0
 
 

@@ -83,10 +83,8 @@ def create_app(models: Models, settings: Settings = Settings()) -> FastAPI:
     app.add_middleware(Guard, metrics=metrics, max_queue=settings.max_queue, max_body=settings.max_body,
                        timeout=settings.timeout, api_key=settings.api_key)
 
-    async def http_error(request: Request, error: Exception) -> Response:
-        status = error.status_code if isinstance(error, HTTPException) else 500
-        detail = error.detail if isinstance(error, HTTPException) else "internal error"
-        return error_response(request.scope, status, str(detail))
+    async def http_error(request: Request, error: HTTPException) -> Response:  # unknown paths, wrong methods
+        return error_response(request.scope, error.status_code, str(error.detail))
 
     app.add_exception_handler(HTTPException, http_error)
     errors = {status: {"model": ErrorAnswer} for status in (400, 401, 404, 408, 413, 415, 422, 503, 504)}
