@@ -17,6 +17,7 @@ import time
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -61,9 +62,12 @@ def drawings_dir(tiny_encoder, tmp_path_factory, png):
 
 
 def _drawing(number: int, scale: float = 2.0) -> Image.Image:
+    """Ink boxes laid out like "a + b" (0) or a fraction (1)."""
     image = Image.new("RGB", (round(100 * scale), round(20 * scale)), "white")
-    box = (0, 5, 40, 15) if number == 0 else (60, 0, 100, 8)
-    ImageDraw.Draw(image).rectangle([round(v * scale) for v in box], fill="black")
+    boxes = [(0, 5, 20, 15), (30, 8, 40, 12), (50, 5, 100, 15)] if number == 0 else \
+        [(30, 0, 70, 8), (20, 9, 80, 11), (30, 12, 70, 20)]
+    for box in boxes:
+        ImageDraw.Draw(image).rectangle([round(v * scale) for v in box], fill="black")
     return image
 
 
@@ -200,6 +204,9 @@ def test_query_rankings_equal_the_matcher(server, tiny, index_dir, drawings_dir,
     assert client.query(images, "labels", top_k=3) == expected
     drawings = [_drawing(0, 1.4), _drawing(1, 3.0)]
     assert client.query(drawings, "drawings") == Matcher(tiny.encoder, drawings_dir).rank(drawings)
+    with pytest.raises(ServiceError) as refused:   # a blank image has no layout code
+        client.query([drawings[0], Image.new("RGB", (60, 20), "white")], "drawings")
+    assert (refused.value.status, refused.value.field) == (400, "images") and "images[1]" in str(refused.value)
     assert client.query(images[0], "labels", top_k=50) == Matcher(tiny.encoder, index_dir).rank(images[0], top_k=50)
     status, _, answer = _json(server.url, "/v1/query", {"images": [_b64(image) for image in images], "index": "labels",
                                                         "top_k": 3})
@@ -372,10 +379,15 @@ def test_api_key_is_required_on_v1_only(limited, demo):
         assert _call(limited.url, "GET", path)[0] == 200
 
 
-def test_body_over_the_limit_is_413(limited):
-    body, headers = _form({"text": "伞"}, {"image": b"\0" * 700_000})
+def test_a_body_over_the_limit_is_413(limited):
+    body, headers = _form({"text": "伞"}, {"image": b"\0" * 700_000})   # read through, then refused
     status, _, answer = _call(limited.url, "POST", "/v1/grid", body, {**headers, "X-API-Key": KEY})
     assert (status, answer["field"]) == (413, "body")
+    host, port = limited.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:   # far over: refused before any body
+        sock.sendall(f"POST /v1/embed HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY}\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 100000000\r\n\r\n".encode())
+        assert _answer_of(sock) == (413, {"error": answer["error"], "field": "body", "request_id": ANY})
 
 
 def test_a_slow_body_times_out_and_frees_its_place(limited):

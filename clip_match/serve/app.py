@@ -230,7 +230,9 @@ class Service:
             future = batcher.submit(Job("image", inputs, QUERY_BATCH, deadline))
         vectors = await _vectors(future, "images")
         index = served.index
-        rankings = await self._in_pool(lambda: index.search(index.query_vectors(vectors, pictures), fields.top_k))
+        names = [image.field for image in images]
+        rankings = await self._in_pool(lambda: _checked("images", lambda: index.search(
+            index.query_vectors(vectors, pictures, names), fields.top_k)))
         return {"rankings": [{"image": image.name, "results": [vars(hit) for hit in ranking.hits],
                               "softmax": {"scope": ranking.softmax_scope, "over": ranking.softmax_over}}
                              for image, ranking in zip(images, rankings)]}

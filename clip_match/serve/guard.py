@@ -26,6 +26,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ENDPOINTS = ("/v1/grid", "/v1/query", "/v1/embed", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
 RETRY_AFTER_S = 1
+DRAIN_FACTOR = 4   # bodies up to this many times the limit are read through before their 413 (see _read_body)
 
 
 def error_response(scope: Scope, status: int, message: str, field: str | None = None,
@@ -120,26 +121,33 @@ class Guard:
 
     async def _read_body(self, scope: Scope, receive: Receive,
                          deadline: float) -> tuple[bytes | None, Response | None]:
-        """The whole body, or a refusal: over ``max_body`` (413), not complete by ``deadline`` (408)."""
-        length = dict(scope["headers"]).get(b"content-length", b"0")
-        if length.isdigit() and int(length) > self.max_body:
+        """The whole body, or a refusal: over ``max_body`` (413), not complete by ``deadline`` (408).
+
+        A body a little over the limit (up to `DRAIN_FACTOR` times) is read to its end and dropped before
+        the 413: a server that answers and closes while the client still sends makes the client's
+        kernel see a reset, and the client loses the answer. Larger ones are refused at once."""
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_body * DRAIN_FACTOR:
             return None, self._too_large(scope)
         chunks, size = [], 0
         while True:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
             except asyncio.TimeoutError:
+                if size > self.max_body:
+                    return None, self._too_large(scope)
                 return None, error_response(scope, 408, f"the request body did not arrive within {self.timeout:g} s",
                                             "body", {"Connection": "close"})
             if message["type"] == "http.disconnect":
                 return None, None
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body:
+            if size > self.max_body * DRAIN_FACTOR:
                 return None, self._too_large(scope)
-            chunks.append(chunk)
+            if size <= self.max_body:
+                chunks.append(chunk)
             if not message.get("more_body"):
-                return b"".join(chunks), None
+                return (b"".join(chunks), None) if size <= self.max_body else (None, self._too_large(scope))
 
     def _too_large(self, scope: Scope) -> Response:
         return error_response(scope, 413, f"the request body is over the limit of {self.max_body:,} bytes "
