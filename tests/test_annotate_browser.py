@@ -316,6 +316,10 @@ def test_puzzle_mode_end_to_end(browser, tmp_path):
     assert json.loads(evaluation.stdout)["puzzles"] == 4
 
 
+RANKED_HERE = ("(() => { const { state, assist } = window.clipMatchAnnotate;"
+               " return (assist.ranked.get(state.images[state.pos].id) || []).length; })()")
+
+
 def test_image_mode_suggestions_are_ranked_by_the_model(browser, tmp_path):
     import numpy as np
 
@@ -339,6 +343,7 @@ def test_image_mode_suggestions_are_ranked_by_the_model(browser, tmp_path):
         for i, which in enumerate(order[4:], 4):
             expect(page.locator("#path")).to_have_text(f"img{i}.png")
             expect(page.locator("#assist .chip").first).to_have_text(names[which], timeout=60_000)
+            wait_until(lambda: page.evaluate(RANKED_HERE) == len(names))  # ranked among all four labels
             page.keyboard.press("ArrowDown")                # empty field: the model's ranking, first highlighted
             expect(page.locator("#suggestions li").first).to_have_text(names[which])
             expect(page.locator("#suggestions li")).to_have_count(len(names))

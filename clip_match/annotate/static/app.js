@@ -148,8 +148,15 @@
       if (response.ok) applySuggestions(await response.json());
     } catch (error) { /* the next poll retries */ }
     fetching = false;
-    const waiting = assist.pending > 0 || (currentImage() && !suggestionFor(currentImage()));
+    const img = currentImage();
+    const waiting = assist.pending > 0 || (img && !(puzzles() ? suggestionFor(img) : assist.ranked.has(img.id)));
     assistTimer = setTimeout(fetchSuggestions, waiting ? ASSIST_POLL_MS : POLL_MS);
+  }
+
+  function refreshSuggestionsSoon() {
+    if (fetching) return;  // the answer in flight schedules the next one
+    clearTimeout(assistTimer);
+    assistTimer = setTimeout(fetchSuggestions, ASSIST_POLL_MS);
   }
 
   function applySuggestions(payload) {
@@ -249,7 +256,8 @@
     add.forEach((name) => { next.add(name); touchLabel(name); });
     remove.forEach((name) => next.delete(name));
     img.labels = [...next].sort();
-    request("POST", `/api/images/${img.id}/labels`, { add, remove }, img.id).then((r) => applyRow(r.image), () => {});
+    request("POST", `/api/images/${img.id}/labels`, { add, remove }, img.id)
+      .then((r) => { applyRow(r.image); refreshSuggestionsSoon(); }, () => {});  // a new label gets ranked
     renderCurrent();
     scheduleSidebar();
   }
@@ -374,7 +382,7 @@
   function setPrompt(img, text) {
     img.puzzle.prompt = text;
     request("POST", `/api/puzzles/${img.id}`, { prompt: text }, img.id)
-      .then((r) => { applyRow(r.image); fetchSuggestions(); }, () => {});
+      .then((r) => { applyRow(r.image); refreshSuggestionsSoon(); }, () => {});
     flash(`prompt: ${text}`);
     renderCurrent();
     scheduleSidebar();
