@@ -28,8 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ClipMatchError
-from ..fsutil import atomic_file
-from ..runtime.bundle import add_bundle_file, is_bundle_dir
+from ..runtime.bundle import write_file
 
 CALIBRATION_NAME = "grid_calibration.json"
 KINDS = ("gap", "relative", "threshold")
@@ -68,13 +67,7 @@ class Calibration:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the calibration; into a bundle directory, it is also listed (sha256) in its manifest."""
-        data = (json.dumps(asdict(self), ensure_ascii=False, indent=2) + "\n").encode("utf-8")
-        path = Path(path)
-        if is_bundle_dir(path.parent):
-            return add_bundle_file(path.parent, path.name, data)
-        with atomic_file(path) as handle:
-            handle.write(data)
-        return path
+        return write_file(path, (json.dumps(asdict(self), ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Calibration:

@@ -21,8 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ClipMatchError
-from ..fsutil import atomic_file
-from ..runtime.bundle import add_bundle_file, is_bundle_dir
+from ..runtime.bundle import write_file
 from .select import top_k
 
 SELECTOR_NAME = "grid_selector.json"
@@ -81,13 +80,7 @@ class Selector:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the selector; into a bundle directory, it is also listed (sha256) in its manifest."""
         record = {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}
-        data = (json.dumps(record, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
-        path = Path(path)
-        if is_bundle_dir(path.parent):
-            return add_bundle_file(path.parent, path.name, data)
-        with atomic_file(path) as handle:
-            handle.write(data)
-        return path
+        return write_file(path, (json.dumps(record, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Selector:

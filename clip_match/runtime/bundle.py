@@ -199,6 +199,17 @@ def is_bundle_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / MANIFEST_NAME).is_file()
 
 
+def write_file(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; into a bundle directory, the file is also listed (sha256)
+    in the bundle's manifest (`add_bundle_file`), so the bundle vouches for it like for its towers."""
+    path = Path(path)
+    if is_bundle_dir(path.parent):
+        return add_bundle_file(path.parent, path.name, data)
+    with atomic_file(path) as handle:
+        handle.write(data)
+    return path
+
+
 def add_bundle_file(bundle_dir: str | os.PathLike, name: str, data: bytes) -> Path:
     """Write ``name`` into a bundle and list its sha256 in the manifest, each file replaced atomically
     (the file first: a crash in between leaves it unlisted, which `Bundle.optional_file` refuses)."""
