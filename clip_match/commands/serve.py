@@ -40,8 +40,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="/v1 requests in progress at once; more are answered 503 (default 64)")
     parser.add_argument("--batching", choices=BATCHING, default="auto",
                         help="merge requests into one encoder call: auto (only where results stay the in-process "
-                             "API's bit for bit), merge (always: faster on GPU and with dynamic int8, whose scores "
-                             "then move by about 1e-3), off")
+                             "API's bit for bit), merge (always: for GPUs; dynamic int8 scores then move, by up to "
+                             "0.01 on the demo model), off")
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="seconds for a request's body to arrive and for its answer (default 30)")
     parser.add_argument("--max-body-mb", type=float, default=16.0, help="request body limit in MiB (default 16)")

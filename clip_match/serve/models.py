@@ -30,8 +30,8 @@ class ServedBundle:
     def mergeable(self, tower: str) -> bool:
         """Whether this tower's vector for one input is the same whatever else shares its encoder call,
         bit for bit: on CPU, for float towers and statically quantised int8 (fixed activation ranges),
-        tested; not for dynamic int8 (its activation range is the whole batch's: a tile's scores move by
-        about 1e-3 with its companions), nor on CUDA, whose kernels may change with the batch size."""
+        tested; not for dynamic int8 (its activation range is the whole batch's: the demo model's tile scores
+        moved by up to 0.01 with their companions), nor on CUDA, whose kernels may change with the batch size."""
         encoder = self.encoder
         if encoder.device != "cpu":
             return False
