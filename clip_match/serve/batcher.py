@@ -116,7 +116,7 @@ class Batcher:
                 if self._closed:
                     return None
                 self._cond.wait()
-            if any(self.merge.values()):
+            if self.merge[self._queue[0].tower]:
                 until = self._queue[0].enqueued + self.max_wait
                 while (self._preparing and not self._closed and max(self._queued.values()) < self.max_batch
                        and (remaining := until - time.monotonic()) > 0):
@@ -138,7 +138,7 @@ class Batcher:
             try:
                 vectors = self._call(tower, encode, [item for job in jobs for item in job.items], self.max_batch,
                                      len(jobs))
-            except Exception:  # noqa: BLE001 - one request's fault must not fail the others: run them alone
+            except Exception:  # one request's fault must not fail the others: run them alone
                 for job in jobs:
                     self._alone(tower, encode, job)
                 return
@@ -153,7 +153,7 @@ class Batcher:
     def _alone(self, tower: str, encode: Callable[..., np.ndarray], job: Job) -> None:
         try:
             job.future.set_result(self._call(tower, encode, job.items, job.batch_size, 1))
-        except Exception as error:  # noqa: BLE001 - handed to the request, which answers it
+        except Exception as error:  # handed to the request, which answers it
             job.future.set_exception(error)
 
     def _call(self, tower: str, encode: Callable[..., np.ndarray], items: Sequence, batch_size: int,

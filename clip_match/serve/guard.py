@@ -90,7 +90,7 @@ class Guard:
                 status = 499  # the client left before its body arrived (nginx's code for it)
             else:
                 await self.app(scope, _replay(body, receive), tracked_send)
-        except Exception:  # noqa: BLE001 - the endpoints answer their own faults; this is the last resort
+        except Exception:  # the endpoints answer their own faults; this is the last resort
             log.exception("request %s %s %s failed", request_id, scope.get("method"), scope.get("path"))
             if not responded:
                 await error_response(scope, 500, "internal error")(scope, receive, tracked_send)
