@@ -15,9 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import os
-import random
 import shutil
 import sys
 import tempfile
@@ -28,7 +26,7 @@ from typing import Iterator, Sequence
 from PIL import Image
 
 from ..data.formats import decode_b64, imgs_path, read_jsonl, read_tsv, texts_path, write_split
-from ..data.prepare import SPLIT_NAMES, write_dataset
+from ..data.prepare import SPLIT_NAMES, deal_splits, write_dataset
 from ..errors import ClipMatchError, where
 from ..fsutil import atomic_file, ensure_dir
 from ..grid.tiles import LAYOUTS
@@ -97,9 +95,6 @@ def export_puzzles(store: LabelStore, image_dir: Path, out_dir: Path, split: Seq
     puzzles = store.answered_puzzles()
     if not puzzles:
         raise ClipMatchError(f"{store.dataset_dir}: no answered puzzles to export")
-    if len(split) != 3 or not all(math.isfinite(f) and f >= 0 for f in split) or abs(sum(split) - 1) > 1e-6:
-        raise ClipMatchError(f"split must be three non-negative fractions summing to 1 (train, valid, test), "
-                             f"got {tuple(split)}")
     names = [p for s in SPLIT_NAMES for p in (imgs_path(out_dir, s), texts_path(out_dir, s), _puzzles_path(out_dir, s))]
     existing = [p for p in [*names, out_dir / PUZZLES_FILE, out_dir / PUZZLE_IMAGES] if p.exists()]
     if existing and not overwrite:
@@ -109,12 +104,7 @@ def export_puzzles(store: LabelStore, image_dir: Path, out_dir: Path, split: Seq
         print(f"warning: {len(missing)} answered puzzle(s) no longer in {image_dir} are left out, e.g. {missing[0]}",
               file=sys.stderr)
 
-    order = [row["path"] for row in puzzles]
-    random.Random(seed).shuffle(order)
-    split_of, start = {}, 0
-    for name, count in zip(SPLIT_NAMES, _split_sizes(len(order), split)):
-        split_of.update((path, name) for path in order[start:start + count])
-        start += count
+    split_of = deal_splits([row["path"] for row in puzzles], split, seed)
     tiles = [(row, number, texts) for row in puzzles for number, texts in _tile_texts(row)]
     text_ids = {text: i for i, text in enumerate(sorted({t for _, _, texts in tiles for t in texts}))}
 
@@ -162,15 +152,6 @@ def _write_lines(path: Path, lines: list[dict]) -> None:
 
 def _puzzles_path(data_dir: Path, split: str) -> Path:
     return data_dir / f"{split}_puzzles.jsonl"
-
-
-def _split_sizes(n: int, fractions: Sequence[float]) -> list[int]:
-    """Counts summing to ``n`` (largest remainder), as `write_dataset` deals images."""
-    raw = [n * f for f in fractions]
-    counts = [int(r) for r in raw]
-    for i in sorted(range(3), key=lambda i: raw[i] - counts[i], reverse=True)[:n - sum(counts)]:
-        counts[i] += 1
-    return counts
 
 
 def _tile_texts(row: dict) -> Iterator[tuple[int, list[str]]]:
