@@ -101,9 +101,14 @@ def test_a_framed_grid_is_not_cut_out_of_a_larger_one():
         except ClipMatchError:
             return "refused"
 
-    # Never three or two rows of a taller grid: what the whole image shows, as before.
+    # Never three or two rows of a taller grid. Alone, what the whole image shows, as before; in a screenshot,
+    # an error (never the whole screenshot split equally), or a grid without gaps placed by its box.
     images = (gapped(5, 3), gapped(4, 3, tile=90), screenshot(gapped(5, 3)), screenshot(noise(300, 300)))
-    assert [method(image) for image in images] == ["refused", "gap lines", "equal split", "equal split"]
+    assert [method(image) for image in images] == ["refused", "gap lines", "refused", "framed, gaps inferred"]
+    assert find_grid(screenshot(noise(300, 300))).boxes()[4] == (120, 198, 220, 298)  # (the noise at (20, 98))
+    with pytest.raises(ClipMatchError, match=r"holds more than a grid \(text or buttons around it\), but no 2x3 or "
+                                             r"3x3 grid of tiles was found in it; crop the grid out"):
+        find_grid(screenshot(gapped(5, 3)))
 
 
 def test_wrong_or_unsupported_layout_is_refused_with_the_detected_one(emoji):

@@ -8,12 +8,19 @@ when each of its n - 1 evenly spaced boundaries falls in (or within 12% of a cel
 tiles are the bands between the matched runs. An axis with no gap lines falls back to an equal
 split of the image. Layouts are written rows x columns.
 
-A screenshot often frames the grid with bands above and below it (a header with the prompt, a row
-of buttons) that break the even spacing and the flat columns. When the whole image does not show
-a grid by its gap lines, the grid is looked for between such bands: the tallest stretch of rows,
-bounded by flat rows, whose gap lines show the layout with every gap line inside parting tiles
-(method "gap lines, framed"). A band left out that holds a run of content four fifths of a tile
-tall or more is taken for more of the grid, and that stretch is refused.
+A screenshot frames the grid with more: a header with the prompt (often on a tinted bar), buttons
+below, page margins. Such an image -- one whose rows of content include a band less than half as
+tall as the tallest (a line of text, a row of buttons), judged across the middle half of the image
+or across all of it (text at one side) -- is searched for the grid inside it ("gap lines, framed").
+*Content bands* are the runs of rows (across the middle half: a margin of the gaps' shade beside
+the widget's is not flat across the whole width), then, within the grid's rows, of columns, that are
+not flat, each pixel first replaced by the median of it and its two neighbours along the line (JPEG
+noise would break a thin gap line). The grid is a run of bands that R (then C) equal, evenly spaced
+tiles explain, every band edge on a tile edge; a gap that JPEG blurred away leaves two tiles in one
+band, and their edge is placed by the even spacing ("framed, gaps inferred"). A band left out at
+least 0.8 of a tile tall (or wide) is taken for more of the grid, and such a reading is refused;
+tiles must be within 2:1 of square. When no grid is found in such an image, that is an error:
+splitting the whole screenshot would cut tiles out of its header.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ from ..errors import ClipMatchError
 
 MIN_TILE = 16          # px: smaller tiles cannot be recognised
 _FLAT_RANGE = 30       # grey levels a gap line may span (JPEG noise)
+_FLAT_STRICT = 20      # the same, when a screenshot's grid is not found with _FLAT_RANGE
 _LEVEL_TOL = 12        # distance of a gap line's mean to the gap shade
 _TOLERANCE = 0.12      # boundary may miss its gap run by this share of a cell
 _MAX_BANDS = 5
@@ -39,7 +47,8 @@ class Grid:
     layout: str
     rows: list[Span]       # pixel [start, end) of each tile row
     cols: list[Span]
-    method: str            # "gap lines", "gap lines, framed", "equal split" or "gap lines + equal split"
+    method: str            # "gap lines", "gap lines, framed", "framed, gaps inferred", "equal split" or
+                           # "gap lines + equal split"
 
     def boxes(self) -> list[tuple[int, int, int, int]]:
         """Tile boxes (left, top, right, bottom), row-major."""
@@ -60,16 +69,15 @@ def find_grid(image: Image.Image, layout: str = "auto") -> Grid:
     if not image.width or not image.height:
         raise ClipMatchError(f"image ({image.width}x{image.height}) has no pixels")
     gray = np.asarray(image.convert("L"), dtype=np.float32)
-    try:
-        grid, error = _whole_grid(gray, layout), None
-    except ClipMatchError as refusal:
-        grid, error = None, refusal
-    if grid is None or grid.method != "gap lines":
-        framed = _framed_grid(gray, layout)
-        if framed is not None:
-            return framed
-    if error is not None:
-        raise error
+    middle = gray[:, gray.shape[1] // 4:gray.shape[1] - gray.shape[1] // 4]
+    if not any(heights and min(heights) < 0.5 * max(heights)
+               for heights in ([b - a for a, b in _content_bands(part, 1)] for part in (middle, gray))):
+        return _whole_grid(gray, layout)
+    grid = _framed_grid(gray, layout)
+    if grid is None:
+        raise ClipMatchError(f"image ({image.width}x{image.height}) holds more than a grid (text or buttons around "
+                             f"it), but no {'2x3 or 3x3' if layout == 'auto' else layout} grid of tiles was found in "
+                             "it; crop the grid out, or give its tiles")
     return grid
 
 
@@ -102,44 +110,74 @@ def _whole_grid(gray: np.ndarray, layout: str) -> Grid:
 
 
 def _framed_grid(gray: np.ndarray, layout: str) -> Grid | None:
-    """The grid inside a larger image: below a header and above a footer (bands of any content), beside
-    margins of one shade each. Stretches of rows run from the end of one run of flat rows (across the
-    whole width, or across its middle half, where the grid is) or the top, to the start of another or
-    the bottom; tallest first, at least a third of the image. Each loses its flat margin columns and
-    is searched for the layout by its gap lines: every gap line inside must be a boundary between
-    tiles on both axes (a footer's spacer is not). A stretch that leaves out a run of content 0.8 of
-    a tile tall or more (more tiles) is refused. None if no stretch shows the layout."""
-    height, width = gray.shape
-    middle = gray[:, width // 4:width - width // 4]
-    flat_rows = middle.max(axis=1) - middle.min(axis=1) <= _FLAT_RANGE
-    runs = _runs(flat_rows) + _runs(gray.max(axis=1) - gray.min(axis=1) <= _FLAT_RANGE)
-    tops, bottoms = {0, *(end for _, end in runs)}, {height, *(start for start, _ in runs)}
-    stretches = sorted(((top, bottom) for top in tops for bottom in bottoms if bottom - top >= height / 3),
-                       key=lambda stretch: stretch[0] - stretch[1])
-    for top, bottom in stretches:
-        part = gray[top:bottom]
-        flat_cols = part.max(axis=0) - part.min(axis=0) <= _FLAT_RANGE
-        left = int(np.argmin(flat_cols)) if flat_cols[0] else 0
-        right = width - int(np.argmin(flat_cols[::-1])) if flat_cols[-1] else width
-        if right - left < width / 2:
-            continue
-        gaps = _gap_lines(part[:, left:right])
-        shape = tuple(len(_inner_runs(axis_gaps)[2]) + 1 for axis_gaps in gaps)  # bands if every gap line parts tiles
-        name = next((name for name, bands in LAYOUTS.items() if bands == shape and layout in ("auto", name)), None)
-        if name is None:
-            continue
-        (rows, cols), (row_options, col_options) = shape, map(_supported_bands, gaps)
-        if rows not in row_options or cols not in col_options:
-            continue
-        grid = Grid(name, [(a + top, b + top) for a, b in row_options[rows]],
-                    [(a + left, b + left) for a, b in col_options[cols]], "gap lines, framed")
-        tile_height = min(b - a for a, b in grid.rows)
-        left_out = np.concatenate([flat_rows[:grid.rows[0][0]], [True], flat_rows[grid.rows[-1][1]:]])
-        if min(min(b - a for a, b in grid.cols), tile_height) < MIN_TILE or any(
-                b - a >= 0.8 * tile_height for a, b in _runs(~left_out)):
-            continue
-        return grid
+    """The grid inside a larger image (see the module's docstring), or None. Of the readings found,
+    the largest wins (a row of equal buttons reads as a tiny grid); among those of nearly its area,
+    one whose every gap was seen, then the squarest tiles. Lines are flat within _FLAT_RANGE grey
+    levels (JPEG noise), else, when that finds nothing, within _FLAT_STRICT: tiles of pale, plain
+    backgrounds beside pale gaps can look flat at the first, and break a row of tiles in two."""
+    width = gray.shape[1]
+    for flat_range in (_FLAT_RANGE, _FLAT_STRICT):
+        row_bands = _content_bands(gray[:, width // 4:width - width // 4], 1, flat_range)
+        found = []
+        for name, (rows, cols) in LAYOUTS.items():
+            if layout not in ("auto", name):
+                continue
+            for row_spans, rows_seen in _lattices(row_bands, rows):
+                top, bottom = row_spans[0][0], row_spans[-1][1]
+                for col_spans, cols_seen in _lattices(_content_bands(gray[top:bottom], 0, flat_range), cols):
+                    tile_width = np.mean([b - a for a, b in col_spans])
+                    tile_height = np.mean([b - a for a, b in row_spans])
+                    if 0.5 <= tile_width / tile_height <= 2:
+                        method = "gap lines, framed" if rows_seen and cols_seen else "framed, gaps inferred"
+                        area = (bottom - top) * (col_spans[-1][1] - col_spans[0][0])
+                        found.append((area, rows_seen and cols_seen, -abs(np.log(tile_width / tile_height)),
+                                      Grid(name, row_spans, col_spans, method)))
+        if found:
+            largest = max(area for area, *_ in found)
+            return max((item for item in found if item[0] >= 0.8 * largest), key=lambda item: item[1:3])[3]
     return None
+
+
+def _content_bands(gray: np.ndarray, axis: int, flat_range: float = _FLAT_RANGE) -> list[Span]:
+    """Runs (at least 4 px) of lines that are not flat: rows (``axis`` 1) or columns (``axis`` 0).
+    Each pixel is first replaced by the median of it and its two neighbours along the line, so JPEG
+    noise does not break a thin gap line, which would join two tiles' bands."""
+    padded = np.pad(gray, [(1, 1) if line == axis else (0, 0) for line in (0, 1)], mode="edge")
+    before, here, after = ((padded[:, i:i + gray.shape[1]] if axis == 1 else padded[i:i + gray.shape[0]])
+                           for i in range(3))
+    median = np.maximum(np.minimum(before, here), np.minimum(np.maximum(before, here), after))
+    flat = median.max(axis=axis) - median.min(axis=axis) <= flat_range
+    return [(a, b) for a, b in _runs(~flat) if b - a >= 4]
+
+
+def _lattices(bands: list[Span], n: int) -> list[tuple[list[Span], bool]]:
+    """Every way ``n`` equal, evenly spaced tiles explain a run of consecutive bands: the tile spans and
+    whether every gap between them was seen. The spacing is the median gap seen between the run's
+    bands (none seen: 0), each band must start and end on tile edges (within 4 % of a tile, at least 3
+    px), and no band outside the run may be 0.8 of a tile or more (more of the grid)."""
+    out = []
+    for first in range(len(bands)):
+        for last in range(first, min(len(bands), first + n)):
+            run = bands[first:last + 1]
+            seen = [b[0] - a[1] for a, b in zip(run, run[1:])]
+            gap = float(np.median(seen)) if seen else 0.0
+            size = (run[-1][1] - run[0][0] - (n - 1) * gap) / n
+            if size < MIN_TILE or (seen and max(seen) > 0.3 * size):
+                continue
+            starts = run[0][0] + np.arange(n) * (size + gap)
+            tolerance = max(3.0, 0.04 * size)
+            if any(np.abs(starts - a).min() > tolerance or np.abs(starts + size - b).min() > tolerance for a, b in run):
+                continue
+            if any(b - a >= 0.8 * size for a, b in bands[:first] + bands[last + 1:]):
+                continue
+            spans = []
+            for start in starts:  # edges a band shows within 2 px of the even spacing keep their place
+                a = min((a for a, _ in run), key=lambda a: abs(a - start))
+                b = min((b for _, b in run), key=lambda b: abs(b - start - size))
+                spans.append((a if abs(a - start) <= 2 else round(start),
+                              b if abs(b - start - size) <= 2 else round(start + size)))
+            out.append((spans, len(run) == n))
+    return out
 
 
 def cut_tiles(image: Image.Image, grid: Grid) -> list[Image.Image]:
