@@ -4,11 +4,13 @@ The puzzle image is cut at its gap lines (equal split where there are none), eac
 to its centre as the bundle's calibration says (``tile_crop``; whole tiles without one), all tiles
 are encoded in one image-encoder call, and each tile is scored by cosine similarity to the
 prompt. Coordinates are 1-based ``[row, col]`` in row-major order (``zero_based=True`` for
-0-based). Torch-free.
+0-based). Without a prompt, a screenshot's own prompt is read (`clip_match.grid.prompt`: the text
+above or below the grid through the vendored OCR model, or an icon there). Torch-free.
 """
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Sequence
@@ -20,6 +22,7 @@ from ..errors import ClipMatchError
 from ..runtime.encoder import Encoder
 from ..runtime.images import ImageInput, open_image
 from ..runtime.tokenizer import strip_invisible
+from .prompt import PromptReader, PromptReading, compile_pattern
 from .select import CALIBRATION_NAME, Calibration, SelectionRule, by_threshold, check_threshold, top_k
 from .selector import SELECTOR_NAME, Selector
 from .tiles import LAYOUTS, MIN_TILE, Grid, check_layout, crop_margins, cut_tiles, find_grid
@@ -39,6 +42,10 @@ class GridResult:
                                    # screenshot), "equal split", "gap lines + equal split" or "tiles given"
     zero_based: bool = False
     tile_crop: float = 1.0         # share of each tile's side that was encoded (centred)
+    prompt_source: str = "given"   # "given", or read from the screenshot: "ocr-text" or "header-icon"
+    prompt: str | None = None      # the target read (None when given, or an icon)
+    prompt_read: str | None = None  # the text read around the grid, lines joined by newlines ("" for an icon)
+    prompt_box: list[int] | None = None  # the icon's (left, top, right, bottom) in the screenshot
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,6 +82,8 @@ class GridSolver:
             raise ClipMatchError(f"k_unknown='selector': {self.encoder.bundle.path} has no {SELECTOR_NAME}; fit one with "
                                  "`clip-match eval-grid VALID --fit-selector BUNDLE/grid_selector.json`")
         self.tile_crop = self.calibration.tile_crop if self.calibration else 1.0  # share of each tile's side encoded
+        self.ocr_threads = threads or 1  # the prompt reader's: one thread reads a line in 10-30 ms
+        self._prompts: PromptReader | None = None
 
     def _load(self, kind: type, path: str | os.PathLike | None, name: str, use_bundle: bool):
         """A grid calibration or selector for this model: ``path``, else the bundle's file ``name``, else none."""
@@ -88,19 +97,49 @@ class GridSolver:
                                  f"not this bundle's {self.encoder.fingerprint[:12]}")
         return loaded
 
-    def solve(self, image_or_tiles: ImageInput | Sequence[ImageInput], prompt: str | ImageInput,
+    def solve(self, image_or_tiles: ImageInput | Sequence[ImageInput], prompt: str | ImageInput | None = None,
               layout: str = "auto", k: int | None = None, threshold: float | None = None,
-              zero_based: bool = False) -> GridResult:
+              zero_based: bool = False, prompt_pattern: str | re.Pattern | None = None) -> GridResult:
         """Score every tile (cropped to ``tile_crop``) against ``prompt`` (a str is a text; a path,
-        bytes, PIL image or array is an example image, encoded whole) and choose: top-``k`` if
+        bytes, PIL image or array is an example image, encoded whole; None: read from the screenshot,
+        with ``prompt_pattern``'s one named group as the target when given) and choose: top-``k`` if
         given, else ``threshold``, else the calibrated rule."""
-        tiles, grid = self.tiles(image_or_tiles, layout)
+        reading = None
+        if prompt is None:
+            if isinstance(image_or_tiles, (list, tuple)):
+                raise ClipMatchError("reading the prompt needs the whole screenshot, not its tiles; give the prompt "
+                                     "(--text or --example)")
+            label = _label(image_or_tiles, "puzzle image")
+            image_or_tiles = _open(image_or_tiles, label)
+            tiles, grid = self._cut(image_or_tiles, label, layout)
+            reading = self.read_prompt(image_or_tiles, grid, prompt_pattern, label)
+            prompt = reading.prompt
+        elif prompt_pattern is not None:
+            raise ClipMatchError("a prompt pattern (--prompt-pattern) applies when the prompt is read from the "
+                                 "screenshot, not with a prompt given")
+        else:
+            tiles, grid = self.tiles(image_or_tiles, layout)
         scores = self.scores(crop_margins(tiles, self.tile_crop), prompt)
         chosen, rule = self.choose(scores, k, threshold)
         positions = tile_positions(grid.layout, zero_based)
         coordinates = [positions[i] for i in np.flatnonzero(chosen).tolist()]
+        read = {} if reading is None else {
+            "prompt_source": reading.source, "prompt": prompt if isinstance(prompt, str) else None,
+            "prompt_read": reading.text, "prompt_box": list(reading.box) if reading.box else None}
         return GridResult(grid.layout, coordinates, scores.tolist(), chosen.tolist(), rule, grid.method, zero_based,
-                          self.tile_crop)
+                          self.tile_crop, **read)
+
+    def read_prompt(self, image: Image.Image, grid: Grid, pattern: str | re.Pattern | None = None,
+                    label: str = "puzzle image") -> PromptReading:
+        """The prompt of a screenshot whose tiles ``grid`` holds (the OCR model loads on first use);
+        errors name ``label``."""
+        if self._prompts is None:
+            self._prompts = PromptReader(self.ocr_threads)
+        compiled = compile_pattern(pattern) if isinstance(pattern, str) else pattern
+        try:
+            return self._prompts.read(image, grid, compiled)
+        except ClipMatchError as error:
+            raise ClipMatchError(f"{label}: {error}") from None
 
     def tiles(self, image_or_tiles: ImageInput | Sequence[ImageInput], layout: str = "auto") -> tuple[list, Grid]:
         """The tile images (row-major) and the grid they came from."""
@@ -116,12 +155,14 @@ class GridSolver:
                 if min(tile.size) < MIN_TILE:
                     raise ClipMatchError(f"tiles[{i}] is {tile.width}x{tile.height} px; tiles need at least {MIN_TILE} px")
             return tiles, Grid(TILE_COUNTS[count], [], [], "tiles given")
-        image = _open(image_or_tiles, "puzzle image")
+        return self._cut(_open(image_or_tiles, "puzzle image"), _label(image_or_tiles, "puzzle image"), layout)
+
+    def _cut(self, image: Image.Image, label: str, layout: str) -> tuple[list, Grid]:
         try:
             grid = find_grid(image, layout)
             return cut_tiles(image, grid), grid
         except ClipMatchError as error:  # the grid's faults, said of the image they are in
-            raise ClipMatchError(f"{_label(image_or_tiles, 'puzzle image')}: {error}") from None
+            raise ClipMatchError(f"{label}: {error}") from None
 
     def scores(self, tiles: list[Image.Image], prompt: str | ImageInput) -> np.ndarray:
         """Cosine similarity of each tile to the prompt; all tiles go through one encoder call."""
