@@ -3,10 +3,12 @@
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
-# a CJK font, so Chinese labels render (not as boxes) in the annotation test's screenshot
-fc-list :lang=zh 2>/dev/null | grep -q . || need+=(fonts-wqy-microhei)
+# WenQuanYi Micro Hei: Chinese labels render (not as boxes) in the annotation test's screenshot, and
+# tests/test_screenshot_prompt.py draws its widget screenshots' prompts in it and in DejaVu Sans
+[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]} (Debian) for the browser tests" >&2
+  echo "installing ${need[*]} (Debian) for the browser and screenshot tests" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null

@@ -11,6 +11,10 @@ the largest gap; ``--k-unknown`` picks), per layout and, when the puzzles' lines
 
 Written into a bundle directory (``BUNDLE/grid_calibration.json``, ``BUNDLE/grid_selector.json``), each
 is listed in the bundle's manifest and becomes the bundle's default.
+
+``--read-prompt`` (screenshots, ``datasets/emoji/generate.py screenshots``) solves each screenshot twice,
+with the prompt given and with the prompt read from the image, and reports apart: the grid located,
+the prompt read (Chinese, English, icons), the reading time, and accuracy both ways.
 """
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ import argparse
 import json
 import sys
 
-from ..grid.evaluate import fit_calibration, report, score_puzzles
+from ..errors import ClipMatchError
+from ..grid.evaluate import fit_calibration, read_report, report, score_puzzles, score_read
+from ..grid.prompt import compile_pattern
 from ..grid.selector import fit_selector
 from ..grid.solver import K_UNKNOWN, GridSolver
 from .options import add_json_option, add_model_options
@@ -40,11 +46,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k-unknown", choices=K_UNKNOWN, default="auto",
                         help="k unknown: the learned selector, the calibrated rule, or auto (the selector when there "
                              "is one; the default)")
+    parser.add_argument("--read-prompt", action="store_true",
+                        help="screenshots: also read each prompt from its image and score the reading and the "
+                             "answers with it apart from those with the prompt given")
+    parser.add_argument("--prompt-pattern", metavar="REGEX",
+                        help="with --read-prompt: a regular expression with one named group, the target")
     add_model_options(parser, threads=True)
     add_json_option(parser, "the report")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.read_prompt:
+        return run_read(args)
     k_unknown = "rule" if args.fit_selector else args.k_unknown  # (an existing selector is being replaced)
     solver = GridSolver(args.bundle, device=args.device, precision=args.precision, threads=args.threads,
                         calibration=args.calibration, selector=args.selector, k_unknown=k_unknown,
@@ -69,11 +82,16 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, ensure_ascii=False))
         return 0
     print(f"{result['puzzles']} puzzles; k unknown: {result['k_unknown_rule']}; tile crop {solver.tile_crop:g}")
-    print_rows("layout", {name: block for name, block in result.items() if isinstance(block, dict) and "k_known" in block})
+    print_rows("layout", layout_blocks(result))
     if "styles" in result:
         print_rows("style", result["styles"])
     print(f"latency ms: median {result['latency_ms']['median']:.1f}, p95 {result['latency_ms']['p95']:.1f}")
     return 0
+
+
+def layout_blocks(result: dict) -> dict[str, dict]:
+    """A report's blocks per layout (and "all")."""
+    return {name: block for name, block in result.items() if isinstance(block, dict) and "k_known" in block}
 
 
 def print_rows(title: str, blocks: dict[str, dict]) -> None:
@@ -85,3 +103,27 @@ def print_rows(title: str, blocks: dict[str, dict]) -> None:
             m = block[case]
             print(f"{name:<{width}} {block['puzzles']:>5}  {case:<8} {m['puzzle_accuracy']:>8.4f} "
                   f"{m['tile_precision']:>9.4f} {m['tile_recall']:>7.4f}")
+
+
+def run_read(args: argparse.Namespace) -> int:
+    """--read-prompt: the screenshots solved with the prompt given and read, and the reading itself."""
+    if args.calibrate or args.fit_selector:
+        raise ClipMatchError("--read-prompt scores screenshots; fit --calibrate / --fit-selector on puzzles without it")
+    if args.prompt_pattern is not None:
+        compile_pattern(args.prompt_pattern)
+    solver = GridSolver(args.bundle, device=args.device, precision=args.precision, threads=args.threads,
+                        calibration=args.calibration, selector=args.selector, k_unknown=args.k_unknown)
+    rule, name = solver.k_unknown_rule()
+    result = {**read_report(score_read(solver, args.puzzles, args.layout, args.prompt_pattern), rule, name),
+              "tile_crop": solver.tile_crop}
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+    read = ", ".join(f"{kind} {block['right']:.4f} ({block['puzzles']})" for kind, block in result["prompt_read"].items())
+    print(f"{result['puzzles']} screenshots; k unknown: {name}; tile crop {solver.tile_crop:g}")
+    print(f"grid located (tile boxes within 3 px): {result['grid_located']:.4f}")
+    print(f"prompt read right (target text; icon found): {read}; not read: {result['read_errors']}")
+    print(f"reading ms: median {result['reading_ms']['median']:.1f}, p95 {result['reading_ms']['p95']:.1f}")
+    for prompt in ("given", "read"):
+        print_rows(prompt, layout_blocks(result[prompt]))
+    return 0

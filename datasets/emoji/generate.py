@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate seeded data from the emoji tiles: training pairs, grid puzzles or puzzle tiles.
+"""Generate seeded data from the emoji tiles: training pairs, grid puzzles, puzzle tiles or widget screenshots.
 
     # training pairs (Chinese-CLIP TSV/JSONL) in every style of styles.py, 16 renderings per emoji
     # and style (an emoji that fewer styles draw gets as many in all, spread over those)
@@ -12,9 +12,11 @@
     python -m datasets.emoji.generate puzzles data/puzzles_symbola --count 1000 --style symbola --seed 1
     # the 72 tiles of 8 3x3 puzzles as PNGs (calibration images for `clip-match export --precision int8`)
     python -m datasets.emoji.generate tiles data/calibration_tiles --count 8 --seed 11
+    # 600 puzzle-widget screenshots (Chinese and English text prompts, icon prompts; screenshots.py)
+    python -m datasets.emoji.generate screenshots data/screenshots --count 600 --seed 2
 
 Pairs feed `clip-match build-lmdb` and the trainer; puzzles feed `clip-match eval-grid`; tiles
-feed `clip-match export --calibration-images`.
+feed `clip-match export --calibration-images`; screenshots feed `clip-match eval-grid --read-prompt`.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from clip_match.errors import ClipMatchError
 from clip_match.grid.tiles import LAYOUTS, MIN_TILE
 
 from .puzzles import CAPTIONS, write_pairs, write_puzzles, write_tiles
+from .screenshots import FONTS, write_screenshots
 from .styles import STYLES
 
 
@@ -66,7 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     tiles.add_argument("out", type=Path)
     tiles.add_argument("--count", type=at_least(1), default=8, help="puzzles (9 tiles each)")
     tiles.add_argument("--style", default="noto", choices=STYLES)
-    for command in (pairs, puzzles, tiles):
+    shots = sub.add_parser("screenshots", help="puzzle-widget screenshots (prompt in a frame) + puzzles.jsonl")
+    shots.add_argument("out", type=Path)
+    shots.add_argument("--count", type=at_least(1), default=600)
+    shots.add_argument("--styles", nargs="+", default=["noto", "fluent"], choices=STYLES,
+                       help="art styles, in turn (default: noto fluent)")
+    shots.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
+    shots.add_argument("--fonts", nargs="+", default=list(FONTS), choices=list(FONTS),
+                       help="prompt fonts (default: all; each needs its Debian package)")
+    for command in (pairs, puzzles, tiles, shots):
         command.add_argument("--seed", type=int, default=0)
         command.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
@@ -78,9 +89,13 @@ def main(argv: list[str] | None = None) -> int:
             write_puzzles(args.out, args.count, args.seed, args.style, args.layouts, overwrite=args.overwrite,
                           prompt=args.prompt)
             result = {"puzzles": args.count, "style": args.style, "seed": args.seed}
-        else:
+        elif args.what == "tiles":
             write_tiles(args.out, args.count, args.seed, args.style, overwrite=args.overwrite)
             result = {"tiles": 9 * args.count, "style": args.style, "seed": args.seed}
+        else:
+            write_screenshots(args.out, args.count, args.seed, args.styles, args.layouts, args.fonts,
+                              overwrite=args.overwrite)
+            result = {"screenshots": args.count, "styles": args.styles, "seed": args.seed}
     except ClipMatchError as error:
         print(f"generate.py {args.what}: error: {error}", file=sys.stderr)
         return 2
