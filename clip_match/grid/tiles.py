@@ -72,7 +72,11 @@ def find_grid(image: Image.Image, layout: str = "auto") -> Grid:
     middle = gray[:, gray.shape[1] // 4:gray.shape[1] - gray.shape[1] // 4]
     if not any(heights and min(heights) < 0.5 * max(heights)
                for heights in ([b - a for a, b in _content_bands(part, 1)] for part in (middle, gray))):
-        return _whole_grid(gray, layout)
+        whole = _whole_grid(gray, layout)
+        if whole.method == "gap lines":
+            return whole
+        grid = _framed_grid(gray, layout)  # (a frame whose text lies outside the middle, on bars as wide as it)
+        return grid if grid is not None and grid.method == "gap lines, framed" else whole
     grid = _framed_grid(gray, layout)
     if grid is None:
         raise ClipMatchError(f"image ({image.width}x{image.height}) holds more than a grid (text or buttons around "
