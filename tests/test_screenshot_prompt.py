@@ -69,13 +69,16 @@ def shot(emoji, fonts, number: int, lang: str, icon: bool = False):
     ("Selectall images with umbrellas", "umbrella"), ("Select al l images with umbrellas", "umbrella"),
     ("Click on all images containinga dog", "dog"), ("Click on each image showing an apple", "apple"),
     ("Please select all the images with fire hydrants", "fire hydrant"),
-    ("Click on all pictures of bicycles", "bicycle"),
+    ("Click on all pictures of bicycles", "bicycle"), ("Choose the cells", "cell"), ("Click all the boxes", "box"),
+    ("Click all the nine o' clock", "nine o'clock"), ('Select all the woman" s clothes (3)', "woman's clothes"),
+    ("Select al images that contain\nnine o’clock", "nine o'clock"), ("点击图中所有的\n照片", "照片"),
+    ("请点击所有餐具·然后点击确认", "餐具"),
     ("Select all images with\nbuses\nClick verify once there are none left.", "bus"),
     ("If there are none, click skip\nSelect all images with buses", "bus"),
     # no target: buttons, titles, pointers to an icon, other sentences
     ("请点击验证", None), ("Click verify once there are none left.", None), ("Verify you are human", None),
     ("请点击与示例相同的图片", None), ("Select all images with this object", None), ("安全验证", None),
-    ("Hello there, friend", None),
+    ("Hello there, friend", None), ("Select all images with", None), ("Select alarm clocks", None),
 ])
 def test_templates_extract_the_target_of_real_world_phrasings(text, target):
     assert extract_target(text) == target

@@ -34,7 +34,7 @@ from .tiles import Grid
 _BAR_TOLERANCE = 12     # levels: rows whose colours differ by less belong to one bar
 _FLAT = 24              # levels: 95 % of a row of a bar without ink lie this close to its median
 _MIN_BAR = 8            # px: thinner bars (borders, separators) hold no text
-_ICON_SIZE = 12         # px: smaller segments are no icons
+_ICON_SIZE = 16         # px: smaller segments are no icons (a bracket, a question mark)
 _ICON_SCORE = 0.8       # an icon reads as characters of a lower mean probability than this ...
 _ICON_TALL = 1.8        # ... or, when this many times as tall as the text beside it, ...
 _ICON_SCORE_TALL = 0.95  # ... than this
@@ -56,7 +56,7 @@ _ZH_LEAD = re.compile(rf"^请?你?(?:在|从)?{_ZH_PLACE}(?:依次|按顺序)?(?
 _ZH_PICTURES = r"(?:图片|图像|照片|方块|格子)"
 _ZH_CONTAINING = re.compile(rf"^(?:包含|含有|带有|有)(?P<target>.+?)的(?:所有|全部)?的?{_ZH_PICTURES}$")
 _ZH_TAIL = re.compile(rf"的?(?:所有|全部)?的?{_ZH_PICTURES}$")
-_ZH_CLAUSES = re.compile(r"[,，。.;；!！?？]")
+_ZH_CLAUSES = re.compile(r"[,，。.;；!！?？·•]")  # (the OCR reads a small "，" as "·" at times)
 
 
 def _words(*phrases: str) -> str:
@@ -73,7 +73,7 @@ _EN_LINKS = _words("with", "containing", "that contains", "that contain", "that 
                    "which contain", "showing", "that shows", "that show", "featuring", "of")
 _EN_LEAD = re.compile(
     rf"^(?:{_words('please')}\s*)?{_EN_VERBS}\s*"
-    rf"(?:{_words('all', 'any', 'each', 'every')}\s*(?:{_words('of')}\b\s*)?(?:{_words('the')}\b\s*)?(?:{_EN_OBJECTS})?"
+    rf"(?:(?:{_words('all', 'any', 'each', 'every')}|al\b)\s*(?:{_words('of')}\b\s*)?(?:{_words('the')}\b\s*)?(?:{_EN_OBJECTS})?"
     rf"|{_words('the')}\b\s*(?:{_EN_OBJECTS})?|{_EN_OBJECTS})"
     rf"(?:{_EN_LINKS}(?:\b|(?=an?\s))\s*)?(?P<article>{_words('an', 'a', 'the')}\b\s*)?", re.IGNORECASE)
 _EN_SENTENCES = re.compile(r"(?<=[.!?])\s+")
@@ -353,8 +353,10 @@ def _odd_run(marks: list[tuple[str, np.ndarray, float]]) -> str | None:
 
 def normalise(text: str) -> str:
     """NFKC (full-width forms to ASCII), curly quotes straight, whitespace collapsed and dropped
-    next to CJK characters (the model reads gaps between Chinese words as spaces)."""
+    next to CJK characters (the model reads gaps between Chinese words as spaces), an apostrophe
+    between letters kept tight (the model reads a space after it, or a double quote)."""
     text = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).translate(_QUOTES)).strip()
+    text = re.sub(r"(?<=[A-Za-z])['\"] ?(?=[A-Za-z])", "'", text)  # ("o' clock", 'woman" s': an apostrophe)
     return re.sub(rf"(?<=[{_CJK}]) | (?=[{_CJK}])", "", text)
 
 
@@ -386,7 +388,7 @@ def _zh_target(line: str, following: str) -> str | None:
             continue
         rest = clause[lead.end():] or _ZH_CLAUSES.split(re.sub(r"[:：\s]", "", following))[0]
         containing = _ZH_CONTAINING.match(rest)
-        return _checked(containing["target"] if containing else _ZH_TAIL.sub("", rest))
+        return _checked(containing["target"] if containing else _ZH_TAIL.sub("", rest) or rest)  # (照片 is a target)
     return None
 
 
@@ -396,6 +398,8 @@ def _en_target(line: str, following: str) -> str | None:
         if not lead:
             continue
         rest = sentence[lead.end():] or _EN_SENTENCES.split(following)[0]
+        if not rest and re.fullmatch(_EN_OBJECTS, sentence.split()[-1], re.IGNORECASE):
+            rest = sentence.split()[-1]  # (nothing after the lead-in, nor below it: "Choose the cells")
         target = _checked(rest)
         return target if target is None or lead["article"] else singular(target)
     return None
