@@ -173,8 +173,10 @@ def score_read(solver: GridSolver, path: str | os.PathLike, layout: str = "auto"
         truth, given, read, reading, error = puzzle.screenshot, None, None, None, ""
         start = time.perf_counter()
         image = open_image(puzzle.image)
-        try:  # (a grid not found fails both solves of this screenshot, not the evaluation)
+        try:  # (a grid not found, or not the puzzle's, fails both solves of this screenshot, not the evaluation)
             tiles, grid = solver.tiles(image, layout)
+            if grid.layout != puzzle.layout:
+                raise ClipMatchError(f"found a {grid.layout} grid, puzzles.jsonl says {puzzle.layout}")
         except ClipMatchError as failure:
             tiles, grid, error = [], None, f"{puzzle.image}: {failure}"
         tiles = crop_margins(tiles, solver.tile_crop)
@@ -200,7 +202,7 @@ def score_read(solver: GridSolver, path: str | os.PathLike, layout: str = "auto"
             scored.layouts.append(puzzle.layout)
             scored.seconds.append(seconds)
             scored.styles.append(puzzle.style)
-        out.located.append(grid is not None and grid.layout == puzzle.layout and all(
+        out.located.append(grid is not None and all(
             max(abs(a - b) for a, b in zip(found, box)) <= LOCATED_PX
             for found, box in zip(grid.boxes(), truth["boxes"])))
         kind = "icon" if truth["prompt_kind"] == "icon" else truth["lang"]
