@@ -23,9 +23,13 @@ them, and for each changed answer that puzzle's margin and score change (random 
 tiles within about 0.01 cosine of each other, so any rounding can reorder them). One process, one thread count for all (default 2); the cases take
 turns for --repeats rounds and each one's best time is printed (robust to other processes).
 
+Screenshots (issue 30): the same puzzle inside a widget frame (a Chinese and an English text prompt,
+``datasets/emoji/screenshots.py``, JPEG q90), solved with the packaged/demo bundle with the prompt given
+(``--text``) and with the prompt read from the image, in the same interleaved rounds: what reading adds.
+
 Goals (issue 6): end-to-end <= 1.2x encoder-only; best answer-preserving precision >= 3x faster
-than naive fp32 on RN50.
-Run: .venv/bin/python -m benchmarks.bench_grid [--threads 2] [--repeats 7] [--validation 40] [--rn50 BUNDLE]
+than naive fp32 on RN50. Issue 30: reading the prompt adds <= 25 ms per screenshot.
+Run: .venv/bin/python -m benchmarks.bench_grid [--threads 2] [--repeats 7] [--validation 40] [--rn50 BUNDLE | --no-rn50]
 
 Random weights time RN50 faithfully but cannot settle which precision keeps the answers: their tile
 scores are nearly tied. Only a trained RN50 can: export one with fp32 and int8, the int8 image tower
@@ -50,6 +54,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "clip_match_bench_grid",
                         help="where exported random-weight bundles and puzzles are kept between runs")
     parser.add_argument("--rn50", type=Path, help="an exported RN50 bundle to use instead of random weights")
+    parser.add_argument("--no-rn50", action="store_true", help="the demo bundle and the screenshots only")
     return parser.parse_args()
 
 
@@ -70,8 +75,10 @@ from clip_match.runtime.preprocess import preprocess  # noqa: E402
 from clip_match.runtime.tokenizer import Tokenizer, normalize_text  # noqa: E402
 from datasets.emoji.glyphs import EmojiSet  # noqa: E402
 from datasets.emoji.puzzles import make_puzzle, write_puzzles, write_tiles  # noqa: E402
+from datasets.emoji.screenshots import check_fonts, make_screenshot  # noqa: E402
 
-PUZZLE_SEED, VALIDATION_SEED, CALIBRATION_SEED = 2024, 7, 11
+PUZZLE_SEED, VALIDATION_SEED, CALIBRATION_SEED, SCREENSHOT_SEED = 2024, 7, 11, 30
+SCREENSHOT_FONTS = ("wqy-microhei", "dejavu-sans")  # (the test suite's, installed by scripts/ensure_test_tools.sh)
 
 
 def interleaved(cases: dict, rounds: int) -> dict[str, float]:
@@ -222,6 +229,27 @@ def bench_bundle(label: str, path: Path, puzzle_path: Path, jpeg_path: Path, pro
     print(f"best answer-preserving precision: {best}; naive {reference} / {best} end-to-end = {naive_s / best_s:.2f}x")
 
 
+def bench_reading(path: Path, emoji: EmojiSet) -> None:
+    """Each screenshot solved with its prompt given and read, best of --repeats interleaved rounds."""
+    solver = GridSolver(path, device="cpu", threads=ARGS.threads)
+    cases = {}
+    for lang in ("zh", "en"):
+        shot = make_screenshot(emoji, np.random.default_rng([SCREENSHOT_SEED, lang == "en"]), "3x3", "noto", lang,
+                               check_fonts(SCREENSHOT_FONTS))
+        file = ARGS.cache / f"screenshot_{lang}.jpg"
+        shot.image.save(file, quality=90)
+        read = solver.solve(file, k=shot.puzzle.k)
+        print(f"screenshot {lang}: {shot.image.size[0]}x{shot.image.size[1]}, prompt {shot.text!r}; read "
+              f"{read.prompt!r} ({read.prompt_source}), grid {read.split}")
+        cases[f"{lang} given"] = lambda file=file, shot=shot: solver.solve(file, shot.puzzle.prompt, k=shot.puzzle.k)
+        cases[f"{lang} read"] = lambda file=file, shot=shot: solver.solve(file, k=shot.puzzle.k)
+    best = interleaved(cases, ARGS.repeats)
+    for lang in ("zh", "en"):
+        given_s, read_s = best[f"{lang} given"], best[f"{lang} read"]
+        print(f"screenshot {lang}: prompt given {given_s * 1000:7.1f} ms | prompt read {read_s * 1000:7.1f} ms | "
+              f"reading adds {(read_s - given_s) * 1000:6.1f} ms ({read_s / given_s:.2f}x)")
+
+
 def main() -> int:
     ARGS.cache.mkdir(parents=True, exist_ok=True)
     emoji = EmojiSet()
@@ -247,9 +275,10 @@ def main() -> int:
         demo, demo_label = random_bundle("demo", ARGS.cache / "demo_random", calibration), \
             "demo architecture, random weights (no packaged demo bundle yet)"
     bench_bundle(demo_label, demo, puzzle_path, jpeg_path, puzzle.prompt, validation)
+    bench_reading(demo, emoji)
     if ARGS.rn50:
         bench_bundle("RN50 bundle given", ARGS.rn50, puzzle_path, jpeg_path, puzzle.prompt, validation)
-    else:
+    elif not ARGS.no_rn50:
         rn50 = random_bundle("RN50@RBT3-chinese", ARGS.cache / "rn50_random", calibration)
         bench_bundle("RN50@RBT3-chinese, random weights", rn50, puzzle_path, jpeg_path, puzzle.prompt, validation)
     return 0
