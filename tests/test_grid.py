@@ -390,3 +390,17 @@ def test_calibration_cut_can_lie_above_every_non_answer():
     assert accuracy == 1.0 and 0.7 < cut <= 0.8
     cut, accuracy = _best_cut(values[:1], answers[:1])
     assert accuracy == 1.0 and 0.7 < cut <= 0.9
+
+
+@pytest.mark.parametrize("seed, index, style", [
+    (2026, 362, "noto"),      # 2x3: its rows looked like bands of a screenshot, and no framed grid was found in it
+    (3010, 222, "symbola"),   # the same, monochrome
+    (2027, 479, "fluent"),    # 3x3: read as a framed 2x3 above a "footer" (its third row)
+    (3002, 339, "noto-v1"),
+])
+def test_bare_puzzles_whose_rows_look_like_bands_keep_their_whole_grid(emoji, seed, index, style):
+    """Generated test puzzles (train_demo.sh's seeds) that the screenshot finder once misread."""
+    layout = ("2x3", "3x3")[index % 2]
+    puzzle = make_puzzle(emoji, np.random.default_rng([seed, index]), layout, style)
+    grid = find_grid(puzzle.image)
+    assert (grid.layout, grid.method) == (layout, "gap lines")

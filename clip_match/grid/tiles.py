@@ -78,11 +78,23 @@ def find_grid(image: Image.Image, layout: str = "auto") -> Grid:
         grid = _framed_grid(gray, layout)  # (a frame whose text lies outside the middle, on bars as wide as it)
         return grid if grid is not None and grid.method == "gap lines, framed" else whole
     grid = _framed_grid(gray, layout)
+    whole = _seen_whole_grid(gray, layout)
+    if whole is not None and (grid is None or grid.layout != whole.layout):
+        return whole  # a bare puzzle whose tile rows merely looked like bands (a 3x3 read as 2x3 + footer)
     if grid is None:
         raise ClipMatchError(f"image ({image.width}x{image.height}) holds more than a grid (text or buttons around "
                              f"it), but no {'2x3 or 3x3' if layout == 'auto' else layout} grid of tiles was found in "
                              "it; crop the grid out, or give its tiles")
     return grid
+
+
+def _seen_whole_grid(gray: np.ndarray, layout: str) -> Grid | None:
+    """The whole image's grid when its gap lines show every row and column, else None."""
+    try:
+        whole = _whole_grid(gray, layout)
+    except ClipMatchError:
+        return None
+    return whole if whole.method == "gap lines" else None
 
 
 def _whole_grid(gray: np.ndarray, layout: str) -> Grid:
