@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from pathlib import Path
 from typing import Union
 
@@ -42,18 +41,31 @@ FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "PPM")  # (JPEG includes
 def decode_image(data: bytes | bytearray | memoryview, source: str) -> Image.Image:
     """Decode and fully load image bytes; ``source`` names them in errors."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(bytes(data)), formats=FORMATS)
-            image.load()
-            ImageOps.exif_transpose(image, in_place=True)  # (a copy would double every decode's cost)
+        image = Image.open(io.BytesIO(bytes(data)), formats=FORMATS)  # (reads the header only)
+        _check_pixels(image)
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)  # (a copy would double every decode's cost)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        # (Pillow's warning too, where the process's filters make it an error)
         raise ClipMatchError(f"{source}: image too large (decompression bomb guard): {error}") from None
     except UnidentifiedImageError:
         raise ClipMatchError(f"{source}: not an image (unrecognised format)") from None
     except Exception as error:  # a corrupt file can make a decoder fail any way at all
         raise ClipMatchError(f"{source}: corrupt or truncated image: {error or type(error).__name__}") from None
     return standard_mode(image)
+
+
+def _check_pixels(image: Image.Image) -> None:
+    """Refuse an image of more than ``Image.MAX_IMAGE_PIXELS`` pixels, from its header, before it is decoded.
+
+    Pillow itself refuses twice the limit and only warns between the two; turning its warning into an
+    error would need ``warnings.catch_warnings``, which changes the filters of every thread (a decoding
+    thread leaving it can switch the error off under another's feet). This check holds in any thread
+    whatever the warning filters say; Pillow's warning, where it is shown, comes first."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and image.width * image.height > limit:
+        raise Image.DecompressionBombError(f"{image.width}x{image.height} is {image.width * image.height} pixels, "
+                                           f"over the limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS)")
 
 
 def open_image(item: ImageInput, name: str | None = None) -> Image.Image:
