@@ -120,11 +120,17 @@ class GridSolver:
         else:
             tiles, grid = self.tiles(image_or_tiles, layout)
         scores = self.scores(crop_margins(tiles, self.tile_crop), prompt)
+        return self.result(scores, grid, k, threshold, zero_based, reading)
+
+    def result(self, scores: np.ndarray, grid: Grid, k: int | None = None, threshold: float | None = None,
+               zero_based: bool = False, reading: PromptReading | None = None) -> GridResult:
+        """The answer for tiles of ``grid`` that scored ``scores``: the tiles chosen (`choose`), and the
+        prompt ``reading`` when the prompt was read. Public for the server, which encodes in its batcher."""
         chosen, rule = self.choose(scores, k, threshold)
         positions = tile_positions(grid.layout, zero_based)
         coordinates = [positions[i] for i in np.flatnonzero(chosen).tolist()]
         read = {} if reading is None else {
-            "prompt_source": reading.source, "prompt": prompt if isinstance(prompt, str) else None,
+            "prompt_source": reading.source, "prompt": reading.prompt if isinstance(reading.prompt, str) else None,
             "prompt_read": reading.text, "prompt_box": list(reading.box) if reading.box else None}
         return GridResult(grid.layout, coordinates, scores.tolist(), chosen.tolist(), rule, grid.method, zero_based,
                           self.tile_crop, **read)
@@ -167,11 +173,8 @@ class GridSolver:
     def scores(self, tiles: list[Image.Image], prompt: str | ImageInput) -> np.ndarray:
         """Cosine similarity of each tile to the prompt; all tiles go through one encoder call."""
         if isinstance(prompt, str):
-            if not strip_invisible(prompt).strip():
-                raise ClipMatchError("the prompt is empty: give a text such as '雨伞' or an example image")
-            if self.encoder.count_truncated([prompt]):
-                warnings.warn(f"the prompt exceeds the context length of {self.encoder.context_length} tokens and "
-                              "was truncated", stacklevel=3)
+            for message in self.check_text(prompt):
+                warnings.warn(message, stacklevel=3)
             query = self.encoder.encode_texts([prompt.strip()])[0]
             tile_features = self.encoder.encode_images(tiles, batch_size=len(tiles))
         else:
@@ -179,6 +182,15 @@ class GridSolver:
             features = self.encoder.encode_images([*tiles, example], batch_size=len(tiles) + 1)
             tile_features, query = features[:-1], features[-1]
         return tile_features @ query
+
+    def check_text(self, text: str) -> list[str]:
+        """A text prompt's warnings (truncated to the context length); an empty one is an error. Public
+        for the server, which answers the warnings instead of issuing them."""
+        if not strip_invisible(text).strip():
+            raise ClipMatchError("the prompt is empty: give a text such as '雨伞' or an example image")
+        if self.encoder.count_truncated([text]):
+            return [f"the prompt exceeds the context length of {self.encoder.context_length} tokens and was truncated"]
+        return []
 
     def choose(self, scores: np.ndarray, k: int | None = None, threshold: float | None = None) -> tuple[np.ndarray, str]:
         """The chosen-tile mask and the rule's name."""
