@@ -2,6 +2,7 @@
 
     client = Client("http://127.0.0.1:8000", api_key=None)
     client.grid("puzzle.png", "雨伞", k=2)                 # GridResult, as GridSolver.solve
+    client.grid("screenshot.png", k=2)                    # the prompt read from the screenshot
     client.query(["cat.jpg"], index="labels", top_k=3)    # [Ranking], as Matcher.rank
     client.embed(images=["cat.jpg"])                      # (n, dim) float32, as Encoder.encode_images
     client.embed(texts=["一只猫"])                          # as Encoder.encode_texts
@@ -19,6 +20,7 @@ import json
 import os
 import threading
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import urlsplit
@@ -60,28 +62,32 @@ class Client:
         self._connections: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
 
-    def grid(self, image_or_tiles: ImageInput | Sequence[ImageInput], prompt: str | ImageInput, layout: str = "auto",
-             k: int | None = None, threshold: float | None = None, zero_based: bool = False,
-             bundle: str | None = None) -> GridResult:
+    def grid(self, image_or_tiles: ImageInput | Sequence[ImageInput], prompt: str | ImageInput | None = None,
+             layout: str = "auto", k: int | None = None, threshold: float | None = None, zero_based: bool = False,
+             bundle: str | None = None, prompt_pattern: str | None = None) -> GridResult:
         """`GridSolver.solve` on the server: a puzzle image or its 6 or 9 tiles, a text (str) or an
-        example image as the prompt."""
+        example image as the prompt, or None: read from the screenshot (``prompt_pattern``: a regular
+        expression whose one named group is the target). The server's warnings are issued here."""
         if isinstance(image_or_tiles, (list, tuple)):
             files = [("tiles", *_image_file(tile, f"tiles[{i}]")) for i, tile in enumerate(image_or_tiles)]
         else:
             files = [("image", *_image_file(image_or_tiles, "image"))]
-        fields = {"layout": layout, "k": k, "threshold": threshold, "zero_based": zero_based, "bundle": bundle}
+        fields = {"layout": layout, "k": k, "threshold": threshold, "zero_based": zero_based, "bundle": bundle,
+                  "prompt_pattern": prompt_pattern}
         if isinstance(prompt, str):
             fields["text"] = prompt
-        else:
+        elif prompt is not None:
             files.append(("example", *_image_file(prompt, "example")))
-        return GridResult(**self._post("/v1/grid", *_multipart(fields, files)))
+        return GridResult(**_warned(self._post("/v1/grid", *_multipart(fields, files))))
 
     def query(self, images: ImageInput | Sequence[ImageInput], index: str, top_k: int = 5,
               bundle: str | None = None) -> list[Ranking]:
-        """`Matcher.rank` on the server: the top ``top_k`` candidates of ``index`` for each image."""
+        """`Matcher.rank` on the server: the top ``top_k`` candidates of ``index`` for each image. The
+        server's warnings are issued here."""
         items = [images] if is_single_image(images) else list(images)
         files = [("images", *_image_file(image, f"images[{i}]")) for i, image in enumerate(items)]
-        answer = self._post("/v1/query", *_multipart({"index": index, "top_k": top_k, "bundle": bundle}, files))
+        answer = _warned(self._post("/v1/query", *_multipart({"index": index, "top_k": top_k, "bundle": bundle},
+                                                             files)))
         return [Ranking([Hit(**hit) for hit in ranking["results"]], ranking["softmax"]["scope"],
                         ranking["softmax"]["over"]) for ranking in answer["rankings"]]
 
@@ -161,6 +167,14 @@ class Client:
         with self._lock:
             if connection in self._connections:
                 self._connections.remove(connection)
+
+
+def _warned(answer: dict) -> dict:
+    """``answer`` less its ``warnings``, each issued to the caller as a `UserWarning` (as the in-process
+    API warns of a truncated prompt)."""
+    for message in answer.pop("warnings", []):
+        warnings.warn(message, stacklevel=3)
+    return answer
 
 
 def _image_file(item: ImageInput, name: str) -> tuple[str, bytes]:

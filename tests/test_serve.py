@@ -36,6 +36,10 @@ from clip_match.serve.batcher import Batcher, DeadlineExceeded, Job
 from clip_match.serve.metrics import Metrics
 from clip_match.serve.models import Models
 from clip_match.serve.server import ServerThread
+from datasets.emoji.glyphs import EmojiSet
+from datasets.emoji.puzzles import make_puzzle
+from datasets.emoji.screenshots import check_fonts
+from test_screenshot_prompt import TEST_FONTS, header, shot
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -112,6 +116,21 @@ def puzzles(synthetic_images):
             canvas.paste(tile.resize((side, side)), (slot % cols * (side + gap), slot // cols * (side + gap)))
         made.append((_png(canvas), ("雨伞", "一只猫", "月亮")[i % 3], 1 + i % 3))
     return made
+
+
+@pytest.fixture(scope="module")
+def emoji():
+    return EmojiSet()
+
+
+@pytest.fixture(scope="module")
+def screenshots(emoji):
+    """(PNG bytes, k) of three widget screenshots (test_screenshot_prompt's): a Chinese prompt, an English
+    one ("Select all squares with burritos") and an icon."""
+    fonts = check_fonts(TEST_FONTS)
+    made = [shot(emoji, fonts, number, lang, icon) for number, lang, icon in ((0, "zh", False), (1, "en", False),
+                                                                             (8, "zh", True))]
+    return [(_png(screenshot.image), screenshot.puzzle.k) for screenshot in made]
 
 
 def _png(image: Image.Image) -> bytes:
@@ -191,10 +210,55 @@ def test_grid_answers_equal_the_in_process_solver(server, demo, tiny, puzzles, s
     # JSON with base64 images: the fields of `clip-match grid --json`
     status, _, answer = _json(server.url, "/v1/grid",
                               {"image": "data:image/png;base64," + _b64(png), "text": "伞", "k": 2})
-    assert status == 200 and answer == demo.solve(png, "伞", k=2).to_dict()
+    assert status == 200 and answer == {**demo.solve(png, "伞", k=2).to_dict(), "warnings": []}
     status, _, answer = _json(server.url, "/v1/grid", {"tiles": [_b64(_png(tile)) for tile in tiles],
                                                        "example": _b64(_png(example)), "bundle": "tiny", "k": 3})
-    assert status == 200 and answer == tiny.solve([_png(t) for t in tiles], _png(example), k=3).to_dict()
+    assert status == 200 and answer == {**tiny.solve([_png(t) for t in tiles], _png(example), k=3).to_dict(),
+                                        "warnings": []}
+
+
+def test_grid_reads_the_prompt_as_the_solver_does(server, demo, tiny, screenshots):
+    client = Client(server.url)
+    with ThreadPoolExecutor(len(screenshots)) as pool:   # (read at once on the server's pool)
+        answers = list(pool.map(lambda case: client.grid(case[0], k=case[1], bundle="tiny"), screenshots))
+    assert answers == [tiny.solve(png, k=k) for png, k in screenshots]
+    assert [answer.prompt_source for answer in answers] == ["ocr-text", "ocr-text", "header-icon"]
+    png, k = screenshots[1]
+    assert answers[1].prompt == "burrito" and client.grid(png) == demo.solve(png)   # (k unknown; int8 unmerged)
+    pattern = r"squares with (?P<target>\w+)"
+    assert client.grid(png, prompt_pattern=pattern, bundle="tiny") == tiny.solve(png, prompt_pattern=pattern)
+    status, _, answer = _json(server.url, "/v1/grid", {"image": _b64(png), "k": k, "prompt_pattern": pattern})
+    assert status == 200 and answer == {**demo.solve(png, k=k, prompt_pattern=pattern).to_dict(), "warnings": []}
+    assert answer["prompt"] == "burritos"   # (the group as written)
+
+
+def test_prompts_that_cannot_be_read_are_json_errors_naming_the_field(server, tiny, emoji, screenshots):
+    bare = make_puzzle(emoji, np.random.default_rng(3), "3x3", "noto").image
+    odd = _b64(_png(header("Hello there, friend", bare)))
+    for body, message in (({"image": odd}, "read the prompt 'Hello there, friend' but no template found its target"),
+                          ({"image": odd, "prompt_pattern": r"click (?P<target>\w+)"}, "the --prompt-pattern found")):
+        status, headers, answer = _json(server.url, "/v1/grid", {**body, "bundle": "tiny"})
+        assert (status, answer["field"]) == (400, "image") and message in answer["error"], answer
+        assert set(answer) == {"error", "field", "request_id"}
+    png, k = screenshots[0]
+    assert Client(server.url).grid(png, k=k, bundle="tiny") == tiny.solve(png, k=k)   # still serving
+
+
+def test_warnings_reach_the_client(server, tiny, index_dir, synthetic_images):
+    long = "一把收起来的黑色雨伞" * 4
+    with pytest.warns(UserWarning, match="the prompt exceeds the context length") as issued:
+        expected = tiny.solve(PNG, long, k=2)
+    status, _, answer = _json(server.url, "/v1/grid", {"image": _b64(PNG), "text": long, "k": 2, "bundle": "tiny"})
+    assert status == 200 and answer == {**expected.to_dict(), "warnings": [str(issued[0].message)]}
+    client = Client(server.url)
+    with pytest.warns(UserWarning, match="the prompt exceeds the context length"):
+        assert client.grid(PNG, long, k=2, bundle="tiny") == expected
+    image = _png(synthetic_images(1, seed=7)[0])
+    status, _, answer = _json(server.url, "/v1/query", {"images": [_b64(image)], "index": "labels", "top_k": 50})
+    assert status == 200 and answer["warnings"] == [f"top_k 50 is more than the {len(CANDIDATES)} candidates; "
+                                                    f"showing {len(CANDIDATES)}"]
+    with pytest.warns(UserWarning, match="top_k 50 is more than"):
+        assert client.query(image, "labels", top_k=50) == Matcher(tiny.encoder, index_dir).rank(image, top_k=50)
 
 
 def test_query_rankings_equal_the_matcher(server, tiny, index_dir, drawings_dir, synthetic_images):
@@ -207,10 +271,9 @@ def test_query_rankings_equal_the_matcher(server, tiny, index_dir, drawings_dir,
     with pytest.raises(ServiceError) as refused:   # a blank image has no layout code
         client.query([drawings[0], Image.new("RGB", (60, 20), "white")], "drawings")
     assert (refused.value.status, refused.value.field) == (400, "images") and "images[1]" in str(refused.value)
-    assert client.query(images[0], "labels", top_k=50) == Matcher(tiny.encoder, index_dir).rank(images[0], top_k=50)
     status, _, answer = _json(server.url, "/v1/query", {"images": [_b64(image) for image in images], "index": "labels",
                                                         "top_k": 3})
-    assert status == 200 and len(answer["rankings"]) == 5
+    assert status == 200 and len(answer["rankings"]) == 5 and answer["warnings"] == []
     line = answer["rankings"][2]   # the fields of one `clip-match query --json` line
     assert set(line) == {"image", "results", "softmax"} and line["image"] == "images[2]"
     assert line["results"] == [vars(hit) for hit in expected[2].hits]
@@ -264,11 +327,11 @@ def _form(fields: dict, files: dict) -> tuple[bytes, dict]:
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), headers
 
 
-def _bomb() -> bytes:
-    """A PNG header claiming 30000 x 30000 pixels (900 M, ten times Pillow's limit)."""
+def _bomb(side: int = 30000) -> bytes:
+    """A PNG header claiming ``side`` x ``side`` pixels (by default 900 M, ten times Pillow's limit)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
 
 
@@ -277,6 +340,7 @@ BAD = [  # (what, path, JSON body or (form fields, files), status, field)
     ("not an image", "/v1/grid", ({"text": "伞"}, {"image": b"hello, not a picture"}), 400, "image"),
     ("truncated image", "/v1/grid", ({"text": "伞"}, {"image": PNG[: len(PNG) // 2]}), 400, "image"),
     ("decompression bomb", "/v1/grid", ({"text": "伞"}, {"image": _bomb()}), 400, "image"),
+    ("a bomb Pillow only warns of", "/v1/grid", ({"text": "伞"}, {"image": _bomb(10000)}), 400, "image"),  # (100 M)
     ("a bad tile", "/v1/grid", {"tiles": [_b64(PNG)] * 8 + [_b64(b"junk")], "text": "伞"}, 400, "tiles"),
     ("a bad query image", "/v1/query", {"images": [_b64(PNG), _b64(b"junk")], "index": "labels"}, 400, "images[1]"),
     ("bad example", "/v1/grid", ({}, {"image": PNG, "example": b"\x89PNG\r\n\x1a\n"}), 400, "example"),
@@ -292,7 +356,13 @@ BAD = [  # (what, path, JSON body or (form fields, files), status, field)
     ("texts not a list", "/v1/embed", {"texts": "猫"}, 422, "texts"),
     ("image not base64", "/v1/grid", {"image": "not base64!", "text": "伞"}, 422, "image"),
     ("image missing", "/v1/grid", {"text": "伞"}, 422, "image"),
-    ("prompt missing", "/v1/grid", {"image": _b64(PNG)}, 422, "text"),
+    ("no prompt to read", "/v1/grid", {"image": _b64(PNG)}, 400, "image"),   # (a bare puzzle: no bars around it)
+    ("tiles and no prompt", "/v1/grid", {"tiles": [_b64(PNG)] * 9}, 422, "text"),
+    ("pattern not a regex", "/v1/grid", {"image": _b64(PNG), "prompt_pattern": "(nope"}, 400, "prompt_pattern"),
+    ("pattern without a group", "/v1/grid", {"image": _b64(PNG), "prompt_pattern": "x(.+)"}, 400, "prompt_pattern"),
+    ("pattern not a string", "/v1/grid", {"image": _b64(PNG), "prompt_pattern": 3}, 422, "prompt_pattern"),
+    ("pattern with a text", "/v1/grid", {"image": _b64(PNG), "text": "伞", "prompt_pattern": "(?P<t>.+)"}, 422,
+     "prompt_pattern"),
     ("text and example", "/v1/grid", {"image": _b64(PNG), "text": "伞", "example": _b64(PNG)}, 422, "text"),
     ("k and threshold", "/v1/grid", {"image": _b64(PNG), "text": "伞", "k": 2, "threshold": 0.2}, 422, "threshold"),
     ("index missing", "/v1/query", {"images": [_b64(PNG)]}, 422, "index"),
@@ -319,6 +389,7 @@ BAD = [  # (what, path, JSON body or (form fields, files), status, field)
 
 
 @pytest.mark.parametrize("what, path, body, status, field", BAD, ids=[case[0] for case in BAD])
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")   # (Pillow's own, for the 100 M bomb)
 def test_bad_input_gets_a_json_error_naming_the_field(server, what, path, body, status, field):
     if isinstance(body, dict):
         got, headers, answer = _json(server.url, path, body)

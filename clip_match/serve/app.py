@@ -1,16 +1,20 @@
 """The FastAPI app: /v1/grid, /v1/query and /v1/embed over the batcher, plus /healthz, /readyz,
 /metrics and the OpenAPI docs.
 
-Each /v1 request reads its body (`clip_match.serve.bodies`), checks its values, decodes its images
-and cuts its tiles in a thread pool (so that overlaps other requests' encoding), hands its inputs to
-its bundle's `Batcher` and finishes the answer exactly as the in-process API does: the same checks,
-the same calls in the same order, the same result fields (`GridResult.to_dict()`, `query --json`'s).
+Each /v1 request reads its body (`clip_match.serve.bodies`), checks its values, decodes its images,
+cuts its tiles and reads a screenshot's prompt in a thread pool (so that overlaps other requests'
+encoding), hands its inputs to its bundle's `Batcher` and finishes the answer exactly as the
+in-process API does: the same checks, the same calls in the same order, the same result fields
+(`GridResult.to_dict()`, `query --json`'s). What the command line would print as warnings (a prompt
+truncated to the context length) is answered as a ``warnings`` list: issuing them would need the
+warnings module's filters, which are the whole process's, not the request's.
 """
 from __future__ import annotations
 
 import asyncio
 import functools
 import os
+import re
 import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -27,12 +31,12 @@ from starlette.responses import JSONResponse, Response
 
 from .. import __version__
 from ..errors import ClipMatchError
+from ..grid.prompt import PromptReading, compile_pattern
 from ..grid.select import check_threshold
-from ..grid.solver import GridResult, GridSolver, tile_positions
+from ..grid.solver import GridSolver
 from ..grid.tiles import LAYOUTS, Grid, check_layout, crop_margins
 from ..runtime.encoder import Encoder
 from ..runtime.images import open_image
-from ..runtime.tokenizer import strip_invisible
 from .batcher import Batcher, DeadlineExceeded, Job
 from .bodies import (MAX_INPUTS, MAX_TOP_K, Body, EmbedAnswer, EmbedRequest, ErrorAnswer, GridAnswer, GridRequest,
                      QueryAnswer, QueryRequest, RequestError, Upload, read_body)
@@ -170,16 +174,23 @@ class Service:
         bundle, batcher = self._bundle(fields.bundle)
         if ("image" in uploads) == ("tiles" in uploads):
             raise RequestError(422, "give the puzzle as 'image' or as 'tiles', one of them", "image")
-        if (fields.text is not None) == ("example" in uploads):
-            raise RequestError(422, "give the prompt as 'text' or as an 'example' image, one of them", "text")
+        if fields.text is not None and "example" in uploads:
+            raise RequestError(422, "give the prompt as 'text' or as an 'example' image, not both", "text")
+        read = fields.text is None and "example" not in uploads
+        if read and "tiles" in uploads:
+            raise RequestError(422, "tiles carry no prompt: give 'text' or an 'example' image (a prompt is read only "
+                                    "from a whole 'image')", "text")
+        if fields.prompt_pattern is not None and not read:
+            raise RequestError(422, "'prompt_pattern' applies when the prompt is read from the image, not with "
+                                    "'text' or 'example'", "prompt_pattern")
         if fields.k is not None and fields.threshold is not None:
             raise RequestError(422, "give 'k' or 'threshold', not both", "threshold")
         if fields.layout != "auto":
             _checked("layout", check_layout, fields.layout)
         if fields.threshold is not None:
             _checked("threshold", check_threshold, fields.threshold)
-        if fields.text is not None and not strip_invisible(fields.text).strip():
-            raise RequestError(400, "the prompt is empty: give a text such as '雨伞' or an example image", "text")
+        pattern = None if fields.prompt_pattern is None else _checked("prompt_pattern", compile_pattern,
+                                                                     fields.prompt_pattern)
         if "tiles" in uploads:
             count = len(uploads["tiles"])
             if count not in TILE_COUNTS:
@@ -189,25 +200,27 @@ class Service:
                 raise RequestError(400, f"got {count} tile images, which make a {made} grid, not {fields.layout}",
                                    "layout")
         solver = bundle.solver
+        warned = [] if fields.text is None else _checked("text", solver.check_text, fields.text)
+        prompt_field = "image" if read else "text" if fields.text is not None else "example"
         with batcher.preparing():
-            inputs, count, grid = await self._in_pool(_grid_inputs, solver, uploads, fields.layout)
+            inputs, count, grid, reading = await self._in_pool(_grid_inputs, solver, uploads, fields.layout, read,
+                                                               pattern)
             if fields.k is not None and not 1 <= fields.k <= count:
                 raise RequestError(400, f"k must be an integer from 1 to {count} (the number of tiles), "
                                         f"got {fields.k}", "k")
-            if fields.text is not None:
-                text = batcher.submit(Job("text", [fields.text.strip()], TEXT_BATCH, deadline))
+            text = fields.text
+            if reading is not None and isinstance(reading.prompt, str):  # (else an icon: encoded with the tiles)
+                text, warned = reading.prompt, _checked("image", solver.check_text, reading.prompt)
+            if text is not None:
+                text_job = batcher.submit(Job("text", [text.strip()], TEXT_BATCH, deadline))
             images = batcher.submit(Job("image", inputs, count + 1, deadline))
-        if fields.text is not None:
-            query, tile_vectors = (await _vectors(text, "text"))[0], await _vectors(images, "image")
+        if text is not None:
+            query, tile_vectors = (await _vectors(text_job, prompt_field))[0], await _vectors(images, "image")
         else:
-            vectors = await _vectors(images, "example")
+            vectors = await _vectors(images, prompt_field)
             tile_vectors, query = vectors[:-1], vectors[-1]
-        scores = tile_vectors @ query
-        chosen, rule = solver.choose(scores, fields.k, fields.threshold)
-        positions = tile_positions(grid.layout, fields.zero_based)
-        coordinates = [positions[i] for i in np.flatnonzero(chosen).tolist()]
-        return GridResult(grid.layout, coordinates, scores.tolist(), chosen.tolist(), rule, grid.method,
-                          fields.zero_based, solver.tile_crop).to_dict()
+        result = solver.result(tile_vectors @ query, grid, fields.k, fields.threshold, fields.zero_based, reading)
+        return {**result.to_dict(), "warnings": warned}
 
     async def _query(self, fields: QueryRequest, uploads: dict[str, list[Upload]], deadline: float) -> dict:
         served = self.models.indexes.get(fields.index)
@@ -229,9 +242,11 @@ class Service:
         names = [image.field for image in images]
         rankings = await self._in_pool(lambda: _checked("images", lambda: index.search(
             index.query_vectors(vectors, pictures, names), fields.top_k)))
+        warned = [f"top_k {fields.top_k} is more than the {len(index)} candidates; showing {len(index)}"
+                  ] if fields.top_k > len(index) else []   # (what `clip-match query` notes)
         return {"rankings": [{"image": image.name, "results": [vars(hit) for hit in ranking.hits],
                               "softmax": {"scope": ranking.softmax_scope, "over": ranking.softmax_over}}
-                             for image, ranking in zip(images, rankings)]}
+                             for image, ranking in zip(images, rankings)], "warnings": warned}
 
     async def _embed(self, fields: EmbedRequest, uploads: dict[str, list[Upload]], deadline: float) -> dict:
         bundle, batcher = self._bundle(fields.bundle)
@@ -285,17 +300,26 @@ def _checked(field: str, function: Callable[..., T], *args: Any) -> T:
         raise RequestError(400, str(error), field) from None
 
 
-def _grid_inputs(solver: GridSolver, uploads: dict[str, list[Upload]], layout: str) -> tuple[list, int, Grid]:
+def _grid_inputs(solver: GridSolver, uploads: dict[str, list[Upload]], layout: str, read: bool,
+                 pattern: re.Pattern | None) -> tuple[list, int, Grid, PromptReading | None]:
     """What `GridSolver.solve` encodes: the puzzle's tiles (cropped as the bundle's calibration says),
-    then the example image if any (`at_model_size`); the tile count and the grid."""
+    then the example image or the icon read as the prompt, if any (`at_model_size`); the tile count,
+    the grid, and the prompt read from the image when ``read`` (as `GridSolver.solve` reads it)."""
+    reading = None
     if "tiles" in uploads:
         tiles, grid = _checked("tiles", solver.tiles, [upload.data for upload in uploads["tiles"]], layout)
     else:
-        tiles, grid = _checked("image", solver.tiles, uploads["image"][0].data, layout)
+        image = _checked("image", open_image, uploads["image"][0].data, "puzzle image")
+        tiles, grid = _checked("image", solver.tiles, image, layout)
+        if read:
+            reading = _checked("image", solver.read_prompt, image, grid, pattern)
     tiles = crop_margins(tiles, solver.tile_crop)
+    count = len(tiles)
     if "example" in uploads:
         tiles.append(_checked("example", open_image, uploads["example"][0].data, "example image"))
-    return at_model_size(solver.encoder, tiles), len(tiles) - ("example" in uploads), grid
+    elif reading is not None and not isinstance(reading.prompt, str):
+        tiles.append(reading.prompt)
+    return at_model_size(solver.encoder, tiles), count, grid, reading
 
 
 def _decoded(encoder: Encoder, images: list[Upload], keep: bool) -> tuple[list[Image.Image] | None, list]:

@@ -61,8 +61,10 @@ class GridRequest(Body):
     files: ClassVar[dict[str, bool]] = {"image": False, "tiles": True, "example": False}
     image: str | None = Field(None, description=f"the puzzle image: {_B64}")
     tiles: list[str] | None = Field(None, description=f"or its 6 or 9 tile images, row-major: {_B64}")
-    text: str | None = Field(None, description="the prompt, e.g. 雨伞")
+    text: str | None = Field(None, description="the prompt, e.g. 雨伞 (without text or example: read from the image)")
     example: str | None = Field(None, description=f"or an example image to match instead of a text: {_B64}")
+    prompt_pattern: str | None = Field(None, description="reading the prompt: a regular expression with one named "
+                                                         "group, the target, e.g. 找到(?P<target>.+?)的图片")
     layout: str = Field("auto", description="auto, 2x3 or 3x3 (rows x columns)")
     k: int | None = Field(None, description="number of matching tiles, when known (1 to the tile count)")
     threshold: float | None = Field(None, description="k unknown: choose tiles scoring at least this cosine (-1 to 1)")
@@ -171,7 +173,7 @@ def _item_name(field: str, index: int, many: bool) -> str:
 
 # ---- answers (for the OpenAPI schema; the endpoints build plain dicts) ----------------------
 class GridAnswer(BaseModel):
-    """`GridResult.to_dict()`: the fields of `clip-match grid --json`."""
+    """`GridResult.to_dict()`, the fields of `clip-match grid --json`, and the warnings."""
 
     layout: str
     coordinates: list[list[int]]
@@ -181,6 +183,11 @@ class GridAnswer(BaseModel):
     split: str
     zero_based: bool
     tile_crop: float
+    prompt_source: str = Field(description="given, or read from the image: ocr-text or header-icon")
+    prompt: str | None = Field(description="the target read (null when given, or an icon)")
+    prompt_read: str | None = Field(description="the text read around the grid, lines joined by newlines")
+    prompt_box: list[int] | None = Field(description="the icon's left, top, right, bottom in the image")
+    warnings: list[str] = Field(description="what `clip-match grid` would warn of, e.g. a prompt truncated")
 
 
 class HitAnswer(BaseModel):
@@ -208,6 +215,7 @@ class RankingAnswer(BaseModel):
 
 class QueryAnswer(BaseModel):
     rankings: list[RankingAnswer]
+    warnings: list[str] = Field(description="what `clip-match query` would note, e.g. top_k over the candidates")
 
 
 class EmbedAnswer(BaseModel):
