@@ -30,6 +30,7 @@ Screenshots (issue 30): the same puzzle inside a widget frame (a Chinese and an 
 Goals (issue 6): end-to-end <= 1.2x encoder-only; best answer-preserving precision >= 3x faster
 than naive fp32 on RN50. Issue 30: reading the prompt adds <= 25 ms per screenshot.
 Run: .venv/bin/python -m benchmarks.bench_grid [--threads 2] [--repeats 7] [--validation 40] [--rn50 BUNDLE | --no-rn50]
+     [--against BUNDLE]
 
 Random weights time RN50 faithfully but cannot settle which precision keeps the answers: their tile
 scores are nearly tied. Only a trained RN50 can: export one with fp32 and int8, the int8 image tower
@@ -55,6 +56,8 @@ def parse_args() -> argparse.Namespace:
                         help="where exported random-weight bundles and puzzles are kept between runs")
     parser.add_argument("--rn50", type=Path, help="an exported RN50 bundle to use instead of random weights")
     parser.add_argument("--no-rn50", action="store_true", help="the demo bundle and the screenshots only")
+    parser.add_argument("--against", type=Path, metavar="BUNDLE",
+                        help="another demo bundle (e.g. the one it replaces): both solves timed in the same rounds")
     return parser.parse_args()
 
 
@@ -250,6 +253,19 @@ def bench_reading(path: Path, emoji: EmojiSet) -> None:
               f"reading adds {(read_s - given_s) * 1000:6.1f} ms ({read_s / given_s:.2f}x)")
 
 
+def bench_against(packaged: Path, other: Path, puzzle_path: Path, jpeg_path: Path, prompt: str) -> None:
+    """The packaged bundle's solve against another bundle's, interleaved (issue 27: no slower than today's)."""
+    solvers = {"packaged": GridSolver(packaged, device="cpu", threads=ARGS.threads),
+               "other": GridSolver(other, device="cpu", threads=ARGS.threads)}
+    cases = {f"{name} {kind}": lambda solver=solver, file=file: solver.solve(file, prompt, k=2)
+             for name, solver in solvers.items() for kind, file in (("png", puzzle_path), ("jpeg", jpeg_path))}
+    best = interleaved(cases, ARGS.repeats)
+    print(f"== packaged bundle against {other}: 9-tile solve, best of {ARGS.repeats}")
+    for kind in ("png", "jpeg"):
+        packaged_ms, other_ms = best[f"packaged {kind}"] * 1000, best[f"other {kind}"] * 1000
+        print(f"  {kind}: packaged {packaged_ms:.1f} ms, other {other_ms:.1f} ms, packaged / other {packaged_ms / other_ms:.2f}x")
+
+
 def main() -> int:
     ARGS.cache.mkdir(parents=True, exist_ok=True)
     emoji = EmojiSet()
@@ -275,6 +291,8 @@ def main() -> int:
         demo, demo_label = random_bundle("demo", ARGS.cache / "demo_random", calibration), \
             "demo architecture, random weights (no packaged demo bundle yet)"
     bench_bundle(demo_label, demo, puzzle_path, jpeg_path, puzzle.prompt, validation)
+    if ARGS.against:
+        bench_against(demo, ARGS.against, puzzle_path, jpeg_path, puzzle.prompt)
     bench_reading(demo, emoji)
     if ARGS.rn50:
         bench_bundle("RN50 bundle given", ARGS.rn50, puzzle_path, jpeg_path, puzzle.prompt, validation)
