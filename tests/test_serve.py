@@ -267,7 +267,8 @@ def test_query_rankings_equal_the_matcher(server, tiny, index_dir, drawings_dir,
     client = Client(server.url)
     assert client.query(images, "labels", top_k=3) == expected
     drawings = [_drawing(0, 1.4), _drawing(1, 3.0)]
-    assert client.query(drawings, "drawings") == Matcher(tiny.encoder, drawings_dir).rank(drawings)
+    with pytest.warns(UserWarning, match="top_k 5 is more than the 2 candidates; showing 2"):
+        assert client.query(drawings, "drawings") == Matcher(tiny.encoder, drawings_dir).rank(drawings)
     with pytest.raises(ServiceError) as refused:   # a blank image has no layout code
         client.query([drawings[0], Image.new("RGB", (60, 20), "white")], "drawings")
     assert (refused.value.status, refused.value.field) == (400, "images") and "images[1]" in str(refused.value)
