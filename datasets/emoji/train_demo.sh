@@ -9,8 +9,9 @@
 #   evaluate on test puzzles of every style, a row per style.
 #
 #   bash datasets/emoji/train_demo.sh                               # the shipped recipe (writes the bundle)
-#   HOLDOUT=noto-v1 NAME=loso_noto-v1 BUNDLE=/tmp/demo_work/loso_noto-v1_bundle \
-#     STAGES="demo64:1500:1e-3" bash datasets/emoji/train_demo.sh  # leave one style out, short schedule
+#   HOLDOUT=symbola NAME=loso_symbola BUNDLE=/tmp/demo_work/loso_symbola_bundle VALID_COUNT=100 \
+#     STAGES="demo64:1500:1e-3 demo64:1000:5e-4" TEST_STYLES="symbola noto fluent" \
+#     bash datasets/emoji/train_demo.sh                            # leave one style out, a short schedule
 #
 # A style in HOLDOUT is never drawn in the training, validation or calibration data: its test rows
 # measure art the model never saw. Work data goes to $WORK (default /tmp/demo_work); nothing there is
@@ -34,6 +35,7 @@ STAGES=${STAGES:-"demo64:3000:1e-3 demo64:2000:5e-4 demo:1500:3e-4 demo:1500:2e-
 PRECISION=${PRECISION:-bf16}             # bf16 autocast: 1.9x faster steps on AVX512-BF16/AMX CPUs, else fp32
 VALID_COUNT=${VALID_COUNT:-200}          # calibration puzzles per training style
 TEST_COUNT=${TEST_COUNT:-600}            # reported puzzles per style
+TEST_STYLES=${TEST_STYLES:-${ALL_STYLES}}  # the styles reported (default: every one)
 TRAIN_SEED=123                           # model init, data order, trainer augmentation
 # Puzzle seeds per style: validation (calibration) and test (reported), never used for anything else.
 declare -A VALID_SEED=([noto]=101 [fluent]=102 [fluent-emoji]=103 [noto-v1]=104 [emojione]=105 [emojione-v1]=106
@@ -87,11 +89,11 @@ merged() {  # merged SET STYLES... -> one puzzles.jsonl over those styles' folde
 }
 # shellcheck disable=SC2086
 for style in ${STYLES}; do puzzles valid "${VALID_COUNT}" "${style}" "${VALID_SEED[${style}]}"; done
-for style in ${ALL_STYLES}; do puzzles test "${TEST_COUNT}" "${style}" "${TEST_SEED[${style}]}"; done
+for style in ${TEST_STYLES}; do puzzles test "${TEST_COUNT}" "${style}" "${TEST_SEED[${style}]}"; done
 # shellcheck disable=SC2086
 merged valid ${STYLES} > "${WORK}/puzzles/valid/${NAME}.jsonl"
 # shellcheck disable=SC2086
-merged test ${ALL_STYLES} > "${WORK}/puzzles/test/all.jsonl"
+merged test ${TEST_STYLES} > "${WORK}/puzzles/test/${NAME}.jsonl"
 
 # int8 calibration images: the tiles of generated 3x3 puzzles in the training styles (seed 11)
 tiles=${WORK}/calibration_tiles_${NAME}
@@ -113,5 +115,5 @@ clip_match eval-grid "${WORK}/puzzles/valid/${NAME}.jsonl" --bundle "${BUNDLE}" 
 
 # The reported numbers: every style, with the learned selector and with the calibrated rule for k unknown.
 echo "== ${NAME} (held out: ${HOLDOUT:-none}): test puzzles, ${TEST_COUNT} per style" >&2
-clip_match eval-grid "${WORK}/puzzles/test/all.jsonl" --bundle "${BUNDLE}"
-clip_match eval-grid "${WORK}/puzzles/test/all.jsonl" --bundle "${BUNDLE}" --k-unknown rule
+clip_match eval-grid "${WORK}/puzzles/test/${NAME}.jsonl" --bundle "${BUNDLE}"
+clip_match eval-grid "${WORK}/puzzles/test/${NAME}.jsonl" --bundle "${BUNDLE}" --k-unknown rule
