@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("clip_match.commands.export", "checkpoint -> ONNX model bundle (fp32/fp16/int8), verified"),
     "train": ("clip_match.commands.train", "fine-tune or train a CN-CLIP model on LMDB data"),
     "resize": ("clip_match.commands.resize", "checkpoint -> the same ResNet model at another input resolution"),
+    "unexport": ("clip_match.commands.unexport", "model bundle -> slim checkpoint, to train on from it"),
     "index": ("clip_match.commands.index", "build or extend a FAISS index of candidate texts"),
     "query": ("clip_match.commands.query", "rank candidate texts for images, or images for a text"),
     "grid": ("clip_match.commands.grid", "solve a 2x3 / 3x3 tile puzzle for a prompt"),

@@ -9,7 +9,6 @@ import torch
 
 from ..errors import ClipMatchError
 from ..model.config import ModelConfig
-from ..runtime.bundle import IMAGE_INPUT, TEXT_INPUT
 
 # Least per-sample cosine to PyTorch fp32 that each precision must reach.
 MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.99}
@@ -31,9 +30,9 @@ class Samples:
 
 def make_samples(config: ModelConfig, count: int = 6, seed: int = 0) -> Samples:
     """Deterministic synthetic images (noise, gradients, blocks) and varied texts, prepared by cn_clip itself."""
-    from PIL import Image
     from cn_clip.clip import tokenize
     from cn_clip.clip.utils import image_transform
+    from PIL import Image
 
     rng = np.random.default_rng(seed)
     size = config.image_resolution
@@ -76,10 +75,8 @@ def measure(image_onnx: Path, text_onnx: Path, samples: Samples,
     image_session, text_session = _session(image_onnx), _session(text_onnx)
     longest = int((samples.input_ids != 0).sum(axis=1).max())
     ids = samples.input_ids[:, :longest]
-    images = np.concatenate([image_session.run(None, {IMAGE_INPUT: samples.images})[0],
-                             image_session.run(None, {IMAGE_INPUT: samples.images[:1]})[0]])
-    texts = np.concatenate([text_session.run(None, {TEXT_INPUT: ids})[0],
-                            text_session.run(None, {TEXT_INPUT: ids[:1, :_length(ids[0])]})[0]])
+    images = np.concatenate([_run(image_session, samples.images), _run(image_session, samples.images[:1])])
+    texts = np.concatenate([_run(text_session, ids), _run(text_session, ids[:1, :_length(ids[0])])])
     reference_images = np.concatenate([reference[0], reference[0][:1]])
     reference_texts = np.concatenate([reference[1], reference[1][:1]])
     return {"image_min_cosine": _min_cosine(images, reference_images),
@@ -89,8 +86,7 @@ def measure(image_onnx: Path, text_onnx: Path, samples: Samples,
 def measure_images(image_onnx: Path, images: np.ndarray, reference: np.ndarray) -> float:
     """Least cosine of the image tower's features of ``images`` to their PyTorch ``reference``."""
     session = _session(image_onnx)
-    features = np.concatenate([session.run(None, {IMAGE_INPUT: images[i:i + _BATCH]})[0]
-                               for i in range(0, len(images), _BATCH)])
+    features = np.concatenate([_run(session, images[i:i + _BATCH]) for i in range(0, len(images), _BATCH)])
     return _min_cosine(features, reference)
 
 
@@ -112,6 +108,11 @@ def _session(path: Path):
     options = ort.SessionOptions()
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _run(session, inputs: np.ndarray) -> np.ndarray:
+    """The tower's output for its one input, whatever its name (bundles older than cn_clip's names too)."""
+    return session.run(None, {session.get_inputs()[0].name: inputs})[0]
 
 
 def _length(row: np.ndarray) -> int:

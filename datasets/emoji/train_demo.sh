@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
 
-# Reproduce the bundled demo model (clip_match/assets/demo_bundle) from a fresh checkout, on CPU:
-#   for each stage, fresh seeded renderings of every emoji in every training style (each linked to all
-#   its names and puzzle tags) -> build-lmdb -> a warm-up + cosine cycle of the trainer, from the last
-#   stage's weights ("demo64" at 64 px first, then carried to "demo" at 96 px) -> export int8 (the
-#   image tower statically quantised, calibrated on generated tiles) -> fit the tile crop, the
-#   k-unknown rule and the learned k-unknown selector on validation puzzles of the training styles ->
-#   evaluate on test puzzles of every style, a row per style.
+# Reproduce the bundled demo model (clip_match/assets/demo_bundle) from a fresh clone, on CPU:
+#   the previous demo (Noto + Fluent Flat only; its bundle as committed at INIT_COMMIT, read back into a
+#   checkpoint with `clip-match unexport`) -> for each stage, fresh seeded renderings of every emoji in
+#   every training style (each linked to all its names and puzzle tags) -> build-lmdb -> a warm-up +
+#   cosine cycle of the trainer from the last stage's weights -> export int8 (the image tower statically
+#   quantised, calibrated on generated tiles) -> fit the tile crop, the k-unknown rule and the learned
+#   k-unknown selector on validation puzzles of the training styles -> evaluate on test puzzles, a row
+#   per style.
 #
 #   bash datasets/emoji/train_demo.sh                               # the shipped recipe (writes the bundle)
 #   HOLDOUT=symbola NAME=loso_symbola BUNDLE=/tmp/demo_work/loso_symbola_bundle VALID_COUNT=100 \
-#     STAGES="demo64:1500:1e-3 demo64:1000:5e-4" TEST_STYLES="symbola noto fluent" \
+#     STAGES="demo:1000:3e-4" TEST_STYLES="symbola noto fluent" \
 #     bash datasets/emoji/train_demo.sh                            # leave one style out, a short schedule
+#   INIT_COMMIT= STAGES="demo64:3000:1e-3 demo64:2000:5e-4 demo:1500:3e-4" ... # from random weights
 #
 # A style in HOLDOUT is never drawn in the training, validation or calibration data: its test rows
-# measure art the model never saw. Work data goes to $WORK (default /tmp/demo_work); nothing there is
-# committed. Every seed is fixed below. An interrupted run goes on where it stopped: rerun the same
-# command (finished stages are skipped, a stopped one resumes from its epoch_latest.pt).
-# Results and commands: datasets/emoji/RESULTS.md.
+# measure art the model never saw (the shipped model leaves out the blob Noto and the monochrome Fluent).
+# Work data goes to $WORK (default /tmp/demo_work); nothing there is committed. Every seed is fixed
+# below. An interrupted run goes on where it stopped: rerun the same command (finished stages are
+# skipped, a stopped one resumes from its epoch_latest.pt). Results and commands: datasets/emoji/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -26,12 +28,14 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 WORK=${WORK:-/tmp/demo_work}
 NAME=${NAME:-demo}
 BUNDLE=${BUNDLE:-clip_match/assets/demo_bundle}
-HOLDOUT=${HOLDOUT:-}                     # styles left out of everything fitted (space-separated)
+HOLDOUT=${HOLDOUT-noto-v1 fluent-emoji-high-contrast}  # styles left out of everything fitted
+# The weights to start from: the demo bundle as committed at INIT_COMMIT (empty: random weights).
+INIT_COMMIT=${INIT_COMMIT-6d43563}
 ALL_STYLES=$("${PYTHON}" -c 'from datasets.emoji.styles import STYLES; print(" ".join(STYLES))')
 STYLES=${STYLES:-$(for s in ${ALL_STYLES}; do [[ " ${HOLDOUT} " == *" ${s} "* ]] || printf '%s ' "${s}"; done)}
 PER_EMOJI=${PER_EMOJI:-3}                # renderings per emoji and training style, in each stage's pairs
 # One stage per item, CONFIG:STEPS:PEAK_LR, each on its own fresh renderings (pair seed 1000 + stage).
-STAGES=${STAGES:-"demo64:3000:1e-3 demo64:2000:5e-4 demo:1500:3e-4 demo:1500:2e-4 demo:1500:1e-4"}
+STAGES=${STAGES:-"demo:1500:3e-4 demo:1000:1.5e-4"}
 PRECISION=${PRECISION:-bf16}             # bf16 autocast: 1.9x faster steps on AVX512-BF16/AMX CPUs, else fp32
 VALID_COUNT=${VALID_COUNT:-200}          # calibration puzzles per training style
 TEST_COUNT=${TEST_COUNT:-600}            # reported puzzles per style
@@ -47,8 +51,31 @@ declare -A TEST_SEED=([noto]=2026 [fluent]=2027 [fluent-emoji]=3001 [noto-v1]=30
 clip_match() { "${PYTHON}" -m clip_match.cli "$@"; }
 echo "== ${NAME}: training styles: ${STYLES}; held out: ${HOLDOUT:-none}" >&2
 
+# int8 calibration images: the tiles of generated 3x3 puzzles in the training styles (seed 11)
+tiles=${WORK}/calibration_tiles_${NAME}
+if [[ ! -d ${tiles} ]]; then
+  for style in ${STYLES}; do
+    "${PYTHON}" -m datasets.emoji.generate tiles "${tiles}/${style}" --count 2 --style "${style}" --seed 11
+  done
+fi
+
 checkpoint=""
 model=""
+if [[ -n ${INIT_COMMIT} ]]; then  # the committed bundle, back as a checkpoint (batch norms measured on the tiles)
+  init=${WORK}/${NAME}_init
+  if [[ ! -f ${init}.pt ]]; then
+    if ! git rev-parse -q --verify "${INIT_COMMIT}^{commit}" > /dev/null; then
+      echo "train_demo.sh: commit ${INIT_COMMIT} (INIT_COMMIT) is not in this checkout's history; run it in a" \
+        "git clone of the project, or set INIT_COMMIT= to train from random weights" >&2
+      exit 2
+    fi
+    rm -rf "${init}" && mkdir -p "${init}"
+    git archive "${INIT_COMMIT}" clip_match/assets/demo_bundle | tar -x -C "${init}"
+    clip_match unexport "${init}/clip_match/assets/demo_bundle" --calibration-images "${tiles}" --out "${init}.pt"
+  fi
+  checkpoint=${init}.pt
+  model=demo
+fi
 number=0
 for stage in ${STAGES}; do
   IFS=: read -r config steps lr <<< "${stage}"
@@ -66,12 +93,14 @@ for stage in ${STAGES}; do
     checkpoint=${resized}
   fi
   model=${config}
+  warmup=50
+  [[ -n ${checkpoint} ]] || warmup=150  # from random weights
   resume=()
   [[ -z ${checkpoint} ]] || resume=("--resume=${checkpoint}")  # (a stopped stage goes on from its own)
   "${PYTHON}" -m clip_match.train --device=cpu --model="${config}" \
     --train-data="${pairs}/lmdb/train" --val-data="${pairs}/lmdb/valid" --logs="${WORK}/runs" \
     --name="${NAME}_s${number}" --seed="${TRAIN_SEED}" --batch-size=128 --valid-batch-size=256 --lr="${lr}" \
-    --wd=0.1 --warmup=$(( number == 1 ? 150 : 50 )) --max-steps="${steps}" --augment=safe --num-workers=1 \
+    --wd=0.1 --warmup="${warmup}" --max-steps="${steps}" --augment=safe --num-workers=1 \
     --log-interval=20 --save-step-frequency=100 --keep-step-checkpoints=2 --precision="${PRECISION}" \
     ${resume[@]+"${resume[@]}"}
   checkpoint=${WORK}/runs/${NAME}_s${number}/checkpoints/slim.pt
@@ -95,13 +124,6 @@ merged valid ${STYLES} > "${WORK}/puzzles/valid/${NAME}.jsonl"
 # shellcheck disable=SC2086
 merged test ${TEST_STYLES} > "${WORK}/puzzles/test/${NAME}.jsonl"
 
-# int8 calibration images: the tiles of generated 3x3 puzzles in the training styles (seed 11)
-tiles=${WORK}/calibration_tiles_${NAME}
-if [[ ! -d ${tiles} ]]; then
-  for style in ${STYLES}; do
-    "${PYTHON}" -m datasets.emoji.generate tiles "${tiles}/${style}" --count 2 --style "${style}" --seed 11
-  done
-fi
 # fp32 + int8 side by side (not shipped) to compare their answers; the shipped bundle holds int8 only.
 clip_match export "${checkpoint}" --arch "${model}" --precision fp32,int8 --calibration-images "${tiles}" \
   --out "${WORK}/${NAME}_fp32_int8" --overwrite
