@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -17,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from ..errors import ClipMatchError
-from ..runtime.images import FORMATS
+from ..runtime.images import FORMATS, check_pixels
 
 
 @dataclass(frozen=True)
@@ -134,10 +133,9 @@ def _unchanged(previous: ScannedImage | None, st: os.stat_result) -> bool:
 def _probe(path: Path) -> tuple[str, tuple[int, int]] | str:
     """(format, (width, height)) from the header, or the reason the file is not a usable image."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=FORMATS) as image:
-                return image.format or "unknown", image.size
+        with Image.open(path, formats=FORMATS) as image:
+            check_pixels(image)  # (thread-safe: no warning filters changed)
+            return image.format or "unknown", image.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return "image too large (decompression bomb guard)"
     except UnidentifiedImageError:

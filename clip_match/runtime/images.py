@@ -42,7 +42,7 @@ def decode_image(data: bytes | bytearray | memoryview, source: str) -> Image.Ima
     """Decode and fully load image bytes; ``source`` names them in errors."""
     try:
         image = Image.open(io.BytesIO(bytes(data)), formats=FORMATS)  # (reads the header only)
-        _check_pixels(image)
+        check_pixels(image)
         image.load()
         ImageOps.exif_transpose(image, in_place=True)  # (a copy would double every decode's cost)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -55,7 +55,7 @@ def decode_image(data: bytes | bytearray | memoryview, source: str) -> Image.Ima
     return standard_mode(image)
 
 
-def _check_pixels(image: Image.Image) -> None:
+def check_pixels(image: Image.Image) -> None:
     """Refuse an image of more than ``Image.MAX_IMAGE_PIXELS`` pixels, from its header, before it is decoded.
 
     Pillow itself refuses twice the limit and only warns between the two; turning its warning into an
