@@ -178,6 +178,10 @@ def _restore_batch_norms(model: torch.nn.Module, folded: dict[str, np.ndarray], 
         if isinstance(module, torch.nn.Conv2d):
             norm = next(m for _, m in modules[index + 1:] if isinstance(m, torch.nn.BatchNorm2d))
             pairs.append((name, module, norm))
+    unfolded = [name for name, _, _ in pairs if name not in folded]
+    if unfolded:
+        raise ClipMatchError(f"no batch norm folded into convolution {unfolded[0]} (no bias in the ONNX); only "
+                             "bundles written by `clip-match export` can be read back")
     with torch.no_grad():
         for name, _, norm in pairs:  # eval: x + bias, the folded convolution
             norm.weight.fill_(1.0)
