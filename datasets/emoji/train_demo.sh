@@ -11,7 +11,7 @@
 #
 #   bash datasets/emoji/train_demo.sh                               # the shipped recipe (writes the bundle)
 #   HOLDOUT=symbola NAME=loso_symbola BUNDLE=/tmp/demo_work/loso_symbola_bundle VALID_COUNT=100 \
-#     STAGES="demo:1000:3e-4" TEST_STYLES="symbola noto fluent" \
+#     STAGES="demo:600:3e-4" TEST_STYLES="symbola noto" \
 #     bash datasets/emoji/train_demo.sh                            # leave one style out, a short schedule
 #   INIT_COMMIT= STAGES="demo64:3000:1e-3 demo64:2000:5e-4 demo:1500:3e-4" ... # from random weights
 #
