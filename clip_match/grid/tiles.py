@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ClipMatchError
+from ..runtime.ocr import runs
 
 MIN_TILE = 16          # px: smaller tiles cannot be recognised
 _FLAT_RANGE = 30       # grey levels a gap line may span (JPEG noise)
@@ -163,7 +164,7 @@ def _content_bands(gray: np.ndarray, axis: int, flat_range: float = _FLAT_RANGE)
                            for i in range(3))
     median = np.maximum(np.minimum(before, here), np.minimum(np.maximum(before, here), after))
     flat = median.max(axis=axis) - median.min(axis=axis) <= flat_range
-    return [(a, b) for a, b in _runs(~flat) if b - a >= 4]
+    return [(a, b) for a, b in runs(~flat) if b - a >= 4]
 
 
 def _lattices(bands: list[Span], n: int) -> list[tuple[list[Span], bool]]:
@@ -247,18 +248,13 @@ def _within_tolerance(levels: np.ndarray, pool: np.ndarray) -> np.ndarray:
     return np.searchsorted(pool, levels + _LEVEL_TOL, "right") - np.searchsorted(pool, levels - _LEVEL_TOL, "left")
 
 
-def _runs(mask: np.ndarray) -> list[Span]:
-    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
-
-
 def _inner_runs(gaps: np.ndarray) -> tuple[int, int, list[Span]]:
     """Where the content starts and ends along an axis (past outer margins of gap shade) and the gap
     runs between."""
-    runs = _runs(gaps)
-    start = runs[0][1] if runs and runs[0][0] == 0 else 0
-    end = runs[-1][0] if runs and runs[-1][1] == len(gaps) else len(gaps)
-    return start, end, [run for run in runs if run[0] > start and run[1] < end]
+    gap_runs = runs(gaps)
+    start = gap_runs[0][1] if gap_runs and gap_runs[0][0] == 0 else 0
+    end = gap_runs[-1][0] if gap_runs and gap_runs[-1][1] == len(gaps) else len(gaps)
+    return start, end, [run for run in gap_runs if run[0] > start and run[1] < end]
 
 
 def _supported_bands(gaps: np.ndarray) -> dict[int, list[Span]]:
