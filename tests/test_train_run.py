@@ -172,9 +172,11 @@ def test_two_process_ddp_with_accumulation_matches_one_process(shapes, configs, 
                          tmp_path / "two" / "run" / "checkpoints" / "epoch_latest.pt", atol=1e-5)
 
 
-def test_accumulation_enlarges_the_contrastive_batch(shapes, configs, tmp_path):
-    """accum-freq 2 x batch 8 takes the same steps as batch 16 (no BatchNorm/dropout in this model)."""
-    common = ["--max-steps", "3", *SGD_LIKE]
+@pytest.mark.parametrize("match_loss", ["0", "1"])
+def test_accumulation_enlarges_the_contrastive_batch(shapes, configs, tmp_path, match_loss):
+    """accum-freq 2 x batch 8 takes the same steps as batch 16 (no BatchNorm/dropout in this model), the match
+    loss included (it too sees the whole batch)."""
+    common = ["--max-steps", "3", "--match-loss", match_loss, *SGD_LIKE]
     whole = train(parse(_flags(shapes, tmp_path / "whole", configs["micro_vit"], "--batch-size", "16", *common)))
     accum = train(parse(_flags(shapes, tmp_path / "accum", configs["micro_vit"], "--batch-size", "8",
                                "--accum-freq", "2", *common)))

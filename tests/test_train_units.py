@@ -13,7 +13,7 @@ from clip_match.retrieval_metrics import retrieval_metrics
 from clip_match.train import checkpoint
 from clip_match.train.config import parse
 from clip_match.train.data import KnownPairs, text_key
-from clip_match.train.loss import clip_loss, contrastive_logits, same_label_mask
+from clip_match.train.loss import MATCH_SCALE, MATCH_THRESHOLD, clip_loss, contrastive_logits, match_loss, same_label_mask
 
 
 def _batch_with_repeated_labels():
@@ -56,6 +56,29 @@ def test_label_aware_loss_does_not_push_apart_images_of_one_label():
     plain = clip_loss(contrastive_logits(images, texts, scale))
     assert aware.item() < 1e-6
     assert plain.item() > 0.4  # log 2 for each of the four same-label rows
+
+
+def test_match_loss_is_balanced_cross_entropy_around_the_fixed_cosine():
+    text_ids, keys, images, texts = _batch_with_repeated_labels()
+    matches = same_label_mask(text_ids, keys)
+    logits = MATCH_SCALE * (images @ texts.t() - MATCH_THRESHOLD)
+    by_hand = -torch.log(torch.sigmoid(logits[matches])).mean() - torch.log(1 - torch.sigmoid(logits[~matches])).mean()
+    assert math.isclose(match_loss(images, texts, matches).item(), by_hand.item(), rel_tol=1e-5)
+
+
+def test_match_loss_pulls_matches_above_the_threshold_and_pushes_the_rest_below():
+    """Unlike InfoNCE, it sees where cosines lie: a batch ranked right but all above the threshold still costs."""
+    texts = torch.eye(3)
+    aligned = torch.nn.functional.normalize(0.3 * torch.eye(3) + 1, dim=-1)  # nearest its text; all cosines > 0.5
+    matches = torch.eye(3, dtype=torch.bool)
+    assert clip_loss(contrastive_logits(aligned, texts, torch.tensor(100.0))).item() < 1e-3
+    assert match_loss(aligned, texts, matches).item() > 0.5  # the others sit above the threshold
+    assert match_loss(texts, texts, matches).item() < 1e-3  # matches at 1, others at 0
+    images = aligned.clone().requires_grad_(True)
+    match_loss(images, texts, matches).backward()
+    step = images - 0.01 * images.grad
+    cosines = torch.nn.functional.normalize(step, dim=-1) @ texts.t()
+    assert (cosines[~matches] < (aligned @ texts.t())[~matches]).all()
 
 
 def test_known_pairs_mask_stated_crosswise_matches_only():
@@ -102,6 +125,9 @@ def test_cn_clip_flags_parse_including_logs_equals_and_torchrun_separator():
     assert config.augment == "safe" and config.label_aware and config.accum_freq == 2
     assert parse(["--train-data", "x", "--vision-model", "ViT-B-16", "--no-label-aware"]).beta2 == 0.98
     assert not parse(["--train-data", "x", "--no-label-aware"]).label_aware
+    assert parse(["--train-data", "x"]).match_loss == 0 and parse(["--train-data", "x", "--match-loss", "0.5"]).match_loss == 0.5
+    with pytest.raises(ClipMatchError, match="--match-loss must be a number >= 0"):
+        parse(["--train-data", "x", "--match-loss", "-1"])
     with pytest.raises(ClipMatchError, match="--keep-step-checkpoints must not be negative"):
         parse(["--train-data", "x", "--keep-step-checkpoints", "-1"])
 

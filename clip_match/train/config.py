@@ -2,7 +2,7 @@
 
 The flag names are those of cn_clip's ``training/params.py`` (what its fine-tune scripts pass),
 so an existing script needs only its entry point changed; the new ones are ``--model``,
-``--device``, ``--seed``, ``--freeze-text``, ``--augment`` and ``--no-label-aware``.
+``--device``, ``--seed``, ``--freeze-text``, ``--augment``, ``--no-label-aware`` and ``--match-loss``.
 """
 from __future__ import annotations
 
@@ -68,6 +68,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 123
     label_aware: bool = True
+    match_loss: float = 0.0  # weight of the pairwise match loss beside InfoNCE (train/loss.py)
     num_workers: int | None = None  # None: min(4, the CPUs this process may use)
     valid_num_workers: int = 1
 
@@ -91,6 +92,8 @@ class TrainConfig:
                 raise ClipMatchError(f"--{field} must be in [0, 1), got {value}")
         if not (math.isfinite(self.eps) and self.eps > 0) or not (math.isfinite(self.wd) and self.wd >= 0):
             raise ClipMatchError(f"--eps must be a positive number and --wd not negative, got {self.eps} and {self.wd}")
+        if not (math.isfinite(self.match_loss) and self.match_loss >= 0):
+            raise ClipMatchError(f"--match-loss must be a number >= 0, got {self.match_loss}")
         if self.augment not in AUGMENTS:
             raise ClipMatchError(f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
         if self.precision not in TRAINING_PRECISIONS:
@@ -174,6 +177,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                             "GPU or CPU (fast on CPUs with AVX512-BF16 or AMX)")
     optim.add_argument("--no-label-aware", dest="label_aware", action="store_false",
                        help="treat pairs with the same text_id/text as negatives (cn_clip's loss)")
+    optim.add_argument("--match-loss", type=float, default=0.0,
+                       help="weight of a pairwise match loss added to InfoNCE: every pair of the batch on its side "
+                            "of one fixed cosine, which a k-unknown threshold needs (default 0: off)")
     optim.add_argument("--seed", type=int, default=123, help="random seed (model init, data order, augmentation)")
     optim.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
 

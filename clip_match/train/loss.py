@@ -6,6 +6,12 @@ fine-tuning on such data fails to converge. Here, an image and a text that the d
 (they share a ``text_id`` or the same normalised text, or the dataset links them: see
 `clip_match.train.data.KnownPairs`) are removed from each other's denominators; the diagonal
 stays the target.
+
+InfoNCE only ranks each row and column; it says nothing about where a match's cosine lies in
+absolute terms, which is what choosing tiles with k unknown (one threshold for every prompt and
+puzzle) needs. `match_loss` adds that: a class-balanced binary cross-entropy on every pair of the
+batch, matching (the diagonal and the same-label pairs) or not, around one fixed cosine
+(SigLIP's pairwise sigmoid loss with a fixed scale and bias, so the model and its export stay as they are).
 """
 from __future__ import annotations
 
@@ -35,6 +41,17 @@ def clip_loss(logits: torch.Tensor) -> torch.Tensor:
     """Mean of image->text and text->image cross-entropy with the diagonal as targets."""
     targets = torch.arange(len(logits), device=logits.device)
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+
+
+MATCH_THRESHOLD = 0.5  # the cosine that `match_loss` puts between matching and other pairs
+MATCH_SCALE = 20.0     # its logit per unit of cosine
+
+
+def match_loss(image_features: torch.Tensor, text_features: torch.Tensor, matches: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy of the matching pairs (``matches[i, j]``: image i matches text j) plus that
+    of the others, with logits MATCH_SCALE * (cosine - MATCH_THRESHOLD)."""
+    logits = MATCH_SCALE * (image_features @ text_features.t() - MATCH_THRESHOLD)
+    return F.softplus(-logits[matches]).mean() + F.softplus(logits[~matches]).mean()
 
 
 def batch_accuracy(logits: torch.Tensor) -> dict[str, float]:

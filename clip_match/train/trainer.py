@@ -34,7 +34,7 @@ from . import checkpoint, distributed
 from .config import TrainConfig, parse
 from .data import ImageDataset, KnownPairs, PairDataset, ResumableSampler, ValidationSet, collate_pairs, encode_texts
 from .distributed import DistEnv
-from .loss import batch_accuracy, clip_loss, contrastive_logits, same_label_mask
+from .loss import batch_accuracy, clip_loss, contrastive_logits, match_loss, same_label_mask
 from .metrics import MetricsLog
 
 log = logging.getLogger("clip_match.train")
@@ -280,7 +280,8 @@ class Trainer:
         log.info("model %s | %d training pairs | batch %d x %d processes x accum %d | %d steps/epoch, "
                  "%d steps (%d epochs) | %s | device %s", self.model_config.name, len(self.train_set),
                  self.batch_size, env.world_size, config.accum_freq, self.steps_per_epoch, self.total_steps,
-                 self.epochs, "label-aware loss" if config.label_aware else "plain InfoNCE", env.device)
+                 self.epochs, ("label-aware loss" if config.label_aware else "plain InfoNCE")
+                 + (f" + {config.match_loss:g} x match loss" if config.match_loss else ""), env.device)
         if self.step >= self.total_steps:
             log.info("nothing to do: already at step %d of %d", self.step, self.total_steps)
             if not (self.checkpoint_dir / "slim.pt").is_file():  # stopped between epoch_latest.pt and slim.pt
@@ -401,6 +402,10 @@ class Trainer:
                                               + [f[1] for f in cached[index + 1:]])
                 logits = contrastive_logits(image_features, text_features, scale, same_label)
                 loss = clip_loss(logits)
+                if self.config.match_loss:
+                    matches = same_label if same_label is not None else \
+                        torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+                    loss = loss + self.config.match_loss * match_loss(image_features, text_features, matches)
                 self._check_finite(loss)
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
         if self.scaler:

@@ -34,7 +34,8 @@ INIT_COMMIT=${INIT_COMMIT-6d43563}
 ALL_STYLES=$("${PYTHON}" -c 'from datasets.emoji.styles import STYLES; print(" ".join(STYLES))')
 STYLES=${STYLES:-$(for s in ${ALL_STYLES}; do [[ " ${HOLDOUT} " == *" ${s} "* ]] || printf '%s ' "${s}"; done)}
 PER_EMOJI=${PER_EMOJI:-3}                # renderings per emoji and training style, in each stage's pairs
-# One stage per item, CONFIG:STEPS:PEAK_LR, each on its own fresh renderings (pair seed 1000 + stage).
+# One stage per item, CONFIG:STEPS:PEAK_LR[:MATCH_LOSS], each on its own fresh renderings (pair seed 1000 + stage);
+# MATCH_LOSS is the trainer's --match-loss weight (default 0: InfoNCE alone).
 STAGES=${STAGES:-"demo:1500:3e-4 demo:1000:1.5e-4"}
 PRECISION=${PRECISION:-bf16}             # bf16 autocast: 1.9x faster steps on AVX512-BF16/AMX CPUs, else fp32
 VALID_COUNT=${VALID_COUNT:-200}          # calibration puzzles per training style
@@ -78,7 +79,7 @@ if [[ -n ${INIT_COMMIT} ]]; then  # the committed bundle, back as a checkpoint (
 fi
 number=0
 for stage in ${STAGES}; do
-  IFS=: read -r config steps lr <<< "${stage}"
+  IFS=: read -r config steps lr match <<< "${stage}"
   number=$((number + 1))
   pairs=${WORK}/pairs_${NAME}_s${number}
   if [[ ! -d ${pairs}/lmdb ]]; then
@@ -102,7 +103,7 @@ for stage in ${STAGES}; do
     --name="${NAME}_s${number}" --seed="${TRAIN_SEED}" --batch-size=128 --valid-batch-size=256 --lr="${lr}" \
     --wd=0.1 --warmup="${warmup}" --max-steps="${steps}" --augment=safe --num-workers=1 \
     --log-interval=20 --save-step-frequency=100 --keep-step-checkpoints=2 --precision="${PRECISION}" \
-    ${resume[@]+"${resume[@]}"}
+    --match-loss="${match:-0}" ${resume[@]+"${resume[@]}"}
   checkpoint=${WORK}/runs/${NAME}_s${number}/checkpoints/slim.pt
 done
 
