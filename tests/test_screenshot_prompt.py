@@ -126,6 +126,33 @@ def test_icon_prompts_are_cropped_and_matched_as_examples(solver, emoji, fonts, 
     assert np.allclose(result.scores, solver.solve(screenshot.image, icon, k=screenshot.puzzle.k).scores, atol=1e-6)
 
 
+def test_concurrent_first_readings_load_the_ocr_model_once(tiny_bundle, emoji, fonts, monkeypatch):
+    """A server's first requests arrive together: one OCR model, not one per thread."""
+    import threading
+    import time
+
+    from clip_match.grid import solver as solver_module
+
+    loads = []
+
+    class SlowReader(solver_module.PromptReader):
+        def __init__(self, threads):
+            loads.append(threads)
+            time.sleep(0.2)
+            super().__init__(threads)
+
+    monkeypatch.setattr(solver_module, "PromptReader", SlowReader)
+    fresh = GridSolver(tiny_bundle, device="cpu", threads=1)
+    screenshot = shot(emoji, fonts, 0, "zh")
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(fresh.solve(screenshot.image).prompt)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert loads == [1] and results == [screenshot.puzzle.prompt] * 3
+
+
 def test_grid_cli_reads_the_prompt_and_says_what_it_used(tiny_bundle, emoji, fonts, tmp_path, capsys):
     screenshot = shot(emoji, fonts, 1, "en")
     screenshot.image.save(tmp_path / "shot.jpg", quality=80)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Sequence
@@ -84,6 +85,7 @@ class GridSolver:
         self.tile_crop = self.calibration.tile_crop if self.calibration else 1.0  # share of each tile's side encoded
         self.ocr_threads = threads or 1  # the prompt reader's: one thread reads a line in 10-30 ms
         self._prompts: PromptReader | None = None
+        self._prompts_lock = threading.Lock()  # a server's first requests must not each load the OCR model
 
     def _load(self, kind: type, path: str | os.PathLike | None, name: str, use_bundle: bool):
         """A grid calibration or selector for this model: ``path``, else the bundle's file ``name``, else none."""
@@ -139,8 +141,9 @@ class GridSolver:
                     label: str = "puzzle image") -> PromptReading:
         """The prompt of a screenshot whose tiles ``grid`` holds (the OCR model loads on first use);
         errors name ``label``."""
-        if self._prompts is None:
-            self._prompts = PromptReader(self.ocr_threads)
+        with self._prompts_lock:
+            if self._prompts is None:
+                self._prompts = PromptReader(self.ocr_threads)
         compiled = compile_pattern(pattern) if isinstance(pattern, str) else pattern
         try:
             return self._prompts.read(image, grid, compiled)
