@@ -113,6 +113,28 @@ def test_write_pairs(tmp_path):
     assert (tmp_path / "again" / "train_imgs.tsv").read_bytes() == (tmp_path / "pairs" / "train_imgs.tsv").read_bytes()
 
 
+def test_line_art_draws_a_colour_emoji_as_a_one_colour_glyph(emoji):
+    """Outline or silhouette, black on transparent inside the sprite's own shape, like the monochrome styles."""
+    from datasets.emoji.render import RenderConfig, line_art, render_tile
+
+    sprite = emoji.sprite(0, "noto")
+    inside = np.asarray(sprite.getchannel("A")) > 127
+    kinds = set()
+    for seed in range(6):
+        glyph = np.asarray(line_art(sprite, np.random.default_rng(seed)))
+        ink = glyph[..., 3] > 0
+        assert 0.02 * inside.sum() < ink.sum() < inside.sum() and not (ink & ~inside).any()
+        assert (glyph[ink][:, :3] == 0).all()
+        kinds.add(ink.tobytes())
+    assert len(kinds) == 2  # the outline and the silhouette
+    # off by default, and then it draws nothing from the generator: existing seeds render as before
+    plain, off = (render_tile(sprite, np.random.default_rng(1), config) for config in (RenderConfig(),
+                                                                                       RenderConfig(line_art=0.0)))
+    assert plain.tobytes() == off.tobytes()
+    drawn = np.asarray(render_tile(sprite, np.random.default_rng(1), RenderConfig(line_art=1.0, blur=0, noise=0)))
+    assert len(np.unique(drawn.reshape(-1, 3), axis=0)) < len(np.unique(np.asarray(plain).reshape(-1, 3), axis=0))
+
+
 def test_write_pairs_all_captions_links_every_true_caption(tmp_path):
     small = EmojiSet()
     small.emoji = small.emoji[:12]

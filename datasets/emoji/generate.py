@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     pairs.add_argument("--styles", nargs="+", default=list(STYLES), choices=STYLES, help="default: all")
     pairs.add_argument("--size", type=at_least(MIN_TILE), default=96, help="tile side in px")
     pairs.add_argument("--restyle", type=float, default=0.3, help="probability of each art-style change")
+    pairs.add_argument("--line-art", type=float, default=0.0,
+                       help="probability that a colour emoji is drawn as monochrome line art (outline or silhouette)")
     pairs.add_argument("--captions", choices=CAPTIONS, default="one",
                        help="one drawn caption per rendering, or all its names and puzzle tags (default: one)")
     puzzles = sub.add_parser("puzzles", help="puzzle PNGs + puzzles.jsonl")
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.what == "pairs":
             result = write_pairs(args.out, args.per_emoji, args.valid_per_emoji, args.seed, args.styles, args.size,
-                                 args.restyle, overwrite=args.overwrite, captions=args.captions)
+                                 args.restyle, overwrite=args.overwrite, captions=args.captions,
+                                 line_art=args.line_art)
         elif args.what == "puzzles":
             write_puzzles(args.out, args.count, args.seed, args.style, args.layouts, overwrite=args.overwrite,
                           prompt=args.prompt)

@@ -168,7 +168,8 @@ def renderings(emoji: EmojiSet, styles: Sequence[str], repeats: int) -> list[tup
 
 def write_pairs(out_dir: str | os.PathLike, per_emoji: int = 16, valid_per_emoji: int = 1, seed: int = 0,
                 styles: Sequence[str] = STYLES, size: int = 96, restyle: float = 0.3,
-                emoji: EmojiSet | None = None, overwrite: bool = False, captions: str = "one") -> dict[str, int]:
+                emoji: EmojiSet | None = None, overwrite: bool = False, captions: str = "one",
+                line_art: float = 0.0) -> dict[str, int]:
     """Training pairs in Chinese-CLIP's TSV/JSONL format: ``per_emoji`` x len(``styles``) renderings of
     every emoji for train, spread over the styles that cover it (`renderings`), ``valid_per_emoji`` x
     len(``styles``) for valid. ``captions="one"``: each rendering gets one drawn caption (`pair_text`);
@@ -181,7 +182,7 @@ def write_pairs(out_dir: str | os.PathLike, per_emoji: int = 16, valid_per_emoji
     for style in styles:
         check_style(style)
     emoji = emoji or EmojiSet()
-    config = RenderConfig(size=size, restyle=restyle)
+    config = RenderConfig(size=size, restyle=restyle, line_art=line_art)
     counts = {}
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         for split_number, (split, repeats) in enumerate((("train", per_emoji), ("valid", valid_per_emoji))):

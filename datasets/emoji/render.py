@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+from PIL import Image, ImageChops, ImageEnhance, ImageFilter, ImageOps
 
 
 MIN_INK_CONTRAST = 96  # luma between a monochrome glyph's ink and its background's median, of 255
@@ -25,6 +25,7 @@ class RenderConfig:
     restyle: float = 0.0                # probability of each style change (0 for puzzles of a given style)
     blur: float = 0.3                   # probability of a light Gaussian blur
     noise: float = 0.3                  # probability of additive pixel noise
+    line_art: float = 0.0               # probability that a colour sprite is drawn as monochrome line art
 
 
 def random_colour(rng: np.random.Generator) -> tuple[int, int, int]:
@@ -88,6 +89,25 @@ def restyle(sprite: Image.Image, rng: np.random.Generator, probability: float) -
     return out
 
 
+def line_art(sprite: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A colour sprite as a one-colour glyph, the way monochrome emoji fonts draw it: its outline and inner
+    edges (half the time), or its silhouette with the inner edges cut out (the other half). Black on
+    transparent, like the monochrome styles' sprites, for `ink` to colour."""
+    alpha = sprite.getchannel("A").point(lambda a: 255 if a > 127 else 0)
+    white = Image.new("RGBA", sprite.size, (255, 255, 255, 255))
+    grey = Image.alpha_composite(white, sprite).convert("L")
+    edges = grey.filter(ImageFilter.FIND_EDGES).point(lambda v: 255 if v > 40 else 0)
+    edges = ImageChops.multiply(edges.filter(ImageFilter.MaxFilter(3)), alpha)
+    if rng.random() < 0.5:
+        rim = ImageChops.subtract(alpha, alpha.filter(ImageFilter.MinFilter(5)))
+        mask = ImageChops.lighter(rim, edges)
+    else:
+        mask = ImageChops.subtract(alpha, edges)
+    out = Image.new("RGBA", sprite.size, (0, 0, 0, 255))
+    out.putalpha(mask)
+    return out
+
+
 def luma(colour: np.ndarray) -> float:
     """Pillow's "L" conversion (ITU-R 601-2) of one RGB colour."""
     return float(colour @ np.array([0.299, 0.587, 0.114]))
@@ -115,6 +135,8 @@ def render_tile(sprite: Image.Image, rng: np.random.Generator, config: RenderCon
     random background."""
     size = config.size
     tile = background(size, rng)
+    if not monochrome and config.line_art and rng.random() < config.line_art:
+        sprite, monochrome = line_art(sprite, rng), True
     if monochrome:
         sprite = ink(sprite, tile, rng)
     sprite = restyle(sprite, rng, config.restyle) if config.restyle else sprite
