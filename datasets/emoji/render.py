@@ -4,7 +4,8 @@ Used for training pairs and for puzzles alike. ``restyle`` adds the changes that
 robust to emoji art it never saw: hue/saturation/contrast shifts, flat colour (posterize),
 outlines, and texture. Geometric changes are scale 0.5-0.95, rotation within ±30°, and a
 random position; no flips (prompts may depend on direction). Monochrome styles (black on
-transparent) are drawn in a random ink colour that stands out from the tile's background.
+transparent) are drawn in a random ink colour that stands out from the tile's background; ``line_art``
+(off by default; RESULTS.md measured it) draws colour sprites that way too, as an outline or a silhouette.
 """
 from __future__ import annotations
 
