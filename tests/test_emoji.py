@@ -171,6 +171,11 @@ def test_generate_script(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             generate.main(bad)
         assert exit_.value.code == 2 and "must be at least" in capsys.readouterr().err
+    for flag, value, message in (("--line-art", "1.5", "must be from 0 to 1"), ("--restyle", "-0.1", "must be from 0 to 1"),
+                                 ("--line-art", "half", "expected a number from 0 to 1")):
+        with pytest.raises(SystemExit) as exit_:
+            generate.main(["pairs", str(tmp_path / "q"), flag, value])
+        assert exit_.value.code == 2 and f"{flag}: {message}" in capsys.readouterr().err
     assert not (tmp_path / "q").exists()
 
 

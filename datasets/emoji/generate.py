@@ -46,6 +46,17 @@ def at_least(low: int):
     return parse
 
 
+def probability(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {value:g}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -56,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     pairs.add_argument("--valid-per-emoji", type=at_least(0), default=1)
     pairs.add_argument("--styles", nargs="+", default=list(STYLES), choices=STYLES, help="default: all")
     pairs.add_argument("--size", type=at_least(MIN_TILE), default=96, help="tile side in px")
-    pairs.add_argument("--restyle", type=float, default=0.3, help="probability of each art-style change")
-    pairs.add_argument("--line-art", type=float, default=0.0,
+    pairs.add_argument("--restyle", type=probability, default=0.3, help="probability of each art-style change")
+    pairs.add_argument("--line-art", type=probability, default=0.0,
                        help="probability that a colour emoji is drawn as monochrome line art (outline or silhouette)")
     pairs.add_argument("--captions", choices=CAPTIONS, default="one",
                        help="one drawn caption per rendering, or all its names and puzzle tags (default: one)")
