@@ -71,7 +71,7 @@ from clip_match.errors import ClipMatchError  # noqa: E402
 from clip_match.grid.evaluate import read_puzzles  # noqa: E402
 from clip_match.grid.solver import GridSolver  # noqa: E402
 from clip_match.grid.tiles import cut_tiles, find_grid  # noqa: E402
-from clip_match.runtime.bundle import Bundle, default_bundle_path  # noqa: E402
+from clip_match.runtime.bundle import Bundle, packaged_bundle_path  # noqa: E402
 from clip_match.runtime.encoder import Tower  # noqa: E402
 from clip_match.runtime.images import open_image  # noqa: E402
 from clip_match.runtime.preprocess import preprocess  # noqa: E402
@@ -286,7 +286,7 @@ def main() -> int:
     if not calibration.is_dir():
         write_tiles(calibration, 8, seed=CALIBRATION_SEED, emoji=emoji)
     try:
-        demo, demo_label = default_bundle_path(), "demo bundle (packaged)"
+        demo, demo_label = packaged_bundle_path(), "demo bundle (packaged)"
     except ClipMatchError:
         demo, demo_label = random_bundle("demo", ARGS.cache / "demo_random", calibration), \
             "demo architecture, random weights (no packaged demo bundle yet)"

@@ -14,7 +14,7 @@ from PIL import Image
 
 from clip_match import Encoder
 from clip_match.errors import ClipMatchError
-from clip_match.runtime.bundle import Bundle, default_bundle_path
+from clip_match.runtime.bundle import Bundle, packaged_bundle_path
 
 TEXTS = ["一只橘色的猫", "A Red Umbrella", "the dog’s “ball”", "很长的文本" * 20, "x"]  # ("" is refused: test_prompts.py)
 
@@ -180,9 +180,9 @@ def test_bad_options(tiny_bundle):
             Encoder.load(tiny_bundle, device="cuda")
 
 
-def test_default_bundle_path():
+def test_packaged_bundle_path():
     try:
-        path = default_bundle_path()
+        path = packaged_bundle_path()
     except ClipMatchError as error:
         assert "demo model is not bundled yet" in str(error)
     else:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -257,6 +258,47 @@ def test_candidate_renders_are_fresh_images_of_every_candidate_and_never_trained
     for name in ("train_imgs.tsv", "valid_imgs.tsv", "train_texts.jsonl"):
         assert (out / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
     assert not (tmp_path / "plain" / f"{build.CANDIDATE_SPLIT}_imgs.tsv").exists()
+
+
+def test_training_fonts_photos_and_held_out_query_splits(data_dir, tmp_path, capsys):
+    out = tmp_path / "open"
+    assert _build("open", out, data_dir, "--seed", "1", "--fonts", "mathtext:dejavusans,mathtext:cm,mathtext:dejavuserif",
+                  "--photo-probability", "0.5", "--query-fonts", "mathtext:stix", "--query-photos") == 0
+    manifest = json.loads((out / "formulas.json").read_text())
+    assert manifest["fonts"] == ["mathtext:dejavusans", "mathtext:cm", "mathtext:dejavuserif"]
+    assert manifest["augment"]["photo_probability"] == 0.5
+    digest = lambda split: [hashlib.sha256(base64.b64decode(line.b64)).hexdigest()  # noqa: E731
+                            for line in read_tsv(out / f"{split}_imgs.tsv")]
+    formats = [Image.open(io.BytesIO(base64.b64decode(line.b64))).format for line in read_tsv(out / "train_imgs.tsv")]
+    assert "JPEG" in formats and "PNG" in formats  # photographed or not
+    assert digest("train") != digest_of_plain_build(data_dir, tmp_path)  # fonts and photos changed the images
+    # Held-out splits: every query formula is a candidate; images are new, never in training.
+    tests = {t.text_id: t.text for t in read_jsonl(out / "test_texts.jsonl")}
+    font_split = build.font_split("mathtext:stix")
+    assert font_split == "test_font_mathtext_stix"
+    for split in (font_split, build.PHOTO_SPLIT):
+        assert {t.text_id: t.text for t in read_jsonl(out / f"{split}_texts.jsonl")} == tests
+        assert set(digest(split)).isdisjoint(digest("train") + digest("valid") + digest("test"))
+    photos = list(read_tsv(out / f"{build.PHOTO_SPLIT}_imgs.tsv"))
+    assert [p.image_id for p in photos] == [i.image_id for i in read_tsv(out / "test_imgs.tsv")]
+    assert all(Image.open(io.BytesIO(base64.b64decode(p.b64))).format == "JPEG" for p in photos)
+    assert manifest["counts"][font_split] == len(tests) and manifest["counts"][build.PHOTO_SPLIT] == len(photos)
+
+    # A held-out font the model trains in, an unknown font, a photo share outside 0-1: refused, nothing written.
+    bad = tmp_path / "bad"
+    assert _build("open", bad, data_dir, "--fonts", "mathtext:cm", "--query-fonts", "mathtext:cm") == 2
+    assert "the model trains in this font" in capsys.readouterr().err and not bad.exists()
+    with pytest.raises(SystemExit):
+        _build("open", bad, data_dir, "--fonts", "tex:comic")
+    assert "'tex:comic': unknown tex font" in capsys.readouterr().err
+    assert _build("open", bad, data_dir, "--photo-probability", "1.5") == 2
+    assert "--photo-probability must be between 0 and 1" in capsys.readouterr().err and not bad.exists()
+
+
+def digest_of_plain_build(data_dir: Path, tmp_path: Path) -> list[str]:
+    plain = tmp_path / "plain"
+    assert _build("open", plain, data_dir, "--seed", "1") == 0
+    return [hashlib.sha256(base64.b64decode(line.b64)).hexdigest() for line in read_tsv(plain / "train_imgs.tsv")]
 
 
 def test_data_dir_comes_from_the_environment(data_dir, monkeypatch):

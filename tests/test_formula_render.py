@@ -11,7 +11,8 @@ from clip_match.formulas.evaluate import Formula
 from clip_match.formulas.render import get_renderer, render_all, unsafe_reason
 from clip_match.formulas.render_mathtext import MathtextRenderer, to_mathtext
 from clip_match.formulas.render_tex import tex_available
-from datasets.formulas.augment import AugmentConfig, augment
+from clip_match.errors import ClipMatchError
+from datasets.formulas.augment import AugmentConfig, PhotoConfig, augment, photograph
 from datasets.formulas.build import render_clean
 
 needs_tex = pytest.mark.skipif(not tex_available(), reason="latex/dvipng not installed "
@@ -68,6 +69,31 @@ def test_tex_renders_grayscale_black_on_white_tight():
     assert pixels[:, 0].min() < 255 and pixels[:, -1].min() < 255  # ink touches the left and right edges
 
 
+@needs_tex
+def test_tex_fonts_typeset_the_same_formula_differently():
+    formula = r"\alpha + \sum _ { i } x _ { i } ^ { 2 }"
+    images = {font: get_renderer(f"tex:{font}", dpi=100)([formula])[0].image for font in ("cm", "palatino", "euler")}
+    assert all(image is not None for image in images.values())
+    pixels = {font: np.asarray(image).tobytes() for font, image in images.items()}
+    assert len(set(pixels.values())) == 3
+    (plain,) = get_renderer("tex", dpi=100)([formula])
+    assert np.asarray(plain.image).tobytes() == pixels["cm"]  # "tex" is "tex:cm"
+    assert "mathpazo" in get_renderer("tex:palatino").settings["preamble"]  # (render caches key on it)
+    with pytest.raises(ClipMatchError, match="unknown TeX font 'comic'"):
+        get_renderer("tex:comic")
+
+
+def test_mathtext_fonts_and_the_default_render_cache_key():
+    default, serif = MathtextRenderer(dpi=100), MathtextRenderer(dpi=100, font="dejavuserif")
+    assert "font" not in default.settings and serif.settings["font"] == "dejavuserif"
+    (a,), (b,) = default(["x + y"]), serif(["x + y"])
+    assert np.asarray(a.image).tobytes() != np.asarray(b.image).tobytes()
+    with pytest.raises(ClipMatchError, match="unknown mathtext font"):
+        get_renderer("mathtext:comic")
+    with pytest.raises(ClipMatchError, match="unknown renderer 'word:cm'"):
+        get_renderer("word:cm")
+
+
 def _render() -> Image.Image:
     image = Image.new("L", (300, 60), 255)
     image.paste(0, (20, 10, 280, 50))
@@ -98,6 +124,23 @@ def test_augment_applies_its_ranges():
     tinted = Image.open(io.BytesIO(augment(render, AugmentConfig(tint=0.5, rotate_degrees=0, noise_std=(0, 0),
                                                                    jpeg_probability=0), 0, 0, 0)))
     assert np.asarray(tinted)[0, 0].min() < 255  # background no longer pure white
+
+
+def test_photograph_is_seeded_and_looks_like_a_photo():
+    printed = _render().convert("RGB")
+    first = photograph(printed, np.random.default_rng([3, 1]))
+    assert np.array_equal(np.asarray(first), np.asarray(photograph(printed, np.random.default_rng([3, 1]))))
+    assert not np.array_equal(np.asarray(first), np.asarray(photograph(printed, np.random.default_rng([3, 2]))))
+    # Even light and no texture, noise or blur leave paper white and ink black; the default is uneven.
+    flat = PhotoConfig(margin=(0.5, 0.5), perspective=0, rotate_degrees=0, shading=(0, 0), light_tint=0, grain=(0, 0),
+                       downscale=(1, 1), blur_radius=(0, 0), noise_std=(0, 0))
+    clean = np.asarray(photograph(printed, np.random.default_rng(0), flat).convert("L"))
+    assert clean.shape == (60 + 2 * 32, 300 + 2 * 32) and clean[0, 0] == 255 and clean[62, 162] == 0
+    paper = np.asarray(first.convert("L"), dtype=np.float32)
+    corners = [paper[:5, :5].mean(), paper[:5, -5:].mean(), paper[-5:, :5].mean(), paper[-5:, -5:].mean()]
+    assert max(corners) - min(corners) > 5  # the light falls off across the paper
+    always = AugmentConfig(photo_probability=1.0)
+    assert Image.open(io.BytesIO(augment(_render(), always, 0, 0, 0))).format == "JPEG"
 
 
 @needs_tex

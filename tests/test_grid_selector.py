@@ -112,12 +112,12 @@ def test_a_bundle_uses_its_selector_and_falls_back_without_one(tiny_bundle, tmp_
 
 def test_eval_grid_fits_a_selector_into_the_bundle_and_reports_with_it(tmp_path, capsys):
     from clip_match import cli
-    from clip_match.runtime.bundle import default_bundle_path
+    from clip_match.runtime.bundle import packaged_bundle_path
     from datasets.emoji.glyphs import EmojiSet
     from datasets.emoji.puzzles import write_puzzles
 
     bundle = tmp_path / "bundle"
-    shutil.copytree(default_bundle_path(), bundle)  # a trained model: its answers are mostly the best tiles
+    shutil.copytree(packaged_bundle_path(), bundle)  # a trained model: its answers are mostly the best tiles
     write_puzzles(tmp_path / "valid", 12, seed=1, emoji=EmojiSet())
     puzzles = str(tmp_path / "valid" / "puzzles.jsonl")
     assert cli.main(["eval-grid", puzzles, "--bundle", str(bundle), "--fit-selector", str(bundle / "grid_selector.json"),

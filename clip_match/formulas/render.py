@@ -66,15 +66,18 @@ def render_all(formulas: Sequence[str], renderer: Renderer, batch_size: int = 20
 
 
 def get_renderer(name: str, dpi: int = RENDER_DPI) -> Renderer:
-    """The renderer called ``name``: "tex" (TeX Live + dvipng) or "mathtext" (matplotlib only); an
-    error saying how to install it when it is missing."""
-    if name == "tex":
+    """The renderer called ``name``: "tex" (TeX Live + dvipng) or "mathtext" (matplotlib only), in its
+    default font, or "RENDERER:FONT" (`render_tex.TEX_FONTS`, `render_mathtext.MATHTEXT_FONTS`);
+    an error saying how to install it when it is missing."""
+    renderer, _, font = name.partition(":")
+    fonts = {"font": font} if font else {}
+    if renderer == "tex":
         from .render_tex import TexRenderer
-        return TexRenderer(dpi=dpi)
-    if name == "mathtext":
+        return TexRenderer(dpi=dpi, **fonts)
+    if renderer == "mathtext":
         from .render_mathtext import MathtextRenderer
-        return MathtextRenderer(dpi=dpi)
-    raise ClipMatchError(f"unknown renderer {name!r} (choose tex or mathtext)")
+        return MathtextRenderer(dpi=dpi, **fonts)
+    raise ClipMatchError(f"unknown renderer {name!r} (choose tex or mathtext, optionally as RENDERER:FONT)")
 
 
 def choose_renderers(choice: str, dpi: int = RENDER_DPI) -> list[Renderer]:

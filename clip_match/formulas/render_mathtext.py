@@ -62,6 +62,10 @@ def to_mathtext(formula: str) -> str:
     return "".join(out)
 
 
+# matplotlib's math font sets; "dejavusans" is its default.
+MATHTEXT_FONTS = ("dejavusans", "dejavuserif", "cm", "stix", "stixsans")
+
+
 def mathtext_available() -> bool:
     """True when matplotlib is installed (without importing it: that takes a second)."""
     return importlib.util.find_spec("matplotlib") is not None
@@ -74,7 +78,9 @@ class MathtextRenderer:
 
     name = "mathtext"
 
-    def __init__(self, dpi: int = RENDER_DPI):
+    def __init__(self, dpi: int = RENDER_DPI, font: str = "dejavusans"):
+        if font not in MATHTEXT_FONTS:
+            raise ClipMatchError(f"unknown mathtext font {font!r} (choose from {', '.join(MATHTEXT_FONTS)})")
         try:
             import matplotlib
         except ImportError:
@@ -85,9 +91,13 @@ class MathtextRenderer:
         from matplotlib import mathtext
 
         self._math_to_image = mathtext.math_to_image
+        self._rc_context = matplotlib.rc_context
+        self.font = font
         # mathtext draws 10 pt text by default where LaTeX draws 12 pt: scale dpi to match glyph size.
         self.dpi = dpi * 12 / 10
         self.settings = {"renderer": self.name, "dpi": dpi, "matplotlib": matplotlib.__version__}
+        if font != "dejavusans":  # (matplotlib's default: render caches were keyed without it)
+            self.settings["font"] = font
 
     def __call__(self, formulas: Sequence[str]) -> list[Rendered]:
         return [self._render(formula) for formula in formulas]
@@ -95,7 +105,8 @@ class MathtextRenderer:
     def _render(self, formula: str) -> Rendered:
         buffer = io.BytesIO()
         try:
-            self._math_to_image(f"${to_mathtext(formula)}$", buffer, dpi=self.dpi, format="png")
+            with self._rc_context({"mathtext.fontset": self.font}):
+                self._math_to_image(f"${to_mathtext(formula)}$", buffer, dpi=self.dpi, format="png")
         except Exception as error:  # mathtext's parser raises several types for what it cannot draw
             message = str(error).strip().splitlines()
             return Rendered(None, "mathtext: " + (message[-1] if message else type(error).__name__))

@@ -20,9 +20,10 @@ from PIL import Image
 from ..errors import ClipMatchError
 from .render import INSTALL_TEX, RENDER_DPI, Rendered, unsafe_reason
 
-# Same document class and math environment as im2markup, which made the IM2LaTeX images.
+# Same document class and math environment as im2markup, which made the IM2LaTeX images; %s takes a
+# font's packages.
 PREAMBLE = r"""\documentclass[12pt]{article}
-\usepackage{amsmath,amssymb,amsfonts}
+\usepackage{amsmath,amssymb,amsfonts}%s
 \pagestyle{empty}
 \setlength{\textwidth}{100cm}
 \setlength{\textheight}{100cm}
@@ -32,6 +33,27 @@ PREAMBLE = r"""\documentclass[12pt]{article}
 # \null puts something on every page so that an empty formula still ships exactly one page.
 PAGE = "\\null\n\\begin{displaymath}\n%s\n\\end{displaymath}\n\\newpage\n"
 TIMEOUT_S = 120
+# Math fonts by name -> the packages that switch to them. "cm" (Computer Modern) is TeX's own and the
+# IM2LaTeX images'; the others are what formulas in papers, textbooks and Word-to-PDF documents use.
+# Only "cm", "palatino", "times", "txfonts", "pxfonts" and "euler" come with install_tex.sh; the rest
+# need Debian's texlive-fonts-extra (install_tex.sh --fonts).
+TEX_FONTS = {
+    "cm": "",
+    "lmodern": r"\usepackage{lmodern}",
+    "palatino": r"\usepackage{mathpazo}",
+    "times": r"\usepackage{mathptmx}",
+    "txfonts": r"\usepackage{txfonts}",
+    "pxfonts": r"\usepackage{pxfonts}",
+    "euler": r"\usepackage{euler}",
+    "newtx": r"\usepackage{newtxtext,newtxmath}",
+    "newpx": r"\usepackage{newpxtext,newpxmath}",
+    "stix2": r"\usepackage{stix2}",
+    "libertinus": r"\usepackage{libertinus}",
+    "fourier": r"\usepackage{fourier}",
+    "kpfonts": r"\usepackage{kpfonts}",
+    "cmbright": r"\usepackage{cmbright}",
+    "arev": r"\usepackage{arev}",
+}
 
 
 def tex_available() -> bool:
@@ -44,12 +66,15 @@ class TexRenderer:
 
     name = "tex"
 
-    def __init__(self, dpi: int = RENDER_DPI):
+    def __init__(self, dpi: int = RENDER_DPI, font: str = "cm"):
+        if font not in TEX_FONTS:
+            raise ClipMatchError(f"unknown TeX font {font!r} (choose from {', '.join(TEX_FONTS)})")
         if not tex_available():
             raise ClipMatchError(f"latex/dvipng not found: install TeX Live ({INSTALL_TEX}), "
                                  "or use --renderer mathtext")
         self.dpi = dpi
-        self.settings = {"renderer": self.name, "dpi": dpi, "preamble": PREAMBLE, "page": PAGE}
+        self.preamble = PREAMBLE % ("\n" + TEX_FONTS[font] if TEX_FONTS[font] else "")
+        self.settings = {"renderer": self.name, "dpi": dpi, "preamble": self.preamble, "page": PAGE}
 
     def __call__(self, formulas: Sequence[str]) -> list[Rendered]:
         results: list[Rendered | None] = [None] * len(formulas)
@@ -76,7 +101,7 @@ class TexRenderer:
         that failure's position (None when all succeeded) and its error message."""
         for old in tmp.iterdir():
             old.unlink()
-        (tmp / "batch.tex").write_text(PREAMBLE + "".join(PAGE % f for f in formulas) + "\\end{document}\n")
+        (tmp / "batch.tex").write_text(self.preamble + "".join(PAGE % f for f in formulas) + "\\end{document}\n")
         try:
             proc = subprocess.run(
                 ["latex", "-interaction=batchmode", "-halt-on-error", "-no-shell-escape", "batch.tex"],

@@ -62,15 +62,31 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def default_bundle_path() -> Path:
-    """The demo model bundle shipped inside the package."""
-    path = Path(__file__).resolve().parent.parent / "assets" / "demo_bundle"
+# Bundles shipped inside the package, by the name `--bundle NAME` and `Encoder.load(NAME)` take.
+PACKAGED_BUNDLES = {"demo": "demo_bundle", "formula": "formula_bundle"}
+
+
+def packaged_bundle_path(name: str = "demo") -> Path:
+    """The packaged bundle called ``name``: "demo" (emoji grid puzzles) or "formula" (formula images)."""
+    if name not in PACKAGED_BUNDLES:
+        raise ClipMatchError(f"no packaged bundle called {name!r} (packaged: {', '.join(PACKAGED_BUNDLES)})")
+    path = Path(__file__).resolve().parent.parent / "assets" / PACKAGED_BUNDLES[name]
     if not (path / MANIFEST_NAME).is_file():
         raise ClipMatchError(
-            f"the demo model is not bundled yet ({path} has no {MANIFEST_NAME}); "
+            f"the {name} model is not bundled ({path} has no {MANIFEST_NAME}); "
             "export one with `clip-match export CHECKPOINT --arch NAME --out DIR` and pass that directory"
         )
     return path
+
+
+def resolve_bundle_path(path: str | os.PathLike | None) -> Path:
+    """A bundle directory from what a user gave: a directory, a packaged bundle's name ("demo",
+    "formula"; a directory of that name in the working directory wins), or None for the demo."""
+    if path is None:
+        return packaged_bundle_path()
+    if str(path) in PACKAGED_BUNDLES and not Path(path).exists():
+        return packaged_bundle_path(str(path))
+    return Path(path)
 
 
 def _check_fields(manifest: dict[str, Any], where: Path) -> None:
@@ -100,12 +116,13 @@ class Bundle:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> Bundle:
-        """Read ``path`` (default: the packaged demo bundle); every listed file must exist.
+        """Read ``path`` (a directory or a packaged bundle's name; default: the packaged demo bundle);
+        every listed file must exist.
 
         File contents are checked against their sha256 when first used (`tower_path`), so loading
         one precision does not hash all the others.
         """
-        path = Path(path) if path is not None else default_bundle_path()
+        path = resolve_bundle_path(path)
         manifest = read_manifest(path, MANIFEST_NAME, "model bundle", FORMAT, FORMAT_VERSION, "re-export the model",
                                  ("fingerprint", "embed_dim", "context_length", "image_resolution", "mean", "std",
                                   "precisions", "files"))

@@ -67,7 +67,8 @@ class Encoder:
     @classmethod
     def load(cls, bundle_dir: str | os.PathLike | None = None, device: str = "auto", precision: str | None = None,
              threads: int | None = None) -> Encoder:
-        """Open a bundle (default: the packaged demo model) on ``device`` ("auto", "cpu", "cuda").
+        """Open a bundle directory or packaged model ("demo", the default; "formula") on ``device``
+        ("auto", "cpu", "cuda").
 
         ``precision`` defaults to fp16 on CUDA and fp32 on CPU when the bundle has them;
         ``threads`` sets onnxruntime's intra-op threads and the image-resizing threads (default:

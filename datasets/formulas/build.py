@@ -14,6 +14,12 @@ would render their own formula list when indexing it, so that query images can b
 images of each candidate (``eval-retrieval --examples candidates``), not only against its text.
 ``formulas.json`` records the settings, counts and every formula that failed to render. The
 output directory appears only when complete, after the query-leak check passed.
+
+Robustness (``--fonts``, ``--photo-probability``) and its held-out protocols: every training copy
+of a formula is typeset in a font drawn from ``--fonts`` (TeX font packages and mathtext font sets),
+and a share of them photographed (`augment.photograph`). ``--query-fonts`` adds one query split per
+font the model never trained on (``test_font_<font>``: renders of the query formulas in it, scanned or
+screenshotted), ``--query-photos`` the ``test_photo`` split (each real query image photographed).
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from multiprocessing import Pool
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
@@ -42,10 +49,55 @@ from clip_match.formulas.evaluate import (
 from clip_match.formulas.render import RENDER_DPI, get_renderer, render_all
 from clip_match.fsutil import atomic_dir, atomic_file
 
-from .augment import AugmentConfig, augment
+from .augment import AugmentConfig, augment, photo_jpeg
 from .sources import load_crohme, load_im2latex, read_formula_file, shared_data_dir
 
 CANDIDATE_SPLIT = "candidates"
+PHOTO_SPLIT = "test_photo"
+FONT_SPLIT_PREFIX = "test_font_"
+PHOTO_SEED_TAG = 7_001  # photo query split: its own random stream, apart from every training image's
+
+
+def font_split(font: str) -> str:
+    """The query split of renders in ``font`` ("tex:stix2" -> "test_font_tex_stix2")."""
+    return FONT_SPLIT_PREFIX + font.replace(":", "_")
+
+
+class FontRenders:
+    """Clean renders of formulas in several fonts: copy k of formula f is typeset in the font drawn
+    from (seed, f, k), or in the base font (``fonts[0]``) where that font failed on f."""
+
+    def __init__(self, fonts: Sequence[str], seed: int, base: dict[int, bytes]):
+        self.fonts, self.seed, self.pngs = list(fonts), seed, {fonts[0]: base}
+
+    def font_for(self, fid: int, copy: int) -> str:
+        return self.fonts[random.Random(f"{self.seed}:{fid}:{copy}").randrange(len(self.fonts))]
+
+    def render(self, formulas: Sequence[Formula], copies: range, dpi: int, batch_size: int, workers: int,
+               from_source: bool) -> dict[str, int]:
+        """Typeset every (formula, font) that some copy needs; returns each font's failure count."""
+        wanted: dict[str, list[Formula]] = {}
+        for formula in formulas:
+            for font in sorted({self.font_for(formula.fid, copy) for copy in copies} - {self.fonts[0]}):
+                if formula.fid not in self.pngs.get(font, {}):
+                    wanted.setdefault(font, []).append(formula)
+        jobs = [(font, todo, dpi, batch_size, from_source) for font, todo in wanted.items()]
+        failures = {}
+        with Pool(workers) as pool:
+            for font, done, failed in tqdm(pool.imap_unordered(_render_font_job, jobs), total=len(jobs),
+                                           desc="render fonts", unit="font", leave=False):
+                self.pngs.setdefault(font, {}).update(done)
+                failures[font] = failed
+        return failures
+
+    def png(self, fid: int, copy: int, base: bytes) -> bytes:
+        return self.pngs.get(self.font_for(fid, copy), {}).get(fid, base)
+
+
+def _render_font_job(job: tuple[str, list[Formula], int, int, bool]) -> tuple[str, dict[int, bytes], int]:
+    font, formulas, dpi, batch_size, from_source = job
+    rendered, failures = render_clean(formulas, font, dpi, batch_size, False, from_source)
+    return font, {formula.fid: png for formula, png in rendered}, len(failures)
 
 
 def render_clean(formulas: Sequence[Formula], renderer_name: str, dpi: int, batch_size: int,
@@ -81,11 +133,12 @@ def _augment_job(job: tuple[bytes, int, int], config: AugmentConfig, seed: int) 
 
 def write_rendered_split(out_dir: Path, split: str, rendered: Sequence[tuple[Formula, bytes]], copies: range,
                          config: AugmentConfig, seed: int, workers: int, progress: bool,
-                         real: SplitRecords = ([], [])) -> int:
-    """Write ``len(copies)`` augmented images of every rendered formula as one split, followed by
-    the ``real`` images (`real_train_split`; a rendered formula's line links its real images too);
-    returns the image count."""
-    jobs = [(png, formula.fid, copy) for formula, png in rendered for copy in copies]
+                         real: SplitRecords = ([], []), fonts: FontRenders | None = None) -> int:
+    """Write ``len(copies)`` augmented images of every rendered formula (each copy in its font of
+    ``fonts``, if given) as one split, followed by the ``real`` images (`real_train_split`; a
+    rendered formula's line links its real images too); returns the image count."""
+    jobs = [(fonts.png(formula.fid, copy, png) if fonts else png, formula.fid, copy)
+            for formula, png in rendered for copy in copies]
     image_ids = [RENDER_ID_OFFSET + i for i in range(len(jobs))]
     work = partial(_augment_job, config=config, seed=seed)
     real_images, real_texts = real
@@ -106,27 +159,34 @@ def build(out_dir: Path, train: Sequence[Formula], args: argparse.Namespace, pro
     """Render, augment and write the splits (and the query split of ``protocol``) into ``out_dir``."""
     if not train:
         raise ClipMatchError("no training formulas (raise --limit or keep CROHME)")
-    config = replace(AugmentConfig(), jpeg_probability=args.jpeg_probability)
+    config = replace(AugmentConfig(), jpeg_probability=args.jpeg_probability,
+                     photo_probability=args.photo_probability)
     progress = not args.no_progress
     from_source = args.render_text == "source"
+    train_fonts = args.fonts or [args.renderer]
     with atomic_dir(out_dir, overwrite=args.overwrite) as tmp:
-        rendered, failures = render_clean(train, args.renderer, args.dpi, args.batch_size, progress,
+        rendered, failures = render_clean(train, train_fonts[0], args.dpi, args.batch_size, progress,
                                           from_source=from_source)
         if not rendered:
             raise ClipMatchError(f"none of the {len(train)} formulas rendered; first error: {failures[0]['error']}")
         counts = {"formulas": len(train), "rendered": len(rendered), "render_failures": len(failures)}
+        fonts = None
+        if len(train_fonts) > 1:
+            fonts = FontRenders(train_fonts, args.seed, {formula.fid: png for formula, png in rendered})
+            counts["font_render_failures"] = fonts.render([f for f, _ in rendered], range(args.renders + 1), args.dpi,
+                                                          args.batch_size, args.workers, from_source)
         real = real_train_split(protocol) if protocol is not None else ([], [])
         counts["train_images"] = write_rendered_split(tmp, "train", rendered, range(args.renders), config,
-                                                      args.seed, args.workers, progress, real)
+                                                      args.seed, args.workers, progress, real, fonts)
         if protocol is not None:
             counts["real_train_images"] = len(real[0])
         valid = random.Random(args.seed).sample(rendered, min(args.valid_size, len(rendered)))
         valid.sort(key=lambda item: item[0].fid)
         counts["valid_images"] = write_rendered_split(tmp, "valid", valid, range(args.renders, args.renders + 1),
-                                                      config, args.seed, args.workers, progress)
+                                                      config, args.seed, args.workers, progress, fonts=fonts)
         manifest = {
-            "command": args.command, "seed": args.seed, "renderer": args.renderer, "dpi": args.dpi,
-            "render_text": args.render_text,
+            "command": args.command, "seed": args.seed, "renderer": train_fonts[0], "dpi": args.dpi,
+            "fonts": train_fonts, "render_text": args.render_text,
             "renders_per_formula": args.renders,
             "candidate_renders_per_formula": getattr(args, "candidate_renders", 0),
             "augment": config.to_json(), "counts": counts,
@@ -145,6 +205,25 @@ def build(out_dir: Path, train: Sequence[Formula], args: argparse.Namespace, pro
                 counts["candidate_images"] = write_rendered_split(
                     tmp, CANDIDATE_SPLIT, candidates, range(first, first + args.candidate_renders), config,
                     args.seed, args.workers, progress)
+            for font in args.query_fonts:
+                if font in train_fonts:
+                    raise ClipMatchError(f"--query-fonts {font}: the model trains in this font (--fonts); a held-out "
+                                         "font split needs a font it never saw")
+                clean, failed = render_clean(protocol.queries, font, args.dpi, args.batch_size, progress,
+                                             from_source=from_source)
+                copy = args.renders + 1 + args.candidate_renders  # (a copy number no other split used)
+                every_candidate = ([], [(f.fid, f.latex, []) for f in protocol.queries])  # (failed: no image)
+                counts[font_split(font)] = write_rendered_split(
+                    tmp, font_split(font), clean, range(copy, copy + 1), replace(config, photo_probability=0.0),
+                    args.seed, args.workers, progress, every_candidate)
+                manifest.setdefault("query_font_render_failures", {})[font] = len(failed)
+            if args.query_photos:
+                photos = [(image_id, photo_jpeg(Image.open(io.BytesIO(data)),
+                                                np.random.default_rng([args.seed, PHOTO_SEED_TAG, image_id])))
+                          for image_id, data in tqdm(images, desc="photograph queries", unit="image",
+                                                     disable=not progress, leave=False)]
+                write_split(tmp, PHOTO_SPLIT, photos, texts)
+                counts[PHOTO_SPLIT] = len(photos)
             manifest["protocol"] = {"name": protocol.name, "seed": protocol.seed, **protocol.notes,
                                     "train_fids": [f.fid for f in protocol.train],
                                     "query_fids": [f.fid for f in protocol.queries],
@@ -176,6 +255,24 @@ def run_render(args: argparse.Namespace) -> dict:
     if not formulas:
         raise ClipMatchError(f"{args.formulas}: no formulas (expected one LaTeX formula per line)")
     return build(args.out_dir, formulas, args)
+
+
+def _font_list(value: str) -> list[str]:
+    """--fonts / --query-fonts: comma-separated RENDERER:FONT names, each checked against its renderer."""
+    fonts = [font.strip() for font in value.split(",") if font.strip()]
+    for font in fonts:
+        renderer, _, name = font.partition(":")
+        if renderer == "tex":
+            from clip_match.formulas.render_tex import TEX_FONTS as known
+        elif renderer == "mathtext":
+            from clip_match.formulas.render_mathtext import MATHTEXT_FONTS as known
+        else:
+            raise argparse.ArgumentTypeError(f"{font!r}: the renderer must be tex or mathtext (RENDERER:FONT)")
+        if name and name not in known:
+            raise argparse.ArgumentTypeError(f"{font!r}: unknown {renderer} font (choose from {', '.join(known)})")
+    if not fonts:
+        raise argparse.ArgumentTypeError("no fonts given")
+    return fonts
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -228,6 +325,19 @@ def make_parser() -> argparse.ArgumentParser:
                                   "from it; \\left( and thin spaces show) or its normalised candidate text")
         command.add_argument("--dpi", type=int, default=RENDER_DPI,
                              help=f"clean render resolution (default {RENDER_DPI})")
+        command.add_argument("--fonts", type=_font_list, default=[], metavar="FONT,...",
+                             help="typeset each training copy in a font drawn from these (RENDERER:FONT, e.g. "
+                                  "tex:cm,tex:palatino,mathtext:dejavuserif; a font twice is drawn twice as often; "
+                                  "the first also renders formulas the drawn font fails on; default: --renderer)")
+        command.add_argument("--photo-probability", type=float, default=0.0, metavar="P",
+                             help="share of training images photographed (perspective, uneven light, paper, blur, "
+                                  "JPEG; default 0)")
+        if name != "render":
+            command.add_argument("--query-fonts", type=_font_list, default=[], metavar="FONT,...",
+                                 help="held-out protocol: one query split per font, never trained on "
+                                      f"({FONT_SPLIT_PREFIX}<font>: the query formulas rendered in it)")
+            command.add_argument("--query-photos", action="store_true",
+                                 help=f"held-out protocol: the {PHOTO_SPLIT} split, each real query image photographed")
         command.add_argument("--renders", type=int, default=4, help="augmented images per formula in train (default 4)")
         command.add_argument("--valid-size", type=int, default=500,
                              help="training formulas given one fresh render in the valid split (default 500)")
@@ -249,6 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, name) < 1:
             print(f"build {args.command}: error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
+    if not 0.0 <= args.photo_probability <= 1.0:
+        print(f"build {args.command}: error: --photo-probability must be between 0 and 1", file=sys.stderr)
+        return 2
     if min(getattr(args, "limit", 0), getattr(args, "real_train", 0), getattr(args, "candidate_renders", 0),
            args.valid_size) < 0:
         print(f"build {args.command}: error: --limit, --real-train, --candidate-renders and --valid-size cannot be "
