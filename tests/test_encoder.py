@@ -264,3 +264,31 @@ def test_a_folding_model_sees_a_wide_formula_folded_into_strips(tiny_checkpoint,
     assert folded.height > folded.width / 2  # the formula's strips, stacked
     np.testing.assert_allclose(Encoder.load(bundle, device="cpu").encode_images([wide]),
                                encoder.encode_images([folded]), atol=1e-6)
+
+
+def test_a_flattening_model_evens_out_the_light_before_the_trim(tiny_checkpoint, encoder, tmp_path):
+    from dataclasses import replace
+
+    import torch
+
+    from clip_match.export import export_bundle
+    from clip_match.model import load_config
+    from clip_match.runtime.preprocess import Framing
+
+    with pytest.raises(ClipMatchError, match="flatten_light must be true or false, and true only with a trim_margin"):
+        replace(load_config("tiny"), flatten_light=True)
+    config = replace(load_config("tiny"), trim_margin=2, flatten_light=True)
+    assert config.to_dict()["flatten_light"] is True and "flatten_light" not in load_config("tiny").to_dict()
+    checkpoint = torch.load(tiny_checkpoint, weights_only=True)
+    checkpoint["model_config"] = config.to_dict()
+    torch.save(checkpoint, tmp_path / "flat.pt")
+    with pytest.raises(ClipMatchError, match="trained with flatten_light True, but model tiny has False"):
+        export_bundle(tmp_path / "flat.pt", replace(config, flatten_light=False), tmp_path / "refused")
+    bundle = export_bundle(tmp_path / "flat.pt", config, tmp_path / "flat", precisions=("fp32",))
+    assert json.loads((bundle / "clip_match.json").read_text(encoding="utf-8"))["flatten_light"] is True
+    photo = Image.new("L", (200, 60), 255)
+    photo.paste(20, (30, 10, 70, 22))
+    shade = np.linspace(1.0, 0.4, 200, dtype=np.float32)[None, :]
+    photo = Image.fromarray((np.asarray(photo, np.float32) * shade).astype(np.uint8)).convert("RGB")
+    np.testing.assert_allclose(Encoder.load(bundle, device="cpu").encode_images([photo]),
+                               encoder.encode_images([Framing(2, flatten=True)(photo)]), atol=1e-6)

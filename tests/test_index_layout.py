@@ -12,7 +12,7 @@ from clip_match.data.formats import write_split
 from clip_match.errors import ClipMatchError
 from clip_match.index.examples import read_examples
 from clip_match.index.label_index import LabelIndex
-from clip_match.formulas.layout_codes import LAYOUT_DIM, layout_code, with_layout
+from clip_match.formulas.layout_codes import LAYOUT_DIM, deskewed, layout_code, with_layout
 from clip_match.query import Matcher
 
 # Three "formulas": ink boxes (x0, y0, x1, y1) on a 100 x 20 canvas, laid out differently.
@@ -62,6 +62,18 @@ def test_layout_code_survives_scale_padding_ink_and_blur_but_not_another_layout(
         assert similarities[text] > 0.9
         assert max(value for other, value in similarities.items() if other != text) < similarities[text] - 0.3
     assert not layout_code(Image.new("RGB", (50, 20), "white")).any()  # blank: zeros, no division by zero
+
+
+def test_layout_code_of_a_photo_tilted_and_unevenly_lit_is_that_of_the_drawing():
+    codes = {text: layout_code(drawing(boxes, 2.0, 4)) for text, boxes in DRAWINGS.items()}
+    for text, boxes in DRAWINGS.items():
+        page = drawing(boxes, 3.0, 30, ink=40, paper=230).rotate(5, resample=Image.BICUBIC, expand=True,
+                                                                  fillcolor=(230, 230, 230))
+        light = np.linspace(1.0, 0.5, page.width, dtype=np.float32)[None, :, None]  # a shadow across the page
+        photo = Image.fromarray((np.asarray(page, np.float32) * light).astype(np.uint8))
+        similarities = {other: float(layout_code(photo) @ code) for other, code in codes.items()}
+        assert similarities[text] > 0.85 and max(similarities.values()) == similarities[text], (text, similarities)
+    assert deskewed(Image.new("L", (60, 20), 255), 255.0).size == (60, 20)  # nothing to level: unchanged
 
 
 def test_layout_code_of_a_transparent_export_is_that_of_the_drawing_on_paper():
@@ -152,6 +164,11 @@ def test_layout_weight_in_the_clis(tiny_bundle, renders, png, tmp_path, capsys):
     assert cli.main([*evaluate, "--examples", "train", "--text-weight", "0", "--layout-weight", "1"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert (metrics["layout_weight"], metrics["i2t_r1"], metrics["t2i_r1"]) == (1.0, 100.0, 100.0)
+    # A blend is reported beside the model alone and the layout alone (here the same as the blend).
+    assert metrics["layout_only"]["i2t_r1"] == 100.0 and 0 <= metrics["model_only"]["i2t_r1"] <= 100
+    assert cli.main([*evaluate[:-1], "--examples", "train", "--text-weight", "0", "--layout-weight", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "image->formula, model alone: R@1" in out and "image->formula, layout alone: R@1 100.00" in out
     assert cli.main([*evaluate, "--layout-weight", "0.5"]) == 2
     assert "a layout weight needs example images" in capsys.readouterr().err
 

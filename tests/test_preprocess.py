@@ -7,12 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from clip_match.runtime.images import decode_image, open_image
 from clip_match.errors import ClipMatchError
-from clip_match.runtime.preprocess import (CONTENT_CONTRAST, MAX_FOLDS, MEAN, STD, Framing, fold_wide, on_paper, preprocess,
-                                          trim_to_content)
+from clip_match.runtime.preprocess import (CONTENT_CONTRAST, MAX_FOLDS, MEAN, STD, Framing, checked_framing,
+                                          flatten_light, fold_wide, on_paper, preprocess, trim_to_content)
 
 NUM_IMAGES = 200
 RESOLUTIONS = (224, 96, 33)
@@ -183,6 +183,23 @@ def test_preprocess_trims_before_the_resize_in_every_path():
         np.testing.assert_array_equal(preprocess(images, 32, pool=pool, framing=Framing(2)), trimmed)
     folded = preprocess(images, 32, framing=Framing(2, fold=True))
     np.testing.assert_array_equal(folded[0], preprocess(fold_wide(trim_to_content(images[0], 2)), 32)[0])
+
+
+def test_flatten_light_evens_out_a_shadow_across_the_paper_and_keeps_the_ink():
+    drawn = _formula_on((200, 60), (30, 10))
+    np.testing.assert_array_equal(np.asarray(flatten_light(drawn)), np.asarray(drawn.convert("L")))  # even light
+    light = np.linspace(1.0, 0.4, 200, dtype=np.float32)[None, :, None]  # the light falls off to the right
+    shaded = Image.fromarray((np.asarray(drawn, np.float32) * light).astype(np.uint8))
+    assert trim_to_content(shaded, 0).size == (200, 60)  # the shadow looks like content
+    flat = np.asarray(flatten_light(shaded), np.int16)
+    assert np.abs(flat[:5] - 255).max() <= 30 and flat[15, 40] < 60  # paper near white again, ink still dark
+    assert trim_to_content(flatten_light(shaded), 0).size == (41, 12)
+    dark_mode = ImageOps.invert(drawn)  # light ink on dark paper: flattened the other way round
+    assert np.asarray(flatten_light(dark_mode))[:5].max() <= 12 and trim_to_content(flatten_light(dark_mode), 0).size == (41, 12)
+    framed = preprocess(shaded, 32, framing=Framing(2, flatten=True))
+    np.testing.assert_allclose(framed, preprocess(drawn, 32, framing=Framing(2)), atol=0.25)
+    with pytest.raises(ClipMatchError, match="flatten_light must be true or false, and true only with a trim_margin"):
+        checked_framing(None, False, "here", flatten=True)
 
 
 def test_fold_wide_stacks_overlapping_strips_of_every_column_into_a_near_square():

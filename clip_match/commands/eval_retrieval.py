@@ -3,7 +3,8 @@
     clip-match eval-retrieval BUNDLE DATA_DIR [--json]
 
 Prints image->text R@1/5/10 and mean recall (the open/bank protocols' numbers: each real
-query image against all candidate formulas) and the text->image direction. ``--examples train``
+query image against all candidate formulas) and the text->image direction; with
+``--layout-weight``, the blend's and beside it the model's alone and the layout match's alone. ``--examples train``
 ranks against each candidate's text mixed with its training images (a bank's renders);
 ``--layout-weight`` also blends in where their ink is (clip_match.formulas.layout_codes).
 """
@@ -52,7 +53,14 @@ def run(args: argparse.Namespace) -> int:
               f"{f', layout weight {args.layout_weight:g}' if args.layout_weight else ''}): "
               f"{metrics['candidates_with_examples']} of {metrics['candidates']}")
     for direction, label in (("i2t", "image->formula"), ("t2i", "formula->image")):
-        print(f"  {label}: " + "  ".join(f"R@{k} {metrics[f'{direction}_r{k}']:.2f}" for k in (1, 5, 10))
-              + f"  mean recall {metrics[f'{direction}_mean_recall']:.2f}")
+        print(f"  {label}: " + _recalls(metrics, direction))
+    if args.layout_weight:
+        for part, label in (("model_only", "model alone"), ("layout_only", "layout alone")):
+            print(f"  image->formula, {label}: " + _recalls(metrics[part], "i2t"))
     return 0
+
+
+def _recalls(metrics: dict, direction: str) -> str:
+    return ("  ".join(f"R@{k} {metrics[f'{direction}_r{k}']:.2f}" for k in (1, 5, 10))
+            + f"  mean recall {metrics[f'{direction}_mean_recall']:.2f}")
 

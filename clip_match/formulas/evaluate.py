@@ -270,7 +270,8 @@ def evaluate_split(encoder: Encoder, data_dir: str | Path, split: str = QUERY_SP
     ``examples``: another split of ``data_dir`` whose images of a candidate text are mixed into its
     vector by ``text_weight`` (`clip_match.index.examples`), e.g. the bank's training renders;
     ``layout_weight`` blends their layout codes with the query images' in (`clip_match.formulas.layout_codes`),
-    as an index built with that weight scores.
+    as an index built with that weight scores; the metrics of the model alone and of the layout alone
+    then come beside the blend's (``model_only``, ``layout_only``).
     """
     if examples == split:
         raise ClipMatchError(f"the example images must come from another split than the queries ({split!r})")
@@ -305,10 +306,16 @@ def evaluate_split(encoder: Encoder, data_dir: str | Path, split: str = QUERY_SP
         chosen = [found.prototypes.get(text.text) for text in texts]
         with_examples = sum(prototype is not None for prototype in chosen)
         text_features = fuse(text_features, chosen, text_weight)
-        if layout_weight:
-            text_features = with_layout(text_features, [found.layouts.get(text.text) for text in texts], layout_weight)
-            image_features = with_layout(image_features, list(layout_codes(pictures)), layout_weight)
     metrics = retrieval_metrics(image_features, text_features, pairs)
+    if layout_weight:
+        candidate_codes = [found.layouts.get(text.text) for text in texts]
+        query_codes = list(layout_codes(pictures))
+
+        def blended(weight: float) -> dict:
+            return retrieval_metrics(with_layout(image_features, query_codes, weight),
+                                     with_layout(text_features, candidate_codes, weight), pairs)
+
+        metrics = {**blended(layout_weight), "model_only": metrics, "layout_only": blended(1.0)}
     lengths = (tokenize([text.text for text in texts], context_length=512) != 0).sum(axis=1)
     return {"split": split, "queries": len(images), "candidates": len(texts),
             "context_length": encoder.context_length,

@@ -5,7 +5,9 @@ is*: the image is trimmed to its ink, the ink (distance from the border colour, 
 well as dark on light, scaled to its 99.5th percentile so faint and bold prints agree) is averaged
 onto a fixed ``LAYOUT_SHAPE`` grid, centred and normalised. Two typesettings of one formula by the
 same engine give nearly the same code at any scale, padding, blur or JPEG quality; a transparent
-image is first laid on paper (`on_paper`). It is not meant for photos.
+image is first laid on paper (`on_paper`). For photos of paper the light is evened out first
+(`flatten_light`) and the ink turned level (`deskewed`, within `SKEW_DEGREES`); perspective still
+costs it.
 
 An index with layout weight ``w`` scores ``(1 - w) * model cosine + w * layout cosine``: every
 vector (candidate and query) is ``[sqrt(1 - w) * model vector, sqrt(w) * layout code]``, so one
@@ -21,11 +23,13 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ClipMatchError
-from ..runtime.preprocess import border_pixels, on_paper, trim_to_content
+from ..runtime.preprocess import border_pixels, flatten_light, on_paper, trim_to_content
 
 LAYOUT_SHAPE = (16, 128)  # (rows, columns): a formula line is ~6x wider than high (median real image)
 LAYOUT_DIM = LAYOUT_SHAPE[0] * LAYOUT_SHAPE[1]
 INK_PERCENTILE = 99.5
+SKEW_DEGREES = 8.0  # a hand-held photo's tilt, either way
+_SKEW_SEARCH_HEIGHT = 48  # the angle is searched on a copy this high
 
 
 def check_layout_weight(layout_weight: float) -> float:
@@ -37,9 +41,10 @@ def check_layout_weight(layout_weight: float) -> float:
 
 def layout_code(image: Image.Image) -> np.ndarray:
     """The unit layout code of ``image`` (zeros for a blank image)."""
-    gray = on_paper(image).convert("L")
+    gray = flatten_light(on_paper(image))
     # The paper's colour from the untrimmed border: after the trim, ink touches the border.
     paper = float(np.median(border_pixels(np.asarray(gray, dtype=np.float32))))
+    gray = deskewed(gray, paper)
     ink = np.abs(np.asarray(trim_to_content(gray, 0), dtype=np.float32) - paper)
     ink = np.clip(ink / max(float(np.percentile(ink, INK_PERCENTILE)), 1.0), 0.0, 1.0)
     rows, columns = LAYOUT_SHAPE
@@ -48,6 +53,28 @@ def layout_code(image: Image.Image) -> np.ndarray:
     grid -= grid.mean()
     norm = float(np.linalg.norm(grid))
     return grid / norm if norm > 1e-6 else np.zeros(LAYOUT_DIM, np.float32)
+
+
+def deskewed(gray: Image.Image, paper: float) -> Image.Image:
+    """``gray`` turned so that its ink runs level: by the angle within `SKEW_DEGREES` whose rows of ink
+    are most unequal (the sum of squared row sums peaks when baselines and fraction bars lie flat),
+    searched by whole degrees, then quarter degrees, on a small copy. A level image is returned as it is."""
+    scale = min(1.0, _SKEW_SEARCH_HEIGHT / max(1, gray.height))
+    small = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))), Image.BILINEAR)
+    ink = Image.fromarray(np.abs(np.asarray(small, dtype=np.float32) - paper).astype(np.uint8))
+
+    def peakedness(angle: float) -> float:
+        rows = np.asarray(ink.rotate(angle, resample=Image.BILINEAR, expand=True), dtype=np.float32).sum(axis=1)
+        return float((rows ** 2).sum())
+
+    def steadiest(angles: np.ndarray) -> float:  # (ties, as on a blank page, go to the smallest turn)
+        return max(sorted(angles.tolist(), key=abs), key=peakedness)
+
+    best = steadiest(np.arange(-SKEW_DEGREES, SKEW_DEGREES + 0.5, 1.0))
+    best = steadiest(np.arange(best - 0.75, best + 0.8, 0.25))
+    if abs(best) < 0.125:
+        return gray
+    return gray.rotate(float(best), resample=Image.BICUBIC, expand=True, fillcolor=int(round(paper)))
 
 
 def layout_codes(images: Sequence[Image.Image]) -> np.ndarray:

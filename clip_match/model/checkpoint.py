@@ -59,10 +59,10 @@ def load_checkpoint(path: str | os.PathLike, config: ModelConfig) -> torch.nn.Mo
 
 
 def check_framing(checkpoint: object, config: ModelConfig, path: str | os.PathLike) -> None:
-    """Refuse ``config`` if the checkpoint records another ``trim_margin`` or ``fold_wide``."""
+    """Refuse ``config`` if the checkpoint records another ``trim_margin``, ``fold_wide`` or ``flatten_light``."""
     recorded = checkpoint.get("model_config") if isinstance(checkpoint, dict) else None
     if isinstance(recorded, dict):
-        for name, default in (("trim_margin", None), ("fold_wide", False)):
+        for name, default in (("trim_margin", None), ("fold_wide", False), ("flatten_light", False)):
             if recorded.get(name, default) != getattr(config, name):
                 raise ClipMatchError(f"{path}: trained with {name} {recorded.get(name, default)}, but model "
                                      f"{config.name} has {getattr(config, name)}; use the config it was trained with "

@@ -4,8 +4,8 @@ A `ModelConfig` is exactly the keyword arguments of cn_clip's ``CLIP`` class plu
 choices that are part of the model here, so that export, training and the runtime agree on them:
 the text context length (a training/tokenising choice in cn_clip) and the image framing:
 ``trim_margin`` (crop images to their content before the resize; None, the default, is cn_clip's
-plain resize) and ``fold_wide`` (then stack a wide crop's strips into a near-square). This module
-does not import torch.
+plain resize), ``fold_wide`` (then stack a wide crop's strips into a near-square) and
+``flatten_light`` (first even out the light of a photographed page). This module does not import torch.
 """
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ class ModelConfig:
     context_length: int = 52
     trim_margin: int | None = None
     fold_wide: bool = False
+    flatten_light: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.vision_layers, list):
@@ -68,7 +69,7 @@ class ModelConfig:
                 f"model config {self.name}: context_length {self.context_length} must be between 2 and "
                 f"text_max_position_embeddings ({self.text_max_position_embeddings})"
             )
-        checked_framing(self.trim_margin, self.fold_wide, f"model config {self.name}")
+        checked_framing(self.trim_margin, self.fold_wide, f"model config {self.name}", self.flatten_light)
         if self.is_resnet and self.image_resolution % 32:
             raise ClipMatchError(
                 f"model config {self.name}: image_resolution {self.image_resolution} must be a multiple of 32 "
@@ -106,7 +107,7 @@ class ModelConfig:
     @property
     def framing(self) -> Framing | None:
         """The steps before the resize (None: cn_clip's plain resize)."""
-        return checked_framing(self.trim_margin, self.fold_wide, f"model config {self.name}")
+        return checked_framing(self.trim_margin, self.fold_wide, f"model config {self.name}", self.flatten_light)
 
     @property
     def is_resnet(self) -> bool:
@@ -115,20 +116,21 @@ class ModelConfig:
     def clip_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``cn_clip.clip.model.CLIP``."""
         kwargs = self.to_dict()
-        for name in ("name", "context_length", "trim_margin", "fold_wide"):
+        for name in ("name", "context_length", "trim_margin", "fold_wide", "flatten_light"):
             kwargs.pop(name, None)
         return kwargs
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form; ``trim_margin`` and ``fold_wide`` only when set, so the configs (and
-        fingerprints) of models that do not use them stay what they were before the options existed."""
+        """The JSON form; ``trim_margin``, ``fold_wide`` and ``flatten_light`` only when set, so the configs
+        (and fingerprints) of models that do not use them stay what they were before the options existed."""
         data = dataclasses.asdict(self)
         if self.is_resnet:
             data["vision_layers"] = list(self.vision_layers)
         if self.trim_margin is None:
             del data["trim_margin"]
-        if not self.fold_wide:
-            del data["fold_wide"]
+        for flag in ("fold_wide", "flatten_light"):
+            if not data[flag]:
+                del data[flag]
         return data
 
     def with_context_length(self, context_length: int) -> ModelConfig:

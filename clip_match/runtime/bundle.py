@@ -163,7 +163,7 @@ class Bundle:
     def framing(self) -> Framing | None:
         """What happens to every image before the resize (None: the plain resize)."""
         return checked_framing(self.manifest.get("trim_margin"), self.manifest.get("fold_wide", False),
-                               str(self.path / MANIFEST_NAME))
+                               str(self.path / MANIFEST_NAME), self.manifest.get("flatten_light", False))
 
     @property
     def vocab_path(self) -> Path:

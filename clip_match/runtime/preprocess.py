@@ -15,9 +15,10 @@ cn_clip ignores EXIF, so for a JPEG with a rotation tag clip_match sees the upri
 where cn_clip's own loader sees it sideways; for every decoded image the output here equals
 cn_clip's transform of that image (max abs difference <= 1e-5, tested).
 
-A model may ask for steps before the resize (its `Framing`, from ``trim_margin`` and ``fold_wide``
-in its config and bundle): lay a transparent image on paper (`on_paper`), crop it to its content
-(`trim_to_content`), then cut a wide result into strips stacked into a near-square (`fold_wide`).
+A model may ask for steps before the resize (its `Framing`, from ``trim_margin``, ``fold_wide`` and
+``flatten_light`` in its config and bundle): lay a transparent image on paper (`on_paper`), even out
+the light on a photographed page (`flatten_light`), crop it to its content (`trim_to_content`), then
+cut a wide result into strips stacked into a near-square (`fold_wide`).
 cn_clip has no such steps; no shipped CN-CLIP architecture uses them.
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter, ImageOps
 
 from ..errors import ClipMatchError
 
@@ -50,9 +51,11 @@ class Framing:
 
     trim_margin: int
     fold: bool = False
+    flatten: bool = False  # `flatten_light` first: for photos of paper
 
     def __call__(self, image: Image.Image) -> Image.Image:
-        image = trim_to_content(on_paper(image), self.trim_margin)
+        image = on_paper(image)
+        image = trim_to_content(flatten_light(image) if self.flatten else image, self.trim_margin)
         return fold_wide(image) if self.fold else image
 
 
@@ -93,16 +96,19 @@ def preprocess(
     return batch
 
 
-def checked_framing(trim_margin: object, fold_wide: object, where: str) -> Framing | None:
+def checked_framing(trim_margin: object, fold_wide: object, where: str, flatten: object = False) -> Framing | None:
     """The framing a config or bundle manifest (named by ``where``) asks for, or an error naming the
-    field: ``trim_margin`` None or whole pixels >= 0, ``fold_wide`` a bool, true only with a trim_margin
-    (it folds the content, not the canvas)."""
+    field: ``trim_margin`` None or whole pixels >= 0, ``fold_wide`` and ``flatten_light`` bools, true
+    only with a trim_margin (they act on the content, not the canvas)."""
     if trim_margin is not None and (not isinstance(trim_margin, int) or isinstance(trim_margin, bool) or trim_margin < 0):
         raise ClipMatchError(f"{where}: trim_margin must be null or a whole number >= 0, got {trim_margin!r}")
     if not isinstance(fold_wide, bool) or (fold_wide and trim_margin is None):
         raise ClipMatchError(f"{where}: fold_wide must be true or false, and true only with a trim_margin; "
                              f"got {fold_wide!r}")
-    return None if trim_margin is None else Framing(trim_margin, fold_wide)
+    if not isinstance(flatten, bool) or (flatten and trim_margin is None):
+        raise ClipMatchError(f"{where}: flatten_light must be true or false, and true only with a trim_margin; "
+                             f"got {flatten!r}")
+    return None if trim_margin is None else Framing(trim_margin, fold_wide, flatten)
 
 
 def on_paper(image: Image.Image) -> Image.Image:
@@ -121,6 +127,29 @@ def on_paper(image: Image.Image) -> Image.Image:
     light_ink = float((gray * alpha).sum()) > 127.5 * float(alpha.sum())
     paper = Image.new("RGBA", rgba.size, (0, 0, 0, 255) if light_ink else (255, 255, 255, 255))
     return Image.alpha_composite(paper, rgba).convert("RGB")
+
+
+def flatten_light(image: Image.Image) -> Image.Image:
+    """``image`` in grey with the paper's uneven light divided out: paper white again, ink as dark as
+    it is against the paper around it.
+
+    A phone photo of a printed formula is lit unevenly; to `trim_to_content` and to layout codes a
+    shadow across the paper looks like ink. The paper's brightness is estimated by a closing (maximum,
+    then minimum filter) wider than any stroke, on a quarter-size copy, blurred; every pixel is divided
+    by it. Light
+    ink on dark paper is flattened the other way round. An evenly lit image comes back as its grey.
+    """
+    gray = image.convert("L")
+    dark = float(np.median(border_pixels(np.asarray(gray)))) < 128
+    if dark:
+        gray = ImageOps.invert(gray)
+    small = gray.resize((max(1, gray.width // 4), max(1, gray.height // 4)), Image.Resampling.BOX)
+    size = min(9, 2 * max(2, min(small.size) // 4) + 1)  # odd, up to 36 px of the full image
+    paper = small.filter(ImageFilter.MaxFilter(size)).filter(ImageFilter.MinFilter(size))  # a closing: ink gone
+    paper = paper.filter(ImageFilter.GaussianBlur(size / 2))
+    paper_levels = np.maximum(np.asarray(paper.resize(gray.size, Image.Resampling.BILINEAR), dtype=np.float32), 1.0)
+    flat = Image.fromarray(np.clip(np.asarray(gray, dtype=np.float32) / paper_levels * 255, 0, 255).astype(np.uint8))
+    return ImageOps.invert(flat) if dark else flat
 
 
 def trim_to_content(image: Image.Image, margin: int) -> Image.Image:
