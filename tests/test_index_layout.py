@@ -169,6 +169,16 @@ def test_layout_weight_in_the_clis(tiny_bundle, renders, png, tmp_path, capsys):
     assert cli.main([*evaluate[:-1], "--examples", "train", "--text-weight", "0", "--layout-weight", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "image->formula, model alone: R@1" in out and "image->formula, layout alone: R@1 100.00" in out
+    # Several query splits against the same candidates: one result each, in order.
+    write_split(tmp_path / "data", "photos", [(i, png(image.rotate(3, expand=True, fillcolor="white")))
+                                              for i, image in enumerate(queries())],
+                [(number, text, [number]) for number, text in enumerate(DRAWINGS)])
+    assert cli.main([*evaluate, "--examples", "train", "--text-weight", "0", "--layout-weight", "1",
+                     "--split", "test,photos"]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert [m["split"] for m in both] == ["test", "photos"] and both[0]["i2t_r1"] == metrics["i2t_r1"]
+    assert cli.main([*evaluate, "--examples", "train", "--split", "test,train"]) == 2
+    assert "must come from another split than the queries ('train')" in capsys.readouterr().err
     assert cli.main([*evaluate, "--layout-weight", "0.5"]) == 2
     assert "a layout weight needs example images" in capsys.readouterr().err
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from ..data.formats import decode_b64, imgs_path, read_jsonl, read_tsv, texts_path
 from ..errors import ClipMatchError, where
-from ..index.examples import EXAMPLE_TEXT_WEIGHT, check_text_weight, fuse, read_examples
+from ..index.examples import EXAMPLE_TEXT_WEIGHT, Examples, check_text_weight, fuse, read_examples
 from ..retrieval_metrics import retrieval_metrics
 from ..runtime.images import decode_image
 from ..runtime.tokenizer import tokenize
@@ -261,7 +261,7 @@ def check_no_query_images(data_dir: str | Path, protocol: Protocol) -> dict[str,
 
 def evaluate_split(encoder: Encoder, data_dir: str | Path, split: str = QUERY_SPLIT, batch_size: int = 32,
                    examples: str | None = None, text_weight: float = EXAMPLE_TEXT_WEIGHT,
-                   layout_weight: float = 0.0) -> dict:
+                   layout_weight: float = 0.0, found: Examples | None = None) -> dict:
     """Retrieval metrics of ``encoder`` on one written split (by default the real-image query split).
 
     ``i2t_r1/5/10`` and ``i2t_mean_recall`` are the protocols' numbers (query image -> formula
@@ -271,7 +271,9 @@ def evaluate_split(encoder: Encoder, data_dir: str | Path, split: str = QUERY_SP
     vector by ``text_weight`` (`clip_match.index.examples`), e.g. the bank's training renders;
     ``layout_weight`` blends their layout codes with the query images' in (`clip_match.formulas.layout_codes`),
     as an index built with that weight scores; the metrics of the model alone and of the layout alone
-    then come beside the blend's (``model_only``, ``layout_only``).
+    then come beside the blend's (``model_only``, ``layout_only``). ``found``: the ``examples`` split
+    already read (`read_examples`, with layouts when ``layout_weight`` is set), to score several
+    query splits against the same candidates without reading it again.
     """
     if examples == split:
         raise ClipMatchError(f"the example images must come from another split than the queries ({split!r})")
@@ -302,7 +304,8 @@ def evaluate_split(encoder: Encoder, data_dir: str | Path, split: str = QUERY_SP
     with_examples = 0
     if examples is not None:
         check_text_weight(text_weight)
-        found = read_examples(encoder, data_dir, examples, batch_size=batch_size, layouts=layout_weight > 0)
+        if found is None:
+            found = read_examples(encoder, data_dir, examples, batch_size=batch_size, layouts=layout_weight > 0)
         chosen = [found.prototypes.get(text.text) for text in texts]
         with_examples = sum(prototype is not None for prototype in chosen)
         text_features = fuse(text_features, chosen, text_weight)

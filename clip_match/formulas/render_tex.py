@@ -36,7 +36,7 @@ TIMEOUT_S = 120
 # Math fonts by name -> the packages that switch to them. "cm" (Computer Modern) is TeX's own and the
 # IM2LaTeX images'; the others are what formulas in papers, textbooks and Word-to-PDF documents use.
 # Only "cm", "palatino", "times", "txfonts", "pxfonts" and "euler" come with install_tex.sh; the rest
-# need Debian's texlive-fonts-extra (install_tex.sh --fonts).
+# need the Debian packages `install_tex.sh --fonts` adds (texlive-fonts-extra, texlive-latex-extra, lmodern, ...).
 TEX_FONTS = {
     "cm": "",
     "lmodern": r"\usepackage{lmodern}",

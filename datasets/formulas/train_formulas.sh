@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
 
-# Reproduce the two formula-retrieval models and their numbers from a fresh checkout, on CPU:
-#   render the bank / open datasets -> build-lmdb -> train "formula160" from scratch on renders
-#   -> export (fp32 + int8) -> `clip-match eval-retrieval` on the real IM2LaTeX query images
-#   -> a LaTeX candidate index over the bank and `clip-match query` on a few real images.
+# Reproduce the packaged formula model (clip_match/assets/formula_bundle, the open protocol) and its
+# numbers from a fresh checkout, on CPU:
+#   render the open (or bank) dataset in many math fonts, a share photographed, with held-out query
+#   splits (real images, real images photographed, renders in fonts never trained on) -> build-lmdb
+#   -> train "formula160" from scratch on renders -> export (fp32 + int8) -> `clip-match eval-retrieval`
+#   on every query split: model alone, layout alone, blended.
 #
-#   bash datasets/formulas/train_formulas.sh                 # both protocols, bank first
-#   PROTOCOLS=bank bash datasets/formulas/train_formulas.sh  # one protocol only
+#   bash datasets/formulas/train_formulas.sh                      # open protocol: the packaged model
+#   PROTOCOLS="open bank" bash datasets/formulas/train_formulas.sh  # and the 4,000-formula bank
 #
 # Needs the shared data (../shared/data/im2latex and ../shared/data/formulas, or
-# $CLIP_MATCH_SHARED_DATA) and TeX Live + dvipng (datasets/formulas/install_tex.sh, run below).
+# $CLIP_MATCH_SHARED_DATA) and TeX Live + dvipng with the math fonts (install_tex.sh --fonts, run below).
 # Work data goes to $WORK (default /tmp/formula_work); nothing there is committed. Seeds are fixed
 # below. Training sees renders only: the builder's query-leak check (always on) refuses a training
 # split that holds a real query image, or for `open` a query formula. Results: RESULTS.md here.
 #
 # Budget: training runs in bf16 autocast on two threads (~90-100 samples/s on a 2-core AMD EPYC with
-# AVX512-BF16: ~170 min for the bank's three stages, ~35 min for open; BF16=0 runs fp32, about twice as
-# long). Render + build-lmdb take ~7 min for the bank on one core. An interrupted stage resumes from its
+# AVX512-BF16: ~170 min for the bank's three stages, ~80 min for open; BF16=0 runs fp32, about twice as
+# long). Rendering in all fonts + build-lmdb take ~15 min for open on two cores. An interrupted stage resumes from its
 # own checkpoints/epoch_latest.pt (saved every 300 steps); that file also exports as it is.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,17 +26,23 @@ cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 WORK=${WORK:-/tmp/formula_work}
-PROTOCOLS=${PROTOCOLS:-bank open}
-MODEL=formula160                    # 160 px, 180-token context, images trimmed to their ink + 4 px and
-                                    # wide ones folded into strips (clip_match/model/configs/formula160.json)
+PROTOCOLS=${PROTOCOLS:-open}
+MODEL=formula160                    # 160 px, 180-token context, light evened out, images trimmed to their ink
+                                    # + 4 px and wide ones folded into strips (clip_match/model/configs/formula160.json)
 DATA_SEED=0                         # protocol split, bank sample, render augmentation
 TRAIN_SEED=123                      # model init, data order
 BANK_RENDERS=10                     # augmented renders per bank formula (4,000 formulas)
-OPEN_RENDERS=3                      # per training formula (first half + CROHME, ~10,000 formulas)
+OPEN_RENDERS=5                      # per training formula (first half + CROHME, ~10,000 formulas)
+# Training copies draw their font from FONTS (Computer Modern, the IM2LaTeX images' font, three times as
+# often); QUERY_FONTS are never trained on: each becomes a held-out query split (test_font_<font>).
+FONTS=tex:cm,tex:cm,tex:cm,tex:lmodern,tex:palatino,tex:times,tex:txfonts,tex:pxfonts,tex:euler,tex:newtx,tex:newpx,\
+tex:libertinus,tex:fourier,tex:kpfonts,tex:cmbright,tex:arev,mathtext:cm,mathtext:dejavuserif
+QUERY_FONTS=tex:stix2,mathtext:stix,mathtext:stixsans,mathtext:dejavusans
+PHOTO_PROBABILITY=0.3               # training images photographed (augment.photograph); test_photo: the real queries
 # Training schedules, one cosine cycle per stage as STEPS:PEAK_LR:WARMUP (optimiser steps of batch 128). A
 # later stage starts from the previous stage's weights with a fresh optimiser (a warm restart) and the next seed.
 BANK_STAGES=${BANK_STAGES:-3600:1e-3:100 1200:3e-4:50 2400:3e-4:50}
-OPEN_STAGES=${OPEN_STAGES:-1500:1e-3:100}
+OPEN_STAGES=${OPEN_STAGES:-3600:1e-3:100}
 CANDIDATE_RENDERS=5                 # open: renders of every candidate (query) formula, never trained on, to rank
                                     # the real images against images of the candidates as well as their text
 BF16=${BF16:-1}                     # bf16 autocast (needs a CPU with bf16 support to be fast)
@@ -74,7 +82,7 @@ train_stages() {  # DATA PROTOCOL STAGES; sets checkpoint to the last stage's sl
 }
 train_precision=fp32; (( BF16 )) && train_precision=bf16
 
-bash datasets/formulas/install_tex.sh
+bash datasets/formulas/install_tex.sh --fonts
 
 for protocol in ${PROTOCOLS}; do
   data=${WORK}/${protocol}
@@ -84,7 +92,8 @@ for protocol in ${PROTOCOLS}; do
   if [[ ! -d ${data}/lmdb ]]; then
     "${PYTHON}" -m datasets.formulas.build "${protocol}" "${data}" --seed "${DATA_SEED}" --renders "${renders}" \
       --valid-size 500 --workers 2 --real-train "${REAL_TRAIN}" \
-      --candidate-renders "${candidate_renders}" --overwrite
+      --candidate-renders "${candidate_renders}" --fonts "${FONTS}" --photo-probability "${PHOTO_PROBABILITY}" \
+      --query-fonts "${QUERY_FONTS}" --query-photos --overwrite
     clip_match build-lmdb "${data}" --splits train,valid --overwrite
   fi
 
@@ -93,17 +102,18 @@ for protocol in ${PROTOCOLS}; do
   bundle=${WORK}/${protocol}_bundle
   clip_match export "${checkpoint}" --arch "${MODEL}" --precision fp32,int8 \
     --out "${bundle}" --overwrite
+  # Every query split: the real images, the same photographed, renders in each held-out font.
+  splits=test,test_photo
+  for font in ${QUERY_FONTS//,/ }; do splits+=,test_font_${font//:/_}; done
   for precision in fp32 int8; do
     echo "== ${protocol} protocol, ${precision}: clip-match eval-retrieval ${bundle} ${data} --precision ${precision}"
     clip_match eval-retrieval "${bundle}" "${data}" --precision "${precision}" --threads "${OMP_NUM_THREADS}"
-    # Rank the real images against images of each candidate too: the bank's training renders, or for
-    # `open` the candidates' own renders (never trained on); by the model alone, then blended with the
-    # layout match.
-    for layout_weight in 0 "${LAYOUT_WEIGHT}"; do
-      echo "== ${protocol} protocol, ${precision}, candidates = mean of their renders in split ${examples}: ... --examples ${examples} --text-weight ${EXAMPLE_TEXT_WEIGHT} --layout-weight ${layout_weight}"
-      clip_match eval-retrieval "${bundle}" "${data}" --precision "${precision}" --threads "${OMP_NUM_THREADS}" \
-        --examples "${examples}" --text-weight "${EXAMPLE_TEXT_WEIGHT}" --layout-weight "${layout_weight}"
-    done
+    # Rank the query images against images of each candidate: the bank's training renders, or for
+    # `open` the candidates' own renders (never trained on, made as `index build --render` makes them);
+    # the blend with the layout match, the model alone and the layout alone.
+    echo "== ${protocol} protocol, ${precision}, candidates = mean of their renders in split ${examples}: ... --examples ${examples} --text-weight ${EXAMPLE_TEXT_WEIGHT} --layout-weight ${LAYOUT_WEIGHT} --split ${splits}"
+    clip_match eval-retrieval "${bundle}" "${data}" --precision "${precision}" --threads "${OMP_NUM_THREADS}" \
+      --examples "${examples}" --text-weight "${EXAMPLE_TEXT_WEIGHT}" --layout-weight "${LAYOUT_WEIGHT}" --split "${splits}"
   done
 done
 
