@@ -17,18 +17,23 @@ from .errors import ClipMatchError
 from .formulas.layout_codes import query_layout_code
 from .index.candidates import candidate_key
 from .index.label_index import Hit, LabelIndex, Ranking, softmax_probabilities
+from .runtime.bundle import packaged_bundle_with
 from .runtime.encoder import Encoder, input_name, is_single_image
 from .runtime.images import ImageInput, open_image
 from .runtime.images import image_files
 
 
 class Matcher:
-    """``Matcher(bundle, index).rank(images, top_k)``; ``bundle`` is a path, an `Encoder` or None
-    (the packaged demo model), ``index`` a path or a `LabelIndex` built with the same bundle."""
+    """``Matcher(bundle, index).rank(images, top_k)``; ``bundle`` is a path, a packaged model's name,
+    an `Encoder` or None (the packaged model the index was built with, else the demo model),
+    ``index`` a path or a `LabelIndex` built with the same bundle."""
 
     def __init__(self, bundle: str | os.PathLike | Encoder | None = None,
                  index: str | os.PathLike | LabelIndex | None = None, device: str = "auto",
                  precision: str | None = None):
+        if bundle is None and index is not None:
+            index = index if isinstance(index, LabelIndex) else LabelIndex.load(index)
+            bundle = packaged_bundle_with(index.fingerprint)
         self.encoder = bundle if isinstance(bundle, Encoder) else Encoder.load(bundle, device, precision)
         if isinstance(index, LabelIndex):
             index.check_bundle(self.encoder.fingerprint)

@@ -12,8 +12,9 @@ def add_model_options(parser: argparse.ArgumentParser, bundle: bool = True, thre
     """``--bundle`` (unless the command takes it as an argument), ``--device``, ``--precision`` and
     optionally ``--threads``: which model runs, and where."""
     if bundle:
-        parser.add_argument("--bundle", help="model bundle directory, or a packaged model: demo (emoji puzzles; "
-                                             "the default) or formula (formula images)")
+        parser.add_argument("--bundle", help="model bundle directory, or a packaged model: demo (emoji puzzles) or "
+                                             "formula (formula images); default: demo, or for a query the packaged "
+                                             "model its index was built with")
     parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--precision", choices=TOWER_PRECISIONS,
                         help="tower precision (default: fp16 on CUDA, else fp32, else what the bundle has)")

@@ -79,6 +79,17 @@ def packaged_bundle_path(name: str = "demo") -> Path:
     return path
 
 
+def packaged_bundle_with(fingerprint: str) -> str | None:
+    """The name of the packaged bundle whose model has ``fingerprint`` (None: none has)."""
+    for name in PACKAGED_BUNDLES:
+        try:
+            if Bundle.load(packaged_bundle_path(name)).fingerprint == fingerprint:
+                return name
+        except ClipMatchError:
+            continue
+    return None
+
+
 def resolve_bundle_path(path: str | os.PathLike | None) -> Path:
     """A bundle directory from what a user gave: a directory, a packaged bundle's name ("demo",
     "formula"; a directory of that name in the working directory wins), or None for the demo."""
