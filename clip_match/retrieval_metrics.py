@@ -35,19 +35,23 @@ def recall_at_k(queries: np.ndarray, candidates: np.ndarray, positives: list[set
 
 def retrieval_metrics(image_features: np.ndarray, text_features: np.ndarray,
                       pairs: Iterable[tuple[int, int]], ks: Iterable[int] = KS) -> dict[str, float]:
-    """i2t/t2i R@k and mean recalls for L2-normalised features; ``pairs`` are (image_row, text_row)."""
+    """i2t/t2i R@k and mean recalls for L2-normalised features; ``pairs`` are (image_row, text_row).
+
+    Every image needs a pair. A text without one is a candidate for the images only (a formula the
+    query split has no image of): it is not a text->image query."""
     ks = tuple(ks)
     texts_of_image: list[set[int]] = [set() for _ in range(len(image_features))]
     images_of_text: list[set[int]] = [set() for _ in range(len(text_features))]
     for image_row, text_row in pairs:
         texts_of_image[image_row].add(text_row)
         images_of_text[text_row].add(image_row)
-    if not texts_of_image or not images_of_text or not all(texts_of_image) or not all(images_of_text):
-        raise ClipMatchError("retrieval recall needs images and texts, each with at least one pair")
+    paired_texts = [row for row, images in enumerate(images_of_text) if images]
+    if not texts_of_image or not paired_texts or not all(texts_of_image):
+        raise ClipMatchError("retrieval recall needs images and texts, each image with at least one pair")
     metrics: dict[str, float] = {}
     for direction, queries, candidates, positives in (
             ("i2t", image_features, text_features, texts_of_image),
-            ("t2i", text_features, image_features, images_of_text)):
+            ("t2i", text_features[paired_texts], image_features, [images_of_text[row] for row in paired_texts])):
         recalls = recall_at_k(queries, candidates, positives, ks)
         metrics.update({f"{direction}_r{k}": value for k, value in recalls.items()})
         metrics[f"{direction}_mean_recall"] = float(np.mean(list(recalls.values())))

@@ -179,6 +179,15 @@ def test_layout_weight_in_the_clis(tiny_bundle, renders, png, tmp_path, capsys):
     assert [m["split"] for m in both] == ["test", "photos"] and both[0]["i2t_r1"] == metrics["i2t_r1"]
     assert cli.main([*evaluate, "--examples", "train", "--split", "test,train"]) == 2
     assert "must come from another split than the queries ('train')" in capsys.readouterr().err
+    # A query split with images of only some formulas, ranked against all of them (--candidates).
+    write_split(tmp_path / "data", "some", [(0, png(queries()[1]))], [(1, list(DRAWINGS)[1], [0])])
+    assert cli.main([*evaluate, "--examples", "train", "--text-weight", "0", "--layout-weight", "1", "--split", "some",
+                     "--candidates", "test"]) == 0
+    some = json.loads(capsys.readouterr().out)
+    assert (some["queries"], some["candidates"], some["i2t_r1"]) == (1, 3, 100.0)
+    write_split(tmp_path / "data", "other", [(0, png(queries()[1]))], [(1, "y = 1", [0])])
+    assert cli.main([*evaluate, "--split", "other", "--candidates", "test"]) == 2
+    assert "formula 'y = 1' is not a candidate in split 'test'" in capsys.readouterr().err
     assert cli.main([*evaluate, "--layout-weight", "0.5"]) == 2
     assert "a layout weight needs example images" in capsys.readouterr().err
 

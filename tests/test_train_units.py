@@ -112,6 +112,11 @@ def test_retrieval_counts_a_text_hit_when_any_of_its_images_ranks_in_top_k():
     assert metrics["i2t_r1"] == pytest.approx(200 / 3)
     assert metrics["i2t_r2"] == 100.0
     assert metrics["mean_recall"] == pytest.approx((metrics["i2t_mean_recall"] + metrics["t2i_mean_recall"]) / 2)
+    # A text without images is a candidate for the images (it takes image 0's first place), not a query.
+    extra = retrieval_metrics(images, np.vstack([texts, [[-1.0, 0.0]]]), [(0, 0), (1, 0), (2, 1)], ks=(1, 2))
+    assert extra["t2i_r1"] == 100.0 and extra["i2t_r1"] == pytest.approx(200 / 3)
+    with pytest.raises(ClipMatchError, match="each image with at least one pair"):
+        retrieval_metrics(images, texts, [(0, 0), (1, 0)])
 
 
 def test_cn_clip_flags_parse_including_logs_equals_and_torchrun_separator():

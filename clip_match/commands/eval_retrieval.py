@@ -27,6 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default=QUERY_SPLIT,
                         help="split to score, or several separated by commas, each against the same candidates "
                              "(default: test, the real query images)")
+    parser.add_argument("--candidates", metavar="SPLIT", default=None,
+                        help="rank against every formula of this split (e.g. test: all the protocol's candidates) "
+                             "instead of the query split's own (default)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per encoder batch")
     parser.add_argument("--examples", metavar="SPLIT", default=None,
                         help="mix each candidate's images in this split (e.g. train: the bank's renders) into its vector")
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for split in splits:
         metrics = evaluate_split(encoder, args.data_dir, split, args.batch_size, args.examples, args.text_weight,
-                                 args.layout_weight, found)
+                                 args.layout_weight, found, args.candidates)
         metrics.update(bundle=str(args.bundle), precision=encoder.precision)
         results.append(metrics)
     if args.json:

@@ -261,7 +261,8 @@ def check_no_query_images(data_dir: str | Path, protocol: Protocol) -> dict[str,
 
 def evaluate_split(encoder: Encoder, data_dir: str | Path, split: str = QUERY_SPLIT, batch_size: int = 32,
                    examples: str | None = None, text_weight: float = EXAMPLE_TEXT_WEIGHT,
-                   layout_weight: float = 0.0, found: Examples | None = None) -> dict:
+                   layout_weight: float = 0.0, found: Examples | None = None,
+                   candidates: str | None = None) -> dict:
     """Retrieval metrics of ``encoder`` on one written split (by default the real-image query split).
 
     ``i2t_r1/5/10`` and ``i2t_mean_recall`` are the protocols' numbers (query image -> formula
@@ -273,25 +274,33 @@ def evaluate_split(encoder: Encoder, data_dir: str | Path, split: str = QUERY_SP
     as an index built with that weight scores; the metrics of the model alone and of the layout alone
     then come beside the blend's (``model_only``, ``layout_only``). ``found``: the ``examples`` split
     already read (`read_examples`, with layouts when ``layout_weight`` is set), to score several
-    query splits against the same candidates without reading it again.
+    query splits against the same candidates without reading it again. ``candidates``: rank against
+    every text of this split (e.g. ``test``, all the protocol's formulas) instead of the query split's
+    own, which lists only the formulas it has images of (a held-out font cannot typeset them all).
     """
     if examples == split:
         raise ClipMatchError(f"the example images must come from another split than the queries ({split!r})")
     if check_layout_weight(layout_weight) and examples is None:
         raise ClipMatchError("a layout weight needs example images: the candidates' layout codes come from them")
     tsv, jsonl = imgs_path(data_dir, split), texts_path(data_dir, split)
-    for path in (tsv, jsonl):
+    ranked_jsonl = texts_path(data_dir, candidates or split)
+    for path in (tsv, jsonl, ranked_jsonl):
         if not path.exists():
             raise ClipMatchError(f"{path}: no such file (build the split with python -m datasets.formulas.build)")
     images = list(read_tsv(tsv))
     texts = list(read_jsonl(jsonl))
     row_of = {line.image_id: row for row, line in enumerate(images)}
+    ranked = texts if ranked_jsonl == jsonl else list(read_jsonl(ranked_jsonl))
+    candidate_row = {text.text: row for row, text in enumerate(ranked)}
     pairs = []
-    for text_row, text in enumerate(texts):
+    for text in texts:
+        if text.text not in candidate_row:
+            raise ClipMatchError(f"{where(jsonl, text.line)}: formula {text.text!r} is not a candidate in split "
+                                 f"{candidates!r}")
         for image_id in text.image_ids:
             if image_id not in row_of:
                 raise ClipMatchError(f"{where(jsonl, text.line)}: image_id {image_id} is not in {tsv}")
-            pairs.append((row_of[image_id], text_row))
+            pairs.append((row_of[image_id], candidate_row[text.text]))
     paired = {row for row, _ in pairs}
     if not pairs or len(paired) < len(images):
         unpaired = next((line for row, line in enumerate(images) if row not in paired), None)
@@ -300,18 +309,18 @@ def evaluate_split(encoder: Encoder, data_dir: str | Path, split: str = QUERY_SP
                              "every query image needs its formula")
     pictures = [decode_image(decode_b64(line.b64, where(tsv, line.line)), where(tsv, line.line)) for line in images]
     image_features = encoder.encode_images(pictures, batch_size=batch_size)
-    text_features = encoder.encode_texts([text.text for text in texts])
+    text_features = encoder.encode_texts([text.text for text in ranked])
     with_examples = 0
     if examples is not None:
         check_text_weight(text_weight)
         if found is None:
             found = read_examples(encoder, data_dir, examples, batch_size=batch_size, layouts=layout_weight > 0)
-        chosen = [found.prototypes.get(text.text) for text in texts]
+        chosen = [found.prototypes.get(text.text) for text in ranked]
         with_examples = sum(prototype is not None for prototype in chosen)
         text_features = fuse(text_features, chosen, text_weight)
     metrics = retrieval_metrics(image_features, text_features, pairs)
     if layout_weight:
-        candidate_codes = [found.layouts.get(text.text) for text in texts]
+        candidate_codes = [found.layouts.get(text.text) for text in ranked]
         query_codes = list(layout_codes(pictures))
 
         def blended(weight: float) -> dict:
@@ -319,8 +328,8 @@ def evaluate_split(encoder: Encoder, data_dir: str | Path, split: str = QUERY_SP
                                      with_layout(text_features, candidate_codes, weight), pairs)
 
         metrics = {**blended(layout_weight), "model_only": metrics, "layout_only": blended(1.0)}
-    lengths = (tokenize([text.text for text in texts], context_length=512) != 0).sum(axis=1)
-    return {"split": split, "queries": len(images), "candidates": len(texts),
+    lengths = (tokenize([text.text for text in ranked], context_length=512) != 0).sum(axis=1)
+    return {"split": split, "queries": len(images), "candidates": len(ranked),
             "context_length": encoder.context_length,
             "candidates_truncated": int((lengths > encoder.context_length).sum()),
             "examples": examples, "text_weight": text_weight if examples else 1.0, "layout_weight": layout_weight,

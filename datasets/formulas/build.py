@@ -212,10 +212,9 @@ def build(out_dir: Path, train: Sequence[Formula], args: argparse.Namespace, pro
                 clean, failed = render_clean(protocol.queries, font, args.dpi, args.batch_size, progress,
                                              from_source=from_source)
                 copy = args.renders + 1 + args.candidate_renders  # (a copy number no other split used)
-                every_candidate = ([], [(f.fid, f.latex, []) for f in protocol.queries])  # (failed: no image)
-                counts[font_split(font)] = write_rendered_split(
+                counts[font_split(font)] = write_rendered_split(  # (rank against all: eval-retrieval --candidates test)
                     tmp, font_split(font), clean, range(copy, copy + 1), replace(config, photo_probability=0.0),
-                    args.seed, args.workers, progress, every_candidate)
+                    args.seed, args.workers, progress)
                 manifest.setdefault("query_font_render_failures", {})[font] = len(failed)
             if args.query_photos:
                 photos = [(image_id, photo_jpeg(Image.open(io.BytesIO(data)),

@@ -111,9 +111,10 @@ for protocol in ${PROTOCOLS}; do
     # Rank the query images against images of each candidate: the bank's training renders, or for
     # `open` the candidates' own renders (never trained on, made as `index build --render` makes them);
     # the blend with the layout match, the model alone and the layout alone.
-    echo "== ${protocol} protocol, ${precision}, candidates = mean of their renders in split ${examples}: ... --examples ${examples} --text-weight ${EXAMPLE_TEXT_WEIGHT} --layout-weight ${LAYOUT_WEIGHT} --split ${splits}"
+    echo "== ${protocol} protocol, ${precision}, candidates = mean of their renders in split ${examples}: ... --examples ${examples} --text-weight ${EXAMPLE_TEXT_WEIGHT} --layout-weight ${LAYOUT_WEIGHT} --split ${splits} --candidates test"
     clip_match eval-retrieval "${bundle}" "${data}" --precision "${precision}" --threads "${OMP_NUM_THREADS}" \
-      --examples "${examples}" --text-weight "${EXAMPLE_TEXT_WEIGHT}" --layout-weight "${LAYOUT_WEIGHT}" --split "${splits}"
+      --examples "${examples}" --text-weight "${EXAMPLE_TEXT_WEIGHT}" --layout-weight "${LAYOUT_WEIGHT}" --split "${splits}" \
+      --candidates test
   done
 done
 
