@@ -7,6 +7,7 @@ import multiprocessing
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,25 +239,34 @@ def test_a_trimming_model_sees_one_formula_on_any_canvas(tiny_checkpoint, encode
             Encoder.load(bundle, device="cpu")
 
 
-def test_a_folding_model_sees_a_wide_formula_folded_into_strips(tiny_checkpoint, encoder, tmp_path):
+def _export_framed(tiny_checkpoint, tmp_path, flag: str) -> Path:
+    """The tiny model trained (so its checkpoint says) with ``trim_margin`` 2 and ``flag`` ("fold_wide",
+    "flatten_light") on, exported; a config without the flag is refused, and the flag needs a trim margin."""
     from dataclasses import replace
 
     import torch
 
     from clip_match.export import export_bundle
     from clip_match.model import load_config
+
+    with pytest.raises(ClipMatchError, match=f"{flag} must be true or false, and true only with a trim_margin"):
+        replace(load_config("tiny"), **{flag: True})
+    config = replace(load_config("tiny"), trim_margin=2, **{flag: True})
+    assert config.to_dict()[flag] is True and flag not in load_config("tiny").to_dict()
+    checkpoint = torch.load(tiny_checkpoint, weights_only=True)
+    checkpoint["model_config"] = config.to_dict()
+    torch.save(checkpoint, tmp_path / "framed.pt")
+    with pytest.raises(ClipMatchError, match=f"trained with {flag} True, but model tiny has False"):
+        export_bundle(tmp_path / "framed.pt", replace(config, **{flag: False}), tmp_path / "refused")
+    bundle = export_bundle(tmp_path / "framed.pt", config, tmp_path / "framed", precisions=("fp32",))
+    assert json.loads((bundle / "clip_match.json").read_text(encoding="utf-8"))[flag] is True
+    return bundle
+
+
+def test_a_folding_model_sees_a_wide_formula_folded_into_strips(tiny_checkpoint, encoder, tmp_path):
     from clip_match.runtime.preprocess import Framing
 
-    with pytest.raises(ClipMatchError, match="fold_wide must be true or false, and true only with a trim_margin"):
-        replace(load_config("tiny"), fold_wide=True)
-    folding_config = replace(load_config("tiny"), trim_margin=2, fold_wide=True)
-    checkpoint = torch.load(tiny_checkpoint, weights_only=True)
-    checkpoint["model_config"] = folding_config.to_dict()
-    torch.save(checkpoint, tmp_path / "folding.pt")
-    with pytest.raises(ClipMatchError, match="trained with fold_wide True, but model tiny has False"):
-        export_bundle(tmp_path / "folding.pt", replace(folding_config, fold_wide=False), tmp_path / "refused")
-    bundle = export_bundle(tmp_path / "folding.pt", folding_config, tmp_path / "fold", precisions=("fp32",))
-    assert json.loads((bundle / "clip_match.json").read_text(encoding="utf-8"))["fold_wide"] is True
+    bundle = _export_framed(tiny_checkpoint, tmp_path, "fold_wide")
     wide = Image.new("RGB", (400, 40), "white")
     for left in range(10, 380, 24):
         wide.paste((0, 0, 0), (left, 12, left + 12, 28))
@@ -267,25 +277,9 @@ def test_a_folding_model_sees_a_wide_formula_folded_into_strips(tiny_checkpoint,
 
 
 def test_a_flattening_model_evens_out_the_light_before_the_trim(tiny_checkpoint, encoder, tmp_path):
-    from dataclasses import replace
-
-    import torch
-
-    from clip_match.export import export_bundle
-    from clip_match.model import load_config
     from clip_match.runtime.preprocess import Framing
 
-    with pytest.raises(ClipMatchError, match="flatten_light must be true or false, and true only with a trim_margin"):
-        replace(load_config("tiny"), flatten_light=True)
-    config = replace(load_config("tiny"), trim_margin=2, flatten_light=True)
-    assert config.to_dict()["flatten_light"] is True and "flatten_light" not in load_config("tiny").to_dict()
-    checkpoint = torch.load(tiny_checkpoint, weights_only=True)
-    checkpoint["model_config"] = config.to_dict()
-    torch.save(checkpoint, tmp_path / "flat.pt")
-    with pytest.raises(ClipMatchError, match="trained with flatten_light True, but model tiny has False"):
-        export_bundle(tmp_path / "flat.pt", replace(config, flatten_light=False), tmp_path / "refused")
-    bundle = export_bundle(tmp_path / "flat.pt", config, tmp_path / "flat", precisions=("fp32",))
-    assert json.loads((bundle / "clip_match.json").read_text(encoding="utf-8"))["flatten_light"] is True
+    bundle = _export_framed(tiny_checkpoint, tmp_path, "flatten_light")
     photo = Image.new("L", (200, 60), 255)
     photo.paste(20, (30, 10, 70, 22))
     shade = np.linspace(1.0, 0.4, 200, dtype=np.float32)[None, :]
