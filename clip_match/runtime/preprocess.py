@@ -136,8 +136,8 @@ def flatten_light(image: Image.Image) -> Image.Image:
     A phone photo of a printed formula is lit unevenly; to `trim_to_content` and to layout codes a
     shadow across the paper looks like ink. The paper's brightness is estimated by a closing (maximum,
     then minimum filter) wider than any stroke, on a quarter-size copy, blurred; every pixel is divided
-    by it. Light
-    ink on dark paper is flattened the other way round. An evenly lit image comes back as its grey.
+    by it. Light ink on dark paper is flattened the other way round. An evenly lit image comes back as
+    its grey.
     """
     gray = image.convert("L")
     dark = float(np.median(border_pixels(np.asarray(gray)))) < 128

@@ -74,7 +74,7 @@ class FontRenders:
         return self.fonts[random.Random(f"{self.seed}:{fid}:{copy}").randrange(len(self.fonts))]
 
     def render(self, formulas: Sequence[Formula], copies: range, dpi: int, batch_size: int, workers: int,
-               from_source: bool) -> dict[str, int]:
+               from_source: bool, progress: bool) -> dict[str, int]:
         """Typeset every (formula, font) that some copy needs; returns each font's failure count."""
         wanted: dict[str, list[Formula]] = {}
         for formula in formulas:
@@ -85,7 +85,7 @@ class FontRenders:
         failures = {}
         with Pool(workers) as pool:
             for font, done, failed in tqdm(pool.imap_unordered(_render_font_job, jobs), total=len(jobs),
-                                           desc="render fonts", unit="font", leave=False):
+                                           desc="render fonts", unit="font", disable=not progress, leave=False):
                 self.pngs.setdefault(font, {}).update(done)
                 failures[font] = failed
         return failures
@@ -174,7 +174,7 @@ def build(out_dir: Path, train: Sequence[Formula], args: argparse.Namespace, pro
         if len(train_fonts) > 1:
             fonts = FontRenders(train_fonts, args.seed, {formula.fid: png for formula, png in rendered})
             counts["font_render_failures"] = fonts.render([f for f, _ in rendered], range(args.renders + 1), args.dpi,
-                                                          args.batch_size, args.workers, from_source)
+                                                          args.batch_size, args.workers, from_source, progress)
         real = real_train_split(protocol) if protocol is not None else ([], [])
         counts["train_images"] = write_rendered_split(tmp, "train", rendered, range(args.renders), config,
                                                       args.seed, args.workers, progress, real, fonts)
