@@ -30,11 +30,12 @@ import json
 import os
 import random
 import sys
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
-from multiprocessing import Pool
+from multiprocessing import get_context
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -83,15 +84,27 @@ class FontRenders:
                     wanted.setdefault(font, []).append(formula)
         jobs = [(font, todo, dpi, batch_size, from_source) for font, todo in wanted.items()]
         failures = {}
-        with Pool(workers) as pool:
-            for font, done, failed in tqdm(pool.imap_unordered(_render_font_job, jobs), total=len(jobs),
-                                           desc="render fonts", unit="font", disable=not progress, leave=False):
+        with mapper(min(workers, len(jobs))) as imap:
+            for font, done, failed in tqdm(imap(_render_font_job, jobs), total=len(jobs), desc="render fonts",
+                                           unit="font", disable=not progress, leave=False):
                 self.pngs.setdefault(font, {}).update(done)
                 failures[font] = failed
         return failures
 
     def png(self, fid: int, copy: int, base: bytes) -> bytes:
         return self.pngs.get(self.font_for(fid, copy), {}).get(fid, base)
+
+
+@contextmanager
+def mapper(workers: int) -> Iterator[Callable[..., Iterator]]:
+    """An ordered ``imap(function, jobs, chunksize=1)``: in this process for one worker, else in fresh
+    ("spawn") processes. A forked copy of a process that has run threads (OpenBLAS, onnxruntime) can
+    inherit a lock one of them held and hang on its first call into that library."""
+    if workers <= 1:
+        yield lambda function, jobs, chunksize=1: map(function, jobs)
+        return
+    with get_context("spawn").Pool(workers) as pool:
+        yield pool.imap
 
 
 def _render_font_job(job: tuple[str, list[Formula], int, int, bool]) -> tuple[str, dict[int, bytes], int]:
@@ -147,8 +160,8 @@ def write_rendered_split(out_dir: Path, split: str, rendered: Sequence[tuple[For
               image_ids[i * len(copies):(i + 1) * len(copies)] + real_ids.pop(formula.fid, []))
              for i, (formula, _) in enumerate(rendered)]
     texts += [text for text in real_texts if text[0] in real_ids]
-    with Pool(workers) as pool:
-        encoded = tqdm(pool.imap(work, jobs, chunksize=16), total=len(jobs), desc=f"augment ({split})",
+    with mapper(workers) as imap:
+        encoded = tqdm(imap(work, jobs, chunksize=16), total=len(jobs), desc=f"augment ({split})",
                        unit="image", disable=not progress, leave=False)
         write_split(out_dir, split, itertools.chain(zip(image_ids, encoded), real_images), texts)
     return len(jobs) + len(real_images)
