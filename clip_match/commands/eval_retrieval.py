@@ -15,8 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..errors import ClipMatchError
-from ..formulas.evaluate import QUERY_SPLIT, evaluate_split
+from ..formulas.evaluate import QUERY_SPLIT, check_example_split, evaluate_split
 from ..index.examples import EXAMPLE_TEXT_WEIGHT, read_examples
 from .options import add_json_option, add_model_options
 
@@ -50,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
     splits = [split.strip() for split in args.split.split(",") if split.strip()]
     found = None
     if args.examples and len(splits) > 1:
-        if args.examples in splits:
-            raise ClipMatchError(f"the example images must come from another split than the queries ({args.examples!r})")
+        check_example_split(args.examples, splits)  # (before the examples are read, not after)
         found = read_examples(encoder, args.data_dir, args.examples, batch_size=args.batch_size,
                               layouts=args.layout_weight > 0)
     results = []

@@ -259,6 +259,12 @@ def check_no_query_images(data_dir: str | Path, protocol: Protocol) -> dict[str,
     return checked
 
 
+def check_example_split(examples: str | None, query_splits: Sequence[str]) -> None:
+    """Refuse example images drawn from a split that is also scored as queries."""
+    if examples in query_splits:
+        raise ClipMatchError(f"the example images must come from another split than the queries ({examples!r})")
+
+
 def evaluate_split(encoder: Encoder, data_dir: str | Path, split: str = QUERY_SPLIT, batch_size: int = 32,
                    examples: str | None = None, text_weight: float = EXAMPLE_TEXT_WEIGHT,
                    layout_weight: float = 0.0, found: Examples | None = None,
@@ -278,8 +284,7 @@ def evaluate_split(encoder: Encoder, data_dir: str | Path, split: str = QUERY_SP
     every text of this split (e.g. ``test``, all the protocol's formulas) instead of the query split's
     own, which lists only the formulas it has images of (a held-out font cannot typeset them all).
     """
-    if examples == split:
-        raise ClipMatchError(f"the example images must come from another split than the queries ({split!r})")
+    check_example_split(examples, [split])
     if check_layout_weight(layout_weight) and examples is None:
         raise ClipMatchError("a layout weight needs example images: the candidates' layout codes come from them")
     tsv, jsonl = imgs_path(data_dir, split), texts_path(data_dir, split)
