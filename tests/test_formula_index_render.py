@@ -15,7 +15,9 @@ from clip_match.formulas.render_cache import RenderCache, TypesetCounts, typeset
 from clip_match.formulas.render_mathtext import mathtext_available
 from clip_match.formulas.render_tex import tex_available
 from clip_match.formulas.variants import variants
+from clip_match.index.candidates import Candidate, candidate_key
 from clip_match.index.label_index import LabelIndex
+from clip_match.index.renders import render_examples
 from clip_match.query import Matcher
 
 FORMULAS = [r"E = m c ^ { 2 }", r"\frac { a } { b } + c", r"\int _ { 0 } ^ { 1 } f ( x ) d x",
@@ -23,7 +25,10 @@ FORMULAS = [r"E = m c ^ { 2 }", r"\frac { a } { b } + c", r"\int _ { 0 } ^ { 1 }
 BROKEN = r"\undefinedcommand x"  # neither renderer can typeset it
 RENDERERS = [pytest.param("tex", marks=pytest.mark.skipif(not tex_available(), reason="latex/dvipng not installed")),
              pytest.param("mathtext", marks=pytest.mark.skipif(not mathtext_available(),
-                                                               reason="matplotlib not installed"))]
+                                                               reason="matplotlib not installed")),
+             pytest.param("auto", marks=pytest.mark.skipif(not (tex_available() and mathtext_available()),
+                                                           reason="needs both TeX Live and matplotlib"))]
+NAMES = {"tex": "TeX Live (latex + dvipng)", "mathtext": "matplotlib's mathtext (Computer Modern)"}
 AVAILABLE = "tex" if tex_available() else "mathtext"
 
 
@@ -63,11 +68,13 @@ def test_build_renders_every_candidate_and_finds_typeset_queries(renderer, tiny_
     assert "no formula preprocessing (no trim_margin" in warned  # the tiny bundle is no formula model
     assert "1 of 5 candidate(s) have no example images" in warned
     captured = capsys.readouterr()
-    which = {"tex": "TeX Live (latex + dvipng)", "mathtext": "matplotlib's mathtext"}[renderer]
+    engines = ["tex", "mathtext"] if renderer == "auto" else [renderer]  # auto: each installed one
+    which = " and ".join(NAMES[engine] for engine in engines)
     cache = tmp_path / "idx.render-cache"
     assert f"rendering 3 copies of each new candidate with {which}; cache {cache}" in captured.err
     assert "5 candidates, dim" in captured.out and "text weight 0, layout weight 0.75" in captured.out
-    assert f"rendered 4 of 5 new candidates ({renderer} 4), 3 copies each" in captured.out
+    by = ", ".join(f"{engine} 4" for engine in engines)
+    assert f"rendered 4 of 5 new candidates ({by}), 3 copies by each renderer" in captured.out
     assert "1 could not be typeset and keep their text only" in captured.out
 
     report = json.loads((tmp_path / "idx" / "render_report.json").read_text())
@@ -76,9 +83,11 @@ def test_build_renders_every_candidate_and_finds_typeset_queries(renderer, tiny_
     index = LabelIndex.load(tmp_path / "idx")
     assert (index.text_weight, index.layout_weight, len(index)) == (0.0, 0.75, 5)
 
-    images = [query_image(formula, renderer) for formula in FORMULAS]
-    rankings = Matcher(str(tiny_bundle), index, precision="fp32").rank(images, top_k=1)
-    assert [ranking.hits[0].text for ranking in rankings] == FORMULAS
+    matcher = Matcher(str(tiny_bundle), index, precision="fp32")
+    for engine in engines:  # (typeset smaller, by each engine, in the index's fonts)
+        font = {"tex": "tex", "mathtext": "mathtext:cm"}[engine]
+        rankings = matcher.rank([query_image(formula, font) for formula in FORMULAS], top_k=1)
+        assert [ranking.hits[0].text for ranking in rankings] == FORMULAS
 
 
 def test_render_cache_is_reused_and_index_add_typesets_only_new_candidates(tiny_bundle, tmp_path, capsys):
@@ -119,18 +128,48 @@ class CountingRenderer:
                 for f in formulas]
 
 
-def test_typeset_tries_each_text_and_renderer_in_turn_and_caches_both_outcomes(tmp_path):
-    first, second = CountingRenderer("first"), CountingRenderer("second")
+def test_typeset_tries_each_text_in_turn_and_caches_both_outcomes(tmp_path):
+    renderer = CountingRenderer("first")
     cache, counts = RenderCache(tmp_path), TypesetCounts()
     formulas = [["ok"], ["bad source", "normalised"], ["bad", "bad too"]]
-    results = typeset(formulas, [first, second], cache, counts)
-    assert [(r.renderer, r.image.width if r.image else None) for r in results] == [
-        ("first", 2), ("first", 10), ("", None)]
-    assert results[2].errors == ("first: no", "first: no", "second: no", "second: no")
-    assert (counts.typeset, counts.from_cache) == (7, 0)
+    results = typeset(formulas, renderer, cache, counts)
+    assert [r.image.width if r.image else None for r in results] == [2, 10, None]
+    assert results[2].errors == ("first: no", "first: no")
+    assert (counts.typeset, counts.from_cache) == (5, 0)
     again = TypesetCounts()
-    assert [r.key for r in typeset(formulas, [first, second], cache, again)] == [r.key for r in results]
-    assert (again.typeset, again.from_cache) == (0, 7) and len(first.seen) == 5
+    assert [r.key for r in typeset(formulas, renderer, cache, again)] == [r.key for r in results]
+    assert (again.typeset, again.from_cache) == (0, 5) and len(renderer.seen) == 5
+
+
+def test_each_renderer_gives_every_candidate_its_copies(tmp_path):
+    """With TeX and mathtext both, a candidate's examples are both engines' renders; a formula that
+    only one can typeset has that one's, and only one that neither can is a failure."""
+    def renderer(name: str, refuses: str):
+        def render(formulas):
+            return [Rendered(None, f"{name}: no") if set(refuses) & set(f) else Rendered(Image.new("L", (9, 5), 0))
+                    for f in formulas]
+        render.name, render.settings = name, {"renderer": name}
+        return render
+
+    candidates = [Candidate("a", "x ^ { 2 }"), Candidate("b", "y"), Candidate("c", "z")]
+    encoder = CountingEncoder()
+    examples, run, failed = render_examples(encoder, candidates, 2, [renderer("first", "z"), renderer("second", "yz")],
+                                            tmp_path, "build", layouts=False, progress=False)
+    assert run.rendered == {"first": 2, "second": 1} and run.renderers == ["first", "second"]
+    assert [failure["id"] for failure in failed] == ["c"] and failed[0]["error"] == "first: no; second: no"
+    assert set(examples.prototypes) == {candidate_key(c.text, latex=True) for c in candidates[:2]}
+    assert encoder.images == 2 * 3
+
+
+class CountingEncoder:
+    embed_dim = 4
+
+    def __init__(self):
+        self.images = 0
+
+    def encode_images(self, items, batch_size=64):
+        self.images += len(items)
+        return np.ones((len(items), self.embed_dim), np.float32)
 
 
 def test_the_copies_of_a_render_differ_and_are_seeded():

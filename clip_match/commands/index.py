@@ -25,7 +25,7 @@ from ..index.renders import (REPORT_NAME, RENDER_LAYOUT_WEIGHT, RENDER_TEXT_WEIG
 from ..runtime.encoder import Encoder
 from .options import add_model_options, one_line_warnings
 
-RENDERER_NAMES = {"tex": "TeX Live (latex + dvipng)", "mathtext": "matplotlib's mathtext"}
+RENDERER_NAMES = {"tex": "TeX Live (latex + dvipng)", "mathtext": "matplotlib's mathtext (Computer Modern)"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +59,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                          help="LaTeX candidates: typeset each new one and use N varied renders of it as its example "
                               f"images{as_built or ' (5 is a good start)'}")
         sub.add_argument("--renderer", choices=RENDERER_CHOICES,
-                         help="with --render: auto (TeX Live when installed, mathtext for what it cannot typeset), "
+                         help="with --render: auto (N copies by each installed renderer, TeX Live and mathtext: a query "
+                              "typeset by either engine finds its candidate best), "
                               f"tex or mathtext alone{as_built or ' (default: auto)'}")
         sub.add_argument("--render-cache", metavar="DIR",
                          help="with --render: where clean renders are kept by content, so that each formula is "
@@ -164,9 +165,10 @@ def _render(encoder: Encoder, args: argparse.Namespace, renders: int, candidates
     renderers = choose_renderers(choice)
     _say_which(renderers, choice, renders, cache)
     earlier = (previous.get("runs") or [{}])[-1].get("renderers", [])
-    if earlier and earlier[0] != renderers[0].name:
-        warnings.warn(f"this index's renders were typeset by {earlier[0]}, the new ones by {renderers[0].name}: "
-                      "their layout codes agree less well")
+    now = [renderer.name for renderer in renderers]
+    if earlier and earlier != now:
+        warnings.warn(f"this index's renders were typeset by {' and '.join(earlier)}, the new ones by "
+                      f"{' and '.join(now)}: their layout codes agree less well (rebuild the index to match them)")
     examples, run, failed = render_examples(encoder, candidates, renders, renderers, cache, args.action,
                                             skip_keys=skip, layouts=layouts)
     if failed and not run.rendered and args.action == "build":
@@ -176,8 +178,7 @@ def _render(encoder: Encoder, args: argparse.Namespace, renders: int, candidates
 
 
 def _say_which(renderers: list[Renderer], choice: str, renders: int, cache: Path) -> None:
-    names = [RENDERER_NAMES[renderer.name] for renderer in renderers]
-    how = names[0] + (f", {names[1]} for what it cannot typeset" if len(names) > 1 else "")
+    how = " and ".join(RENDERER_NAMES[renderer.name] for renderer in renderers)
     hint = (f" (TeX Live not found: `{INSTALL_TEX}` typesets as most formula images are)"
             if choice == "auto" and renderers[0].name != "tex" else "")
     print(f"clip-match index: rendering {renders} copies of each new candidate with {how}{hint}; cache {cache}",
@@ -198,8 +199,9 @@ def _print_renders(index_dir: str, rendering: _Rendering | None) -> None:
         return
     run = rendering.run
     by = ", ".join(f"{name} {count}" for name, count in run.rendered.items())
-    line = (f"{index_dir}: rendered {sum(run.rendered.values())} of {run.candidates} new candidates ({by or 'none'}), "
-            f"{run.renders_per_candidate} copies each; typeset now {run.typeset}, from the cache {run.from_cache}")
+    line = (f"{index_dir}: rendered {run.candidates - run.failed} of {run.candidates} new candidates "
+            f"({by or 'none'}), {run.renders_per_candidate} copies by each renderer; typeset now {run.typeset}, "
+            f"from the cache {run.from_cache}")
     if rendering.failed:
         line += (f"; {len(rendering.failed)} could not be typeset and keep their text only: listed in "
                  f"{Path(index_dir) / REPORT_NAME}")

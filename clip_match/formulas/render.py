@@ -81,15 +81,23 @@ def get_renderer(name: str, dpi: int = RENDER_DPI) -> Renderer:
 
 
 def choose_renderers(choice: str, dpi: int = RENDER_DPI) -> list[Renderer]:
-    """The renderers to try in turn: ``choice`` alone, or for "auto" TeX Live then mathtext, those
-    installed (TeX first: real formula images are TeX's; mathtext then draws what TeX refused)."""
+    """The renderers that each typeset every candidate of an index: ``choice`` alone, or for "auto"
+    every one installed, TeX Live then mathtext. Each draws a formula its own way (TeX's spacing
+    against mathtext's), and a query typeset by either engine, in any font, finds its candidate
+    best when the candidate's examples hold both (datasets/formulas/RESULTS.md); mathtext also
+    draws some of what TeX refuses. mathtext draws in Computer Modern, TeX's font and that of most
+    formula images."""
     if choice != "auto":
-        return [get_renderer(choice, dpi)]
+        return [_index_renderer(choice, dpi)]
     from .render_mathtext import mathtext_available
     from .render_tex import tex_available
 
     names = [name for name, available in (("tex", tex_available()), ("mathtext", mathtext_available())) if available]
     if not names:
         raise ClipMatchError(f"no formula renderer installed: install TeX Live ({INSTALL_TEX}; latex and dvipng) "
-                             f"or, for matplotlib's mathtext fallback, matplotlib ({INSTALL_MATHTEXT})")
-    return [get_renderer(name, dpi) for name in names]
+                             f"or, for matplotlib's mathtext, matplotlib ({INSTALL_MATHTEXT})")
+    return [_index_renderer(name, dpi) for name in names]
+
+
+def _index_renderer(name: str, dpi: int) -> Renderer:
+    return get_renderer("mathtext:cm" if name == "mathtext" else name, dpi)

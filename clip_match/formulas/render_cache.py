@@ -84,12 +84,11 @@ def _replace(path: Path, data: bytes) -> None:
 
 @dataclass(frozen=True)
 class Typeset:
-    """One formula's render (``image``, its cache ``key`` and the ``renderer`` that drew it), or,
-    with ``image`` None, every renderer's ``errors``."""
+    """One formula's render (``image`` and its cache ``key``), or, with ``image`` None, the
+    renderer's ``errors`` for each text tried."""
 
     image: Image.Image | None
     key: str = ""
-    renderer: str = ""
     errors: tuple[str, ...] = ()
 
 
@@ -99,28 +98,27 @@ class TypesetCounts:
     from_cache: int = 0
 
 
-def typeset(formulas: Sequence[Sequence[str]], renderers: Sequence[Renderer], cache: RenderCache,
+def typeset(formulas: Sequence[Sequence[str]], renderer: Renderer, cache: RenderCache,
             counts: TypesetCounts) -> list[Typeset]:
-    """Render each formula, trying its texts in turn (the LaTeX as written, then normalised: some
-    sources break where the normalised tokens do not) with each renderer in turn, cache first.
-    Each renderer sees all of its misses in one call (one LaTeX document): give ~200 at a time."""
+    """Render each formula by ``renderer``, trying its texts in turn (the LaTeX as written, then
+    normalised: some sources break where the normalised tokens do not), cache first. The renderer
+    sees all of an attempt's misses in one call (one LaTeX document): give ~200 at a time."""
     results: list[Typeset | None] = [None] * len(formulas)
     errors: list[list[str]] = [[] for _ in formulas]
-    for renderer in renderers:
-        for attempt in range(max(map(len, formulas), default=0)):
-            pending = [i for i, texts in enumerate(formulas) if results[i] is None and attempt < len(texts)]
-            keys = {i: cache_key(formulas[i][attempt], renderer) for i in pending}
-            found = {i: cache.get(keys[i]) for i in pending}
-            misses = [i for i in pending if found[i] is None]
-            counts.from_cache += len(pending) - len(misses)
-            counts.typeset += len(misses)
-            if misses:
-                for i, rendered in zip(misses, renderer([formulas[i][attempt] for i in misses])):
-                    cache.put(keys[i], rendered)
-                    found[i] = rendered
-            for i in pending:
-                if found[i].image is not None:
-                    results[i] = Typeset(found[i].image, keys[i], renderer.name)
-                else:
-                    errors[i].append(found[i].error or f"{renderer.name} failed")
+    for attempt in range(max(map(len, formulas), default=0)):
+        pending = [i for i, texts in enumerate(formulas) if results[i] is None and attempt < len(texts)]
+        keys = {i: cache_key(formulas[i][attempt], renderer) for i in pending}
+        found = {i: cache.get(keys[i]) for i in pending}
+        misses = [i for i in pending if found[i] is None]
+        counts.from_cache += len(pending) - len(misses)
+        counts.typeset += len(misses)
+        if misses:
+            for i, rendered in zip(misses, renderer([formulas[i][attempt] for i in misses])):
+                cache.put(keys[i], rendered)
+                found[i] = rendered
+        for i in pending:
+            if found[i].image is not None:
+                results[i] = Typeset(found[i].image, keys[i])
+            else:
+                errors[i].append(found[i].error or f"{renderer.name} failed")
     return [result or Typeset(None, errors=tuple(error)) for result, error in zip(results, errors)]

@@ -1,8 +1,9 @@
 """Example images rendered at index time: ``clip-match index build --latex --render N``.
 
-Each new candidate is typeset (`clip_match.formulas.render`: TeX Live, else matplotlib's mathtext),
-varied into N seeded copies (`clip_match.formulas.variants`), and those copies are its example
-images (`examples`), as ``--examples`` with a folder of renders would give. Clean renders are kept in
+Each new candidate is typeset by each renderer (`clip_match.formulas.render.choose_renderers`: TeX
+Live and matplotlib's mathtext, those installed), each render varied into N seeded copies
+(`clip_match.formulas.variants`), and those copies are its example images (`examples`), as
+``--examples`` with a folder of renders would give. Clean renders are kept in
 a cache by content (`clip_match.formulas.render_cache`), so `index add` and rebuilds typeset only
 formulas they have not met. A candidate that no renderer can typeset keeps its text vector; the
 index directory's ``render_report.json`` counts and lists those, with the settings `index add`
@@ -72,8 +73,8 @@ def render_examples(encoder: ImageEncoder, candidates: Sequence[Candidate], rend
                     skip_keys: frozenset[str] = frozenset(), layouts: bool = True,
                     progress: bool = True) -> tuple[Examples, RenderRun, list[dict[str, str]]]:
     """Examples of each candidate (under its LaTeX key) that is not in ``skip_keys``: ``renders``
-    varied copies of its render. Also what was done, and the candidates no renderer could typeset
-    (``{"id", "text", "error"}``: they get no examples)."""
+    varied copies of its render by each of ``renderers``. Also what was done, and the candidates
+    that no renderer could typeset (``{"id", "text", "error"}``: they get no examples)."""
     todo: dict[str, Candidate] = {}
     for candidate in candidates:
         key = candidate_key(candidate.text, latex=True)
@@ -89,13 +90,19 @@ def render_examples(encoder: ImageEncoder, candidates: Sequence[Candidate], rend
         for start in range(0, len(items), CHUNK):
             chunk = items[start:start + CHUNK]
             texts = [list(dict.fromkeys((candidate.text.strip(), key))) for key, candidate in chunk]
-            for (key, candidate), result in zip(chunk, typeset(texts, renderers, cache, counts)):
-                if result.image is None:
-                    failed.append({"id": candidate.id, "text": candidate.text, "error": "; ".join(result.errors)})
-                    continue
-                run.rendered[result.renderer] = run.rendered.get(result.renderer, 0) + 1
-                for image in variants(result.image, int(result.key[:16], 16), renders):
-                    averager.add([key], image)
+            errors: list[list[str] | None] = [[] for _ in chunk]  # (None once a renderer typeset it)
+            for renderer in renderers:
+                for i, result in enumerate(typeset(texts, renderer, cache, counts)):
+                    if result.image is None:
+                        if errors[i] is not None:
+                            errors[i].extend(result.errors)
+                        continue
+                    errors[i] = None
+                    run.rendered[renderer.name] = run.rendered.get(renderer.name, 0) + 1
+                    for image in variants(result.image, int(result.key[:16], 16), renders):
+                        averager.add([chunk[i][0]], image)
+            failed += [{"id": candidate.id, "text": candidate.text, "error": "; ".join(error)}
+                       for (_, candidate), error in zip(chunk, errors) if error is not None]
             bar.update(len(chunk))
     run.failed, run.typeset, run.from_cache = len(failed), counts.typeset, counts.from_cache
     return averager.examples(), run, failed
