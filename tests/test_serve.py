@@ -240,6 +240,10 @@ def test_prompts_that_cannot_be_read_are_json_errors_naming_the_field(server, ti
         status, headers, answer = _json(server.url, "/v1/grid", {**body, "bundle": "tiny"})
         assert (status, answer["field"]) == (400, "image") and message in answer["error"], answer
         assert set(answer) == {"error", "field", "request_id"}
+    slow = _b64(_png(header("Please select all of the squares with burritos", bare)))  # (backtracks without end)
+    status, _, answer = _json(server.url, "/v1/grid", {"image": slow, "bundle": "tiny",
+                                                       "prompt_pattern": r"^(?P<target>(.|.|..)*)\d$"})
+    assert (status, answer["field"]) == (400, "prompt_pattern") and "gave no answer within 0.1 s" in answer["error"]
     png, k = screenshots[0]
     assert Client(server.url).grid(png, k=k, bundle="tiny") == tiny.solve(png, k=k)   # still serving
 

@@ -111,8 +111,9 @@ class _Bar:
     lines: list[list[Box]]   # segments (bar coordinates: x as in the image, y from the bar's top)
 
 
-def compile_pattern(pattern: str) -> re.Pattern:
-    """A ``--prompt-pattern``: a regular expression with exactly one named group (the target)."""
+def compile_pattern(pattern: str, seconds: float | None = None) -> re.Pattern | TimedPattern:
+    """A ``--prompt-pattern``: a regular expression with exactly one named group (the target). With
+    ``seconds``, each search of it is bounded in time (`TimedPattern`: for patterns from others)."""
     try:
         compiled = re.compile(pattern)
     except re.error as error:
@@ -120,7 +121,34 @@ def compile_pattern(pattern: str) -> re.Pattern:
     if len(compiled.groupindex) != 1:
         raise ClipMatchError(f"--prompt-pattern {pattern!r} needs exactly one named group for the target, e.g. "
                              f"'点击(?P<target>.+?)的图片', not {len(compiled.groupindex)}")
-    return compiled
+    return compiled if seconds is None else TimedPattern(pattern, seconds)
+
+
+class PatternTimeout(ClipMatchError):
+    """A `TimedPattern` search ran out of time: the pattern's fault, not the image's."""
+
+
+class TimedPattern:
+    """A prompt pattern whose every search gives up after ``seconds`` (an error naming it), so that a
+    pattern that backtracks without end fails its own request: `re` has no time limit and holds the
+    GIL while it searches, which would stall a whole server. Compiled by the `regex` package (the
+    ``serve`` extra), whose syntax is `re`'s and whose searches can time out and release the GIL."""
+
+    def __init__(self, pattern: str, seconds: float):
+        try:
+            import regex
+        except ImportError:
+            raise ClipMatchError("a time-bounded prompt pattern needs the regex package: "
+                                 "pip install 'clip-match[serve]'") from None
+        self.pattern, self.seconds = pattern, seconds
+        self._compiled = regex.compile(pattern)
+
+    def search(self, text: str):  # -> regex.Match | None
+        try:
+            return self._compiled.search(text, timeout=self.seconds, concurrent=True)
+        except TimeoutError:
+            raise PatternTimeout(f"prompt pattern {self.pattern!r} gave no answer within {self.seconds:g} s on the "
+                                 f"text read {text!r}: simplify it (nested repeats backtrack without end)") from None
 
 
 class PromptReader:
@@ -129,7 +157,8 @@ class PromptReader:
     def __init__(self, threads: int = 1):
         self.reader = TextReader(threads)
 
-    def read(self, image: Image.Image, grid: Grid, pattern: re.Pattern | None = None) -> PromptReading:
+    def read(self, image: Image.Image, grid: Grid,
+             pattern: re.Pattern | TimedPattern | None = None) -> PromptReading:
         """The prompt of the screenshot ``image`` whose tiles ``grid`` holds: an icon in the header, else
         the target of the text read above, then below, the grid. Errors (exit 2) when no bar holds
         anything, or when the text read gives no target (quoting it)."""
@@ -360,7 +389,7 @@ def normalise(text: str) -> str:
     return re.sub(rf"(?<=[{_CJK}]) | (?=[{_CJK}])", "", text)
 
 
-def extract_target(text: str, pattern: re.Pattern | None = None) -> str | None:
+def extract_target(text: str, pattern: re.Pattern | TimedPattern | None = None) -> str | None:
     """The target of a prompt's text (lines separated by newlines), or None: ``pattern``'s named group
     (searched in the lines joined by spaces) when given; else a quoted or bracketed word; else the
     first line a Chinese or English template knows ("请点击下图中所有的雨伞", "Select all images with

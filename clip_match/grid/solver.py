@@ -23,7 +23,7 @@ from ..errors import ClipMatchError
 from ..runtime.encoder import Encoder
 from ..runtime.images import ImageInput, open_image
 from ..runtime.tokenizer import strip_invisible
-from .prompt import PromptReader, PromptReading, compile_pattern
+from .prompt import PromptReader, PromptReading, TimedPattern, compile_pattern
 from .select import CALIBRATION_NAME, Calibration, SelectionRule, by_threshold, check_threshold, top_k
 from .selector import SELECTOR_NAME, Selector
 from .tiles import LAYOUTS, MIN_TILE, Grid, check_layout, crop_margins, cut_tiles, find_grid
@@ -101,7 +101,7 @@ class GridSolver:
 
     def solve(self, image_or_tiles: ImageInput | Sequence[ImageInput], prompt: str | ImageInput | None = None,
               layout: str = "auto", k: int | None = None, threshold: float | None = None,
-              zero_based: bool = False, prompt_pattern: str | re.Pattern | None = None) -> GridResult:
+              zero_based: bool = False, prompt_pattern: str | re.Pattern | TimedPattern | None = None) -> GridResult:
         """Score every tile (cropped to ``tile_crop``) against ``prompt`` (a str is a text; a path,
         bytes, PIL image or array is an example image, encoded whole; None: read from the screenshot,
         with ``prompt_pattern``'s one named group as the target when given) and choose: top-``k`` if
@@ -137,7 +137,7 @@ class GridSolver:
         return GridResult(grid.layout, coordinates, scores.tolist(), chosen.tolist(), rule, grid.method, zero_based,
                           self.tile_crop, **read)
 
-    def read_prompt(self, image: Image.Image, grid: Grid, pattern: str | re.Pattern | None = None,
+    def read_prompt(self, image: Image.Image, grid: Grid, pattern: str | re.Pattern | TimedPattern | None = None,
                     label: str = "puzzle image") -> PromptReading:
         """The prompt of a screenshot whose tiles ``grid`` holds (the OCR model loads on first use);
         errors name ``label``."""
@@ -148,7 +148,7 @@ class GridSolver:
         try:
             return self._prompts.read(image, grid, compiled)
         except ClipMatchError as error:
-            raise ClipMatchError(f"{label}: {error}") from None
+            raise type(error)(f"{label}: {error}") from None
 
     def tiles(self, image_or_tiles: ImageInput | Sequence[ImageInput], layout: str = "auto") -> tuple[list, Grid]:
         """The tile images (row-major) and the grid they came from."""

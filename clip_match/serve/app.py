@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import re
 import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -31,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 
 from .. import __version__
 from ..errors import ClipMatchError
-from ..grid.prompt import PromptReading, compile_pattern
+from ..grid.prompt import PatternTimeout, PromptReading, TimedPattern, compile_pattern
 from ..grid.select import check_threshold
 from ..grid.solver import GridSolver
 from ..grid.tiles import LAYOUTS, Grid, check_layout, crop_margins
@@ -45,6 +44,7 @@ from .metrics import Metrics
 from .models import Models, ServedBundle
 
 TILE_COUNTS = (6, 9)
+PATTERN_SECONDS = 0.1  # a request's prompt_pattern gets this long per search of the text read
 # The batch sizes the in-process API gives the encoder (Encoder.encode_texts / encode_images, Matcher.rank);
 # a request encoded alone uses them, so dynamic int8 towers give exactly the in-process results.
 TEXT_BATCH, IMAGE_BATCH, QUERY_BATCH = 256, 32, 16
@@ -190,7 +190,7 @@ class Service:
         if fields.threshold is not None:
             _checked("threshold", check_threshold, fields.threshold)
         pattern = None if fields.prompt_pattern is None else _checked("prompt_pattern", compile_pattern,
-                                                                     fields.prompt_pattern)
+                                                                     fields.prompt_pattern, PATTERN_SECONDS)
         if "tiles" in uploads:
             count = len(uploads["tiles"])
             if count not in TILE_COUNTS:
@@ -301,7 +301,7 @@ def _checked(field: str, function: Callable[..., T], *args: Any) -> T:
 
 
 def _grid_inputs(solver: GridSolver, uploads: dict[str, list[Upload]], layout: str, read: bool,
-                 pattern: re.Pattern | None) -> tuple[list, int, Grid, PromptReading | None]:
+                 pattern: TimedPattern | None) -> tuple[list, int, Grid, PromptReading | None]:
     """What `GridSolver.solve` encodes: the puzzle's tiles (cropped as the bundle's calibration says),
     then the example image or the icon read as the prompt, if any (`at_model_size`); the tile count,
     the grid, and the prompt read from the image when ``read`` (as `GridSolver.solve` reads it)."""
@@ -312,7 +312,12 @@ def _grid_inputs(solver: GridSolver, uploads: dict[str, list[Upload]], layout: s
         image = _checked("image", open_image, uploads["image"][0].data, "puzzle image")
         tiles, grid = _checked("image", solver.tiles, image, layout)
         if read:
-            reading = _checked("image", solver.read_prompt, image, grid, pattern)
+            try:
+                reading = solver.read_prompt(image, grid, pattern)
+            except PatternTimeout as error:  # (the pattern's fault, not the image's)
+                raise RequestError(400, str(error), "prompt_pattern") from None
+            except ClipMatchError as error:
+                raise RequestError(400, str(error), "image") from None
     tiles = crop_margins(tiles, solver.tile_crop)
     count = len(tiles)
     if "example" in uploads:
