@@ -136,6 +136,7 @@ def test_index_scores_blend_model_and_layout_and_survive_save_and_load(tiny_enco
     manifest_path = tmp_path / "index" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     for field, value, message in (("layout_shape", [8, 64], "layout codes of shape"),
+                                  ("layout_version", 1, "layout codes of version 1, this clip-match makes version 2"),
                                   ("layout_weight", -1, "layout weight must be between 0")):
         manifest_path.write_text(json.dumps({**manifest, field: value}))
         with pytest.raises(ClipMatchError, match=rf"manifest.json: {message}"):

@@ -6,8 +6,10 @@ well as dark on light, scaled to its 99.5th percentile so faint and bold prints 
 onto a fixed ``LAYOUT_SHAPE`` grid, centred and normalised. Two typesettings of one formula by the
 same engine give nearly the same code at any scale, padding, blur or JPEG quality; a transparent
 image is first laid on paper (`on_paper`). For photos of paper the light is evened out first
-(`flatten_light`) and the ink turned level (`deskewed`, within `SKEW_DEGREES`); perspective still
-costs it.
+(`flatten_light`) and the ink turned level (`deskewed`, within `SKEW_DEGREES`), and each row of the
+grid is smoothed along its length (`SMOOTHING_COLUMNS`), so that ink a perspective or another
+engine's spacing moved by a column or two still meets its place (photos of development formulas:
+78.6 -> 85.7 % R@1, typeset images unchanged or better; datasets/formulas/RESULTS.md).
 
 An index with layout weight ``w`` scores ``(1 - w) * model cosine + w * layout cosine``: every
 vector (candidate and query) is ``[sqrt(1 - w) * model vector, sqrt(w) * layout code]``, so one
@@ -29,6 +31,10 @@ LAYOUT_SHAPE = (16, 128)  # (rows, columns): a formula line is ~6x wider than hi
 LAYOUT_DIM = LAYOUT_SHAPE[0] * LAYOUT_SHAPE[1]
 INK_PERCENTILE = 99.5
 SKEW_DEGREES = 8.0  # a hand-held photo's tilt, either way
+SMOOTHING_COLUMNS = 1.5  # each row of the grid blurred along its length by a Gaussian this wide (sigma, columns)
+_SMOOTHING = np.exp(-0.5 * (np.arange(-5, 6) / SMOOTHING_COLUMNS) ** 2)
+_SMOOTHING /= _SMOOTHING.sum()
+LAYOUT_VERSION = 2  # raise when codes change: an index keeps its candidates' codes (1: before the smoothing)
 _SKEW_SEARCH_HEIGHT = 48  # the angle is searched on a copy this high
 
 
@@ -49,7 +55,8 @@ def layout_code(image: Image.Image) -> np.ndarray:
     ink = np.clip(ink / max(float(np.percentile(ink, INK_PERCENTILE)), 1.0), 0.0, 1.0)
     rows, columns = LAYOUT_SHAPE
     grid = np.asarray(Image.fromarray(np.round(ink * 255).astype(np.uint8)).resize((columns, rows), Image.BOX),
-                      dtype=np.float32).ravel()
+                      dtype=np.float32)
+    grid = np.stack([np.convolve(row, _SMOOTHING, mode="same") for row in grid]).ravel()
     grid -= grid.mean()
     norm = float(np.linalg.norm(grid))
     return grid / norm if norm > 1e-6 else np.zeros(LAYOUT_DIM, np.float32)

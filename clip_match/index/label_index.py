@@ -35,7 +35,8 @@ from tqdm import tqdm
 
 from ..checks import positive_batch_size
 from ..errors import ClipMatchError
-from ..formulas.layout_codes import LAYOUT_DIM, LAYOUT_SHAPE, check_layout_weight, query_layout_code, with_layout
+from ..formulas.layout_codes import (LAYOUT_DIM, LAYOUT_SHAPE, LAYOUT_VERSION, check_layout_weight, query_layout_code,
+                                     with_layout)
 from ..fsutil import atomic_dir
 from ..jsonio import read_manifest
 from ..runtime.bundle import sha256_file
@@ -335,7 +336,7 @@ class LabelIndex:
                 "dim": self.dim, "metric": "inner_product", "normalization": "latex" if self.latex else "text",
                 "factory": self.factory, "search_parameters": self.search_parameters,
                 "text_weight": self.text_weight, "layout_weight": self.layout_weight,
-                "layout_shape": list(LAYOUT_SHAPE), "count": len(self),
+                "layout_shape": list(LAYOUT_SHAPE), "layout_version": LAYOUT_VERSION, "count": len(self),
                 "files": {name: sha256_file(tmp / name) for name in (INDEX_NAME, CANDIDATES_NAME)},
             }
             (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -370,6 +371,10 @@ class LabelIndex:
         if layout_weight and manifest.get("layout_shape") != list(LAYOUT_SHAPE):
             raise ClipMatchError(f"{path / MANIFEST_NAME}: layout codes of shape {manifest.get('layout_shape')}, this "
                                  f"version makes {list(LAYOUT_SHAPE)}; rebuild the index")
+        if layout_weight and manifest.get("layout_version", 1) != LAYOUT_VERSION:
+            raise ClipMatchError(f"{path / MANIFEST_NAME}: layout codes of version {manifest.get('layout_version', 1)}, "
+                                 f"this clip-match makes version {LAYOUT_VERSION} (they no longer compare); rebuild "
+                                 "the index (index build ... --overwrite; renders come back from their cache)")
         entries = _read_entries(path / CANDIDATES_NAME)
         if not (len(entries) == index.ntotal == manifest["count"]) or index.d != manifest["dim"]:
             raise ClipMatchError(f"{path}: index holds {index.ntotal} vectors of dim {index.d}, candidates.jsonl "
