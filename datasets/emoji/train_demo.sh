@@ -36,7 +36,7 @@ STYLES=${STYLES:-$(for s in ${ALL_STYLES}; do [[ " ${HOLDOUT} " == *" ${s} "* ]]
 PER_EMOJI=${PER_EMOJI:-3}                # renderings per emoji and training style, in each stage's pairs
 # One stage per item, CONFIG:STEPS:PEAK_LR[:MATCH_LOSS], each on its own fresh renderings (pair seed 1000 + stage);
 # MATCH_LOSS is the trainer's --match-loss weight (default 0: InfoNCE alone).
-STAGES=${STAGES:-"demo:1500:3e-4 demo:1000:1.5e-4 demo:800:1e-4 demo:1500:1e-4"}
+STAGES=${STAGES:-"demo:1500:3e-4 demo:1000:1.5e-4 demo:800:1e-4 demo:1500:1e-4 demo:2500:1e-4"}
 PRECISION=${PRECISION:-bf16}             # bf16 autocast: 1.9x faster steps on AVX512-BF16/AMX CPUs, else fp32
 VALID_COUNT=${VALID_COUNT:-200}          # calibration puzzles per training style
 TEST_COUNT=${TEST_COUNT:-600}            # reported puzzles per style
