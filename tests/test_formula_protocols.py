@@ -295,6 +295,8 @@ def test_training_fonts_photos_and_held_out_query_splits(data_dir, tmp_path, cap
     assert "'tex:comic': unknown tex font" in capsys.readouterr().err
     assert _build("open", bad, data_dir, "--photo-probability", "1.5") == 2
     assert "--photo-probability must be between 0 and 1" in capsys.readouterr().err and not bad.exists()
+    assert _build("open", bad, data_dir, "--jpeg-probability", "-0.1") == 2
+    assert "--jpeg-probability must be between 0 and 1" in capsys.readouterr().err and not bad.exists()
 
 
 def digest_of_plain_build(data_dir: Path, tmp_path: Path) -> list[str]:

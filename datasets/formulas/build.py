@@ -371,9 +371,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, name) < 1:
             print(f"build {args.command}: error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
-    if not 0.0 <= args.photo_probability <= 1.0:
-        print(f"build {args.command}: error: --photo-probability must be between 0 and 1", file=sys.stderr)
-        return 2
+    for name in ("photo_probability", "jpeg_probability"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            print(f"build {args.command}: error: --{name.replace('_', '-')} must be between 0 and 1", file=sys.stderr)
+            return 2
     if min(getattr(args, "limit", 0), getattr(args, "real_train", 0), getattr(args, "candidate_renders", 0),
            args.valid_size) < 0:
         print(f"build {args.command}: error: --limit, --real-train, --candidate-renders and --valid-size cannot be "
